@@ -1,0 +1,283 @@
+"""The immutable run Context and its pure helpers.
+
+Every helper returns a new Context and changes nothing else. Mappings are persistent
+(structural sharing), so a helper costs the same whether the run has 10 or 100,000 entries.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, overload
+
+from pyrsistent import PMap, PSet, PVector, pmap, pset, pvector
+
+from crucible.experiment import Experiment
+from crucible.serialize import to_jsonable
+from crucible.trace import SpanEvent, Trace
+
+COMPLETED_STAGES = "completed_stages"
+_MISSING: Any = object()
+
+
+def _check_key(key: object, what: str) -> str:
+    if not isinstance(key, str):
+        raise TypeError(f"{what} key must be str, got {type(key).__name__}: {key!r}")
+    return key
+
+
+def _freeze_map(value: Mapping[Any, Any] | None, what: str) -> PMap[str, Any]:
+    if isinstance(value, PMap):
+        return value
+    if value is None:
+        return pmap()
+    if not isinstance(value, Mapping):
+        raise TypeError(f"{what} must be a mapping, got {type(value).__name__}")
+    for k in value:
+        _check_key(k, what)
+    return pmap(value)
+
+
+class StageList(Sequence[str]):
+    """Immutable, ordered, duplicate-free list of completed stage names with O(1) membership."""
+
+    __slots__ = ("_members", "_order")
+
+    def __init__(self, names: Iterable[str] = ()) -> None:
+        order: list[str] = []
+        seen: set[str] = set()
+        for n in names:
+            _check_key(n, "stage name")
+            if n not in seen:
+                seen.add(n)
+                order.append(n)
+        self._order: PVector[str] = pvector(order)
+        self._members: PSet[str] = pset(seen)
+
+    @classmethod
+    def _of(cls, order: PVector[str], members: PSet[str]) -> StageList:
+        new = cls.__new__(cls)
+        new._order, new._members = order, members
+        return new
+
+    def add(self, name: str) -> StageList:
+        """Return a list with ``name`` appended unless it is already there."""
+        if name in self._members:
+            return self
+        return StageList._of(self._order.append(name), self._members.add(name))
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._members
+
+    @overload
+    def __getitem__(self, i: int) -> str: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[str]: ...
+    def __getitem__(self, i: int | slice) -> str | list[str]:
+        if isinstance(i, slice):
+            return list(self._order[i])
+        return self._order[i]
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._order)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, StageList):
+            return self._order == other._order
+        if isinstance(other, list | tuple):
+            return list(self._order) == list(other)
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(tuple(self._order))
+
+    def __repr__(self) -> str:
+        return f"StageList({list(self._order)!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """State threaded through a run's stages. Frozen: helpers return new Contexts."""
+
+    experiment_id: str
+    run_id: str
+    experiment: Experiment
+    outputs: Sequence[Any] = field(default_factory=pvector)
+    metrics: Mapping[str, Any] = field(default_factory=pmap)
+    artifacts: Mapping[str, Any] = field(default_factory=pmap)
+    trace: Trace | None = None
+    telemetry_context: Mapping[str, str] = field(default_factory=pmap)
+    assigns: Mapping[str, Any] = field(default_factory=pmap)
+
+    def __post_init__(self) -> None:
+        # Conversion only happens for plain values a caller passed; helpers pass frozen ones.
+        s = object.__setattr__
+        if not isinstance(self.outputs, PVector):
+            if isinstance(self.outputs, str | bytes) or not isinstance(self.outputs, Iterable):
+                raise TypeError(f"outputs must be a list, got {type(self.outputs).__name__}")
+            s(self, "outputs", pvector(self.outputs))
+        if not isinstance(self.metrics, PMap):
+            s(self, "metrics", _freeze_map(self.metrics, "metrics"))
+        if not isinstance(self.artifacts, PMap):
+            s(self, "artifacts", _freeze_map(self.artifacts, "artifacts"))
+        if not isinstance(self.telemetry_context, PMap):
+            s(self, "telemetry_context", _freeze_map(self.telemetry_context, "telemetry_context"))
+        if not isinstance(self.assigns, PMap):
+            assigns = _freeze_map(self.assigns, "assigns")
+            seed = assigns.get(COMPLETED_STAGES)
+            if seed is not None and not isinstance(seed, StageList):
+                assigns = assigns.set(COMPLETED_STAGES, StageList(seed))
+            s(self, "assigns", assigns)
+
+    # --- metrics ---------------------------------------------------------------------------
+    def put_metric(self, key: str, value: Any) -> Context:
+        """Insert or overwrite one metric."""
+        _check_key(key, "metric")
+        return replace(self, metrics=self._pm(self.metrics).set(key, value))
+
+    def get_metric(self, key: str, default: Any = None) -> Any:
+        """The metric's value; ``default`` only when absent (a stored None is returned)."""
+        _check_key(key, "metric")
+        return self.metrics.get(key, default)
+
+    def update_metric(self, key: str, fn: Callable[[Any], Any], default: Any = None) -> Context:
+        """Set a metric to ``fn(old)``; an absent key gets ``default`` and fn is not called."""
+        _check_key(key, "metric")
+        old = self.metrics.get(key, _MISSING)
+        new = default if old is _MISSING else fn(old)
+        return replace(self, metrics=self._pm(self.metrics).set(key, new))
+
+    def merge_metrics(self, metrics: Mapping[str, Any]) -> Context:
+        """Shallow-merge a mapping of metrics; incoming keys win."""
+        if not isinstance(metrics, Mapping):
+            raise TypeError(f"merge_metrics expects a mapping, got {type(metrics).__name__}")
+        evolver = self._pm(self.metrics).evolver()
+        for k, v in metrics.items():
+            evolver[_check_key(k, "metric")] = v
+        return replace(self, metrics=evolver.persistent())
+
+    def has_metric(self, key: str) -> bool:
+        """True when the metric is present (even if its value is None)."""
+        _check_key(key, "metric")
+        return key in self.metrics
+
+    # --- outputs ---------------------------------------------------------------------------
+    def add_output(self, output: Any) -> Context:
+        """Append one output at the end."""
+        return replace(self, outputs=self._pv(self.outputs).append(output))
+
+    def add_outputs(self, outputs: Iterable[Any]) -> Context:
+        """Append several outputs in order; an empty iterable changes nothing."""
+        if isinstance(outputs, str | bytes | Mapping) or not isinstance(outputs, Iterable):
+            raise TypeError(f"add_outputs expects a list, got {type(outputs).__name__}")
+        items = list(outputs)
+        if not items:
+            return self
+        return replace(self, outputs=self._pv(self.outputs).extend(items))
+
+    # --- artifacts -------------------------------------------------------------------------
+    def put_artifact(self, key: str, artifact: Any) -> Context:
+        """Insert or overwrite one artifact (a path, URL, or any description)."""
+        _check_key(key, "artifact")
+        return replace(self, artifacts=self._pm(self.artifacts).set(key, artifact))
+
+    def get_artifact(self, key: str, default: Any = None) -> Any:
+        """The artifact; ``default`` only when absent."""
+        _check_key(key, "artifact")
+        return self.artifacts.get(key, default)
+
+    def has_artifact(self, key: str) -> bool:
+        _check_key(key, "artifact")
+        return key in self.artifacts
+
+    # --- assigns ---------------------------------------------------------------------------
+    @overload
+    def assign(self, key: str, value: Any, /) -> Context: ...
+    @overload
+    def assign(self, mapping: Mapping[str, Any] | Iterable[tuple[str, Any]], /) -> Context: ...
+    @overload
+    def assign(self, /, **kwargs: Any) -> Context: ...
+    def assign(self, /, *args: Any, **kwargs: Any) -> Context:
+        """Set assigns: ``assign(key, value)``, ``assign(mapping)`` or ``assign(**kw)``; merges."""
+        items: list[tuple[Any, Any]]
+        if len(args) == 2 and not kwargs:
+            items = [(args[0], args[1])]
+        elif len(args) == 1:
+            arg = args[0]
+            if isinstance(arg, Mapping):
+                items = list(arg.items())
+            elif isinstance(arg, str | bytes) or not isinstance(arg, Iterable):
+                raise TypeError(
+                    f"assign expects (key, value), a mapping or keyword arguments; got {arg!r}"
+                )
+            else:
+                items = [tuple(pair) for pair in arg]  # key/value pairs, last duplicate wins
+            items.extend(kwargs.items())
+        elif not args:
+            items = list(kwargs.items())
+        else:
+            raise TypeError(
+                f"assign takes (key, value), a mapping or keywords; got {len(args)} args"
+            )
+        evolver = self._pm(self.assigns).evolver()
+        for k, v in items:
+            _check_key(k, "assign")
+            if k == COMPLETED_STAGES and v is not None and not isinstance(v, StageList):
+                v = StageList(v)
+            evolver[k] = v
+        return replace(self, assigns=evolver.persistent())
+
+    # --- stage completion ------------------------------------------------------------------
+    def mark_stage_complete(self, stage: str) -> Context:
+        """Record ``stage`` as completed, once, in ``assigns['completed_stages']``."""
+        _check_key(stage, "stage name")
+        current = self.assigns.get(COMPLETED_STAGES)
+        stages = current if isinstance(current, StageList) else StageList(current or ())
+        updated = stages.add(stage)
+        if updated is current:
+            return self
+        return replace(self, assigns=self._pm(self.assigns).set(COMPLETED_STAGES, updated))
+
+    def stage_completed(self, stage: str) -> bool:
+        _check_key(stage, "stage name")
+        current = self.assigns.get(COMPLETED_STAGES)
+        return current is not None and stage in current
+
+    def completed_stages(self) -> list[str]:
+        """Completed stage names in first-completion order."""
+        return list(self.assigns.get(COMPLETED_STAGES) or ())
+
+    # --- events ----------------------------------------------------------------------------
+    def record_event(self, name: str, /, **attributes: Any) -> Context:
+        """Append an event that the engine puts on the current stage's span when it ends."""
+        _check_key(name, "event name")
+        trace = self.trace if self.trace is not None else Trace()
+        event = SpanEvent(name=name, timestamp_ns=time.time_ns(), attributes=dict(attributes))
+        return replace(self, trace=trace.with_event(event))
+
+    # --- views -----------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-safe dict of everything in the Context; secret-looking values redacted."""
+        return {
+            "experiment_id": self.experiment_id,
+            "run_id": self.run_id,
+            "experiment": to_jsonable(self.experiment.model_dump(mode="json", by_alias=True)),
+            "outputs": to_jsonable(self.outputs),
+            "metrics": to_jsonable(self.metrics),
+            "artifacts": to_jsonable(self.artifacts),
+            "trace": None if self.trace is None else to_jsonable(self.trace.to_dict()),
+            "telemetry_context": to_jsonable(self.telemetry_context),
+            "assigns": to_jsonable(self.assigns),
+        }
+
+    @staticmethod
+    def _pm(m: Mapping[str, Any]) -> PMap[str, Any]:
+        return m  # type: ignore[return-value]  # always a PMap after __post_init__
+
+    @staticmethod
+    def _pv(v: Sequence[Any]) -> PVector[Any]:
+        return v  # type: ignore[return-value]  # always a PVector after __post_init__

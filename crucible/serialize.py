@@ -1,0 +1,87 @@
+"""Turn any value a stage can store into JSON-safe data (for reports, the store, to_dict)."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import datetime as dt
+import enum
+import math
+import uuid
+from collections.abc import Mapping, Set
+from decimal import Decimal
+from pathlib import PurePath
+from typing import Any
+
+from pydantic import BaseModel
+
+from crucible.redact import REDACTED, is_secret_key
+
+_MAX_DEPTH = 64
+
+
+def to_jsonable(value: Any, *, redact_secrets: bool = True, _depth: int = 0) -> Any:
+    """Return a structure of dict/list/str/int/float/bool/None equal in meaning to ``value``.
+
+    Tuples and sets become lists, datetimes ISO strings, models and dataclasses dicts, NaN and
+    infinities the strings ``"NaN"``/``"Infinity"``/``"-Infinity"``, unknown objects their
+    ``repr``. Values under secret-looking keys are redacted unless ``redact_secrets`` is False.
+    """
+    if _depth > _MAX_DEPTH:
+        return "<max depth>"
+    d = _depth + 1
+    if value is None or isinstance(value, bool | int | str):
+        if isinstance(value, enum.Enum):
+            return to_jsonable(value.value, redact_secrets=redact_secrets, _depth=d)
+        return value
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "NaN"
+        if math.isinf(value):
+            return "Infinity" if value > 0 else "-Infinity"
+        return value
+    if isinstance(value, enum.Enum):
+        return to_jsonable(value.value, redact_secrets=redact_secrets, _depth=d)
+    if isinstance(value, dt.datetime | dt.date | dt.time):
+        return value.isoformat()
+    if isinstance(value, dt.timedelta):
+        return value.total_seconds()
+    if isinstance(value, Decimal | uuid.UUID | PurePath):
+        return str(value)
+    if isinstance(value, bytes | bytearray | memoryview):
+        return {"base64": base64.b64encode(bytes(value)).decode("ascii")}
+    if isinstance(value, BaseModel):
+        return to_jsonable(value.model_dump(mode="python"), redact_secrets=redact_secrets, _depth=d)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        to_dict = getattr(value, "to_dict", None)
+        if callable(to_dict):
+            return to_jsonable(to_dict(), redact_secrets=redact_secrets, _depth=d)
+        fields = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+        return to_jsonable(fields, redact_secrets=redact_secrets, _depth=d)
+    if isinstance(value, Mapping):
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            key = k if isinstance(k, str) else str(to_jsonable(k, redact_secrets=False, _depth=d))
+            if redact_secrets and is_secret_key(key) and v is not None:
+                out[key] = REDACTED
+            else:
+                out[key] = to_jsonable(v, redact_secrets=redact_secrets, _depth=d)
+        return out
+    if isinstance(value, Set):
+        items = [to_jsonable(v, redact_secrets=redact_secrets, _depth=d) for v in value]
+        try:
+            return sorted(items)
+        except TypeError:
+            return items
+    if hasattr(value, "__iter__") and not isinstance(value, str):
+        try:
+            return [to_jsonable(v, redact_secrets=redact_secrets, _depth=d) for v in value]
+        except TypeError:
+            pass
+    tolist = getattr(value, "tolist", None)  # numpy scalars and arrays
+    if callable(tolist):
+        return to_jsonable(tolist(), redact_secrets=redact_secrets, _depth=d)
+    if callable(value):
+        name = getattr(value, "__qualname__", None) or type(value).__name__
+        return f"<callable {getattr(value, '__module__', '?')}.{name}>"
+    return repr(value)

@@ -1,0 +1,1 @@
+"""Crucible's built-in stages, registered through the ``crucible.stages`` entry points."""
