@@ -7,18 +7,24 @@ Every helper returns a new Context and changes nothing else. Mappings are persis
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, overload
 
-from pyrsistent import PMap, PSet, PVector, pmap, pset, pvector
+from pyrsistent import PVector, pvector
 
 from crucible.experiment import Experiment
+from crucible.frozen import FrozenMap, StageList
 from crucible.serialize import to_jsonable
 from crucible.trace import SpanEvent, Trace
 
 COMPLETED_STAGES = "completed_stages"
 _MISSING: Any = object()
+_EMPTY: FrozenMap[str, Any] = FrozenMap()
+
+
+def _empty() -> FrozenMap[str, Any]:
+    return _EMPTY
 
 
 def _check_key(key: object, what: str) -> str:
@@ -27,76 +33,16 @@ def _check_key(key: object, what: str) -> str:
     return key
 
 
-def _freeze_map(value: Mapping[Any, Any] | None, what: str) -> PMap[str, Any]:
-    if isinstance(value, PMap):
+def _freeze_map(value: Mapping[Any, Any] | None, what: str) -> FrozenMap[str, Any]:
+    if isinstance(value, FrozenMap):
         return value
     if value is None:
-        return pmap()
+        return _EMPTY
     if not isinstance(value, Mapping):
         raise TypeError(f"{what} must be a mapping, got {type(value).__name__}")
     for k in value:
         _check_key(k, what)
-    return pmap(value)
-
-
-class StageList(Sequence[str]):
-    """Immutable, ordered, duplicate-free list of completed stage names with O(1) membership."""
-
-    __slots__ = ("_members", "_order")
-
-    def __init__(self, names: Iterable[str] = ()) -> None:
-        order: list[str] = []
-        seen: set[str] = set()
-        for n in names:
-            _check_key(n, "stage name")
-            if n not in seen:
-                seen.add(n)
-                order.append(n)
-        self._order: PVector[str] = pvector(order)
-        self._members: PSet[str] = pset(seen)
-
-    @classmethod
-    def _of(cls, order: PVector[str], members: PSet[str]) -> StageList:
-        new = cls.__new__(cls)
-        new._order, new._members = order, members
-        return new
-
-    def add(self, name: str) -> StageList:
-        """Return a list with ``name`` appended unless it is already there."""
-        if name in self._members:
-            return self
-        return StageList._of(self._order.append(name), self._members.add(name))
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._members
-
-    @overload
-    def __getitem__(self, i: int) -> str: ...
-    @overload
-    def __getitem__(self, i: slice) -> list[str]: ...
-    def __getitem__(self, i: int | slice) -> str | list[str]:
-        if isinstance(i, slice):
-            return list(self._order[i])
-        return self._order[i]
-
-    def __len__(self) -> int:
-        return len(self._order)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._order)
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, StageList):
-            return self._order == other._order
-        if isinstance(other, list | tuple):
-            return list(self._order) == list(other)
-        return NotImplemented
-
-    def __hash__(self) -> int:
-        return hash(tuple(self._order))
-
-    def __repr__(self) -> str:
-        return f"StageList({list(self._order)!r})"
+    return FrozenMap(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,11 +53,11 @@ class Context:
     run_id: str
     experiment: Experiment
     outputs: Sequence[Any] = field(default_factory=pvector)
-    metrics: Mapping[str, Any] = field(default_factory=pmap)
-    artifacts: Mapping[str, Any] = field(default_factory=pmap)
+    metrics: Mapping[str, Any] = field(default_factory=_empty)
+    artifacts: Mapping[str, Any] = field(default_factory=_empty)
     trace: Trace | None = None
-    telemetry_context: Mapping[str, str] = field(default_factory=pmap)
-    assigns: Mapping[str, Any] = field(default_factory=pmap)
+    telemetry_context: Mapping[str, str] = field(default_factory=_empty)
+    assigns: Mapping[str, Any] = field(default_factory=_empty)
 
     def __post_init__(self) -> None:
         # Conversion only happens for plain values a caller passed; helpers pass frozen ones.
@@ -120,13 +66,13 @@ class Context:
             if isinstance(self.outputs, str | bytes) or not isinstance(self.outputs, Iterable):
                 raise TypeError(f"outputs must be a list, got {type(self.outputs).__name__}")
             s(self, "outputs", pvector(self.outputs))
-        if not isinstance(self.metrics, PMap):
+        if not isinstance(self.metrics, FrozenMap):
             s(self, "metrics", _freeze_map(self.metrics, "metrics"))
-        if not isinstance(self.artifacts, PMap):
+        if not isinstance(self.artifacts, FrozenMap):
             s(self, "artifacts", _freeze_map(self.artifacts, "artifacts"))
-        if not isinstance(self.telemetry_context, PMap):
+        if not isinstance(self.telemetry_context, FrozenMap):
             s(self, "telemetry_context", _freeze_map(self.telemetry_context, "telemetry_context"))
-        if not isinstance(self.assigns, PMap):
+        if not isinstance(self.assigns, FrozenMap):
             assigns = _freeze_map(self.assigns, "assigns")
             seed = assigns.get(COMPLETED_STAGES)
             if seed is not None and not isinstance(seed, StageList):
@@ -155,10 +101,8 @@ class Context:
         """Shallow-merge a mapping of metrics; incoming keys win."""
         if not isinstance(metrics, Mapping):
             raise TypeError(f"merge_metrics expects a mapping, got {type(metrics).__name__}")
-        evolver = self._pm(self.metrics).evolver()
-        for k, v in metrics.items():
-            evolver[_check_key(k, "metric")] = v
-        return replace(self, metrics=evolver.persistent())
+        items = [(_check_key(k, "metric"), v) for k, v in metrics.items()]
+        return replace(self, metrics=self._pm(self.metrics).update(items))
 
     def has_metric(self, key: str) -> bool:
         """True when the metric is present (even if its value is None)."""
@@ -223,13 +167,13 @@ class Context:
             raise TypeError(
                 f"assign takes (key, value), a mapping or keywords; got {len(args)} args"
             )
-        evolver = self._pm(self.assigns).evolver()
+        checked = []
         for k, v in items:
             _check_key(k, "assign")
             if k == COMPLETED_STAGES and v is not None and not isinstance(v, StageList):
                 v = StageList(v)
-            evolver[k] = v
-        return replace(self, assigns=evolver.persistent())
+            checked.append((k, v))
+        return replace(self, assigns=self._pm(self.assigns).update(checked))
 
     # --- stage completion ------------------------------------------------------------------
     def mark_stage_complete(self, stage: str) -> Context:
@@ -275,8 +219,8 @@ class Context:
         }
 
     @staticmethod
-    def _pm(m: Mapping[str, Any]) -> PMap[str, Any]:
-        return m  # type: ignore[return-value]  # always a PMap after __post_init__
+    def _pm(m: Mapping[str, Any]) -> FrozenMap[str, Any]:
+        return m  # type: ignore[return-value]  # always a FrozenMap after __post_init__
 
     @staticmethod
     def _pv(v: Sequence[Any]) -> PVector[Any]:

@@ -1,0 +1,130 @@
+"""Persistent read-only collections behind Context: cheap updates that share structure."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any, TypeVar, overload
+
+import immutables
+from pyrsistent import PVector, pvector
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class FrozenMap(Mapping[K, V]):
+    """A read-only mapping whose ``set``/``update`` return new maps in O(log n) (a HAMT).
+
+    Compares equal to any Mapping with the same items, so ``ctx.metrics == {"a": 1}`` holds.
+    """
+
+    __slots__ = ("_m",)
+    _m: immutables.Map[K, V]
+
+    def __init__(self, data: Mapping[K, V] | Iterable[tuple[K, V]] = ()) -> None:
+        self._m = immutables.Map(data)
+
+    @classmethod
+    def _wrap(cls, m: immutables.Map[K, V]) -> FrozenMap[K, V]:
+        new = cls.__new__(cls)
+        new._m = m
+        return new
+
+    def __getitem__(self, key: K) -> V:
+        return self._m[key]
+
+    def __iter__(self) -> Iterator[K]:
+        return iter(self._m)
+
+    def __len__(self) -> int:
+        return len(self._m)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._m
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, FrozenMap):
+            return self._m == other._m
+        if isinstance(other, Mapping):
+            return len(self) == len(other) and dict(self._m.items()) == dict(other.items())
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"FrozenMap({dict(self._m.items())!r})"
+
+    def set(self, key: K, value: V) -> FrozenMap[K, V]:
+        """A new map with ``key`` set to ``value``."""
+        return FrozenMap._wrap(self._m.set(key, value))
+
+    def update(self, items: Mapping[K, V] | Iterable[tuple[K, V]]) -> FrozenMap[K, V]:
+        """A new map with every (key, value) pair set, later pairs winning."""
+        pairs = items.items() if isinstance(items, Mapping) else items
+        mm = self._m.mutate()
+        for k, v in pairs:
+            mm[k] = v
+        return FrozenMap._wrap(mm.finish())
+
+
+class StageList(Iterable[str]):
+    """Immutable, ordered, duplicate-free list of completed stage names with O(1) membership."""
+
+    __slots__ = ("_members", "_order")
+
+    def __init__(self, names: Iterable[str] = ()) -> None:
+        order: list[str] = []
+        seen: dict[str, bool] = {}
+        for n in names:
+            if not isinstance(n, str):
+                raise TypeError(f"stage name key must be str, got {type(n).__name__}: {n!r}")
+            if n not in seen:
+                seen[n] = True
+                order.append(n)
+        self._order: PVector[str] = pvector(order)
+        self._members: immutables.Map[str, bool] = immutables.Map(seen)
+
+    def add(self, name: str) -> StageList:
+        """A list with ``name`` appended, or this same list when it is already there."""
+        if name in self._members:
+            return self
+        new = StageList.__new__(StageList)
+        new._order = self._order.append(name)
+        new._members = self._members.set(name, True)
+        return new
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._members
+
+    @overload
+    def __getitem__(self, i: int) -> str: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[str]: ...
+    def __getitem__(self, i: int | slice) -> str | list[str]:
+        if isinstance(i, slice):
+            return list(self._order[i])
+        return self._order[i]
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._order)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, StageList):
+            return self._order == other._order
+        if isinstance(other, list | tuple):
+            return list(self._order) == list(other)
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(tuple(self._order))
+
+    def __repr__(self) -> str:
+        return f"StageList({list(self._order)!r})"
+
+
+def frozen_list(items: Iterable[Any] = ()) -> PVector[Any]:
+    """A persistent vector: O(1) amortised append, read-only, equal to an equal list."""
+    return pvector(items)
