@@ -1,6 +1,7 @@
 """Crucible: asyncio experiment pipelines with OpenTelemetry spans, logs and a run store."""
 
 from crucible.context import Context
+from crucible.engine import run
 from crucible.errors import (
     CrucibleError,
     ExperimentFileError,
@@ -9,6 +10,8 @@ from crucible.errors import (
     StageFailed,
 )
 from crucible.experiment import Experiment, OutputSpec, StageDef, load_experiment
+from crucible.registry import Registry, default_registry
+from crucible.stage import Stage, StageSpec, stage
 from crucible.trace import SpanEvent, SpanRecord, Trace
 
 __all__ = [
@@ -19,10 +22,16 @@ __all__ = [
     "InvalidPipeline",
     "OutputSpec",
     "Problem",
+    "Registry",
     "SpanEvent",
     "SpanRecord",
+    "Stage",
     "StageDef",
     "StageFailed",
+    "StageSpec",
     "Trace",
+    "default_registry",
     "load_experiment",
+    "run",
+    "stage",
 ]

@@ -1,0 +1,490 @@
+"""run(): resolve and validate every stage, then run them in order under OpenTelemetry spans."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import json
+import math
+import random
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Literal
+
+import anyio
+import structlog
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.metrics import MeterProvider
+from opentelemetry.trace import Link, SpanKind, Status, StatusCode
+
+from crucible.context import Context
+from crucible.errors import InvalidPipeline, Problem, StageFailed
+from crucible.experiment import Experiment, StageDef, experiment_from_mapping
+from crucible.frozen import FrozenMap
+from crucible.redact import redact
+from crucible.registry import ImportsNotAllowed, Registry, UnknownStage, default_registry
+from crucible.stage import OptionsError, StageSpec
+from crucible.telemetry import spans as tel
+from crucible.trace import SpanEvent, SpanRecord, StageResult, Trace
+
+ValidateMode = Literal["error", "warn", "off"]
+RunStatus = Literal["completed", "failed", "timed_out", "cancelled"]
+_log = structlog.get_logger("crucible.engine")
+_STORE_TIMEOUT_S = 10.0
+_MAX_OPTIONS_ATTR = 2048
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedStage:
+    """A pipeline step after pre-flight: its spec (None when disabled) and validated options."""
+
+    index: int
+    definition: StageDef
+    spec: StageSpec | None
+    options: Any
+
+
+def coerce_experiment(experiment: Experiment | Mapping[str, Any]) -> Experiment:
+    if isinstance(experiment, Experiment):
+        return experiment
+    if isinstance(experiment, Mapping):
+        return experiment_from_mapping(experiment)
+    raise TypeError(f"run() expects an Experiment or a mapping, got {type(experiment).__name__}")
+
+
+def plan(
+    experiment: Experiment,
+    registry: Registry,
+    *,
+    validate_options: ValidateMode = "error",
+    allow_imports: bool = False,
+) -> list[PlannedStage]:
+    """Resolve every enabled stage and validate its options; raise InvalidPipeline if any fail."""
+    if validate_options not in ("error", "warn", "off"):
+        raise ValueError(
+            f"validate_options must be 'error', 'warn' or 'off', got {validate_options!r}"
+        )
+    fatal: list[Problem] = []
+    warnings: list[Problem] = []
+    planned: list[PlannedStage] = []
+    for i, sd in enumerate(experiment.pipeline):
+        if not sd.enabled:
+            planned.append(PlannedStage(i, sd, None, None))
+            continue
+        try:
+            spec = registry.resolve(sd, allow_imports=allow_imports)
+        except (UnknownStage, ImportsNotAllowed, TypeError) as err:
+            fatal.append(Problem(str(err), stage_index=i, stage=sd.name))
+            continue
+        if validate_options == "off":
+            planned.append(PlannedStage(i, sd, spec, spec.unchecked_options(sd.options)))
+            continue
+        try:
+            opts = spec.validate_options(sd.options)
+        except OptionsError as err:
+            probs = [Problem(m, stage_index=i, stage=sd.name, path=p) for p, m in err.problems]
+            (fatal if validate_options == "error" else warnings).extend(probs)
+            opts = spec.unchecked_options(sd.options)
+        planned.append(PlannedStage(i, sd, spec, opts))
+    if fatal:
+        raise InvalidPipeline(fatal + warnings, source=experiment.id)
+    for p in warnings:
+        _log.warning("invalid stage options", experiment_id=experiment.id, problem=str(p))
+    return planned
+
+
+def _backoff(base: float, attempt: int) -> float:
+    """Exponential backoff with full jitter around the nominal delay (±50%)."""
+    return float(base * (2 ** (attempt - 1)) * random.uniform(0.5, 1.5))
+
+
+def _result_for(exc: BaseException) -> StageResult:
+    if isinstance(exc, TimeoutError):
+        return "timeout"
+    if isinstance(exc, _NotAContext):
+        return "error"
+    return "failure"
+
+
+class _NotAContext(TypeError):
+    """A stage returned something other than a Context."""
+
+
+def _options_attr(options: Mapping[str, Any] | None) -> str:
+    text = json.dumps(redact(dict(options or {})), default=repr, sort_keys=True)
+    return text if len(text) <= _MAX_OPTIONS_ATTR else text[: _MAX_OPTIONS_ATTR - 3] + "..."
+
+
+async def _store_call(store: Any, op: str, run_id: str, *args: Any, **kwargs: Any) -> None:
+    """Call a store method; failures are logged, never raised (the run's result comes first)."""
+    if store is None:
+        return
+    try:
+        with anyio.CancelScope(shield=True), anyio.fail_after(_STORE_TIMEOUT_S):
+            await getattr(store, op)(*args, **kwargs)
+    except Exception as err:
+        _log.error("run store write failed", operation=op, run_id=run_id, error=repr(err))
+
+
+class _Runner:
+    """State of one run; ``execute`` drives the stages."""
+
+    def __init__(
+        self,
+        experiment: Experiment,
+        planned: list[PlannedStage],
+        *,
+        run_id: str,
+        assigns: Mapping[str, Any] | None,
+        store: Any,
+        telemetry: tel.Telemetry,
+        parent: otel_context.Context | None,
+        timeout: float | None,
+        batch_id: str | None,
+        links: Sequence[Link],
+    ) -> None:
+        self.experiment = experiment
+        self.planned = planned
+        self.run_id = run_id
+        self.assigns = assigns
+        self.store = store
+        self.tel = telemetry
+        self.parent = parent
+        self.timeout = timeout
+        self.batch_id = batch_id
+        self.links = links
+        self.log = _log.bind(experiment_id=experiment.id, run_id=run_id)
+        self.cancelled_at: StageFailed | None = None
+
+    async def execute(self) -> Context:
+        exp = self.experiment
+        attrs: dict[str, Any] = {
+            tel.PIPELINE_NAME: exp.id,
+            tel.PIPELINE_RUN_ID: self.run_id,
+            "crucible.stage.count": len(self.planned),
+        }
+        if self.batch_id is not None:
+            attrs["crucible.batch.id"] = self.batch_id
+        run_span = self.tel.tracer.start_span(
+            f"RUN {exp.id}",
+            context=self.parent,
+            kind=SpanKind.INTERNAL,
+            attributes=attrs,
+            links=self.links,
+        )
+        run_otel_ctx = trace.set_span_in_context(run_span, self.parent)
+        trace_id, run_span_id = tel.hex_ids(run_span)
+        metric_attrs = {tel.PIPELINE_NAME: exp.id}
+        ins = self.tel.instruments
+        ins.run_active.add(1, metric_attrs)
+        started = time.perf_counter()
+        run_carrier = FrozenMap(tel.carrier_for(run_span, run_otel_ctx))
+        ctx = Context(
+            experiment_id=exp.id,
+            run_id=self.run_id,
+            experiment=exp,
+            assigns=self.assigns or {},
+            trace=Trace(trace_id=trace_id, span_id=run_span_id),
+            telemetry_context=run_carrier,
+        )
+        await _store_call(
+            self.store, "start_run", self.run_id, exp, self.run_id,
+            trace_id=trace_id, batch_id=self.batch_id,
+        )  # fmt: skip
+        token = otel_context.attach(run_otel_ctx)
+        status: RunStatus = "completed"
+        failure: StageFailed | None = None
+        cancelled: BaseException | None = None
+        try:
+            with structlog.contextvars.bound_contextvars(experiment_id=exp.id, run_id=self.run_id):
+                deadline = math.inf if self.timeout is None else anyio.current_time() + self.timeout
+                for step in self.planned:
+                    ctx = await self._run_step(ctx, step, run_otel_ctx, run_span_id, deadline)
+                ctx = replace(ctx, telemetry_context=run_carrier)
+        except StageFailed as err:
+            failure = err
+            status = "timed_out" if err.result == "timeout" else "failed"
+            if err.result == "cancellation":
+                status = "cancelled"
+        except anyio.get_cancelled_exc_class() as err:
+            cancelled = err  # re-raised below, after the spans and the store are finalised
+            status = "cancelled"
+        finally:
+            otel_context.detach(token)
+        result = {"completed": "success", "failed": "failure", "timed_out": "timeout",
+                  "cancelled": "cancellation"}[status]  # fmt: skip
+        run_span.set_attribute(tel.PIPELINE_RESULT, result)
+        if failure is not None or cancelled is not None:
+            cause = failure.cause if failure is not None else cancelled
+            assert cause is not None
+            run_span.set_attribute(tel.ERROR_TYPE, type(cause).__qualname__)
+            desc = str(failure) if failure is not None else "run cancelled"
+            run_span.set_status(Status(StatusCode.ERROR, desc))
+            ins.run_errors.add(1, {**metric_attrs, tel.ERROR_TYPE: type(cause).__qualname__})
+        run_span.end()
+        ins.run_active.add(-1, metric_attrs)
+        ins.run_duration.record(
+            time.perf_counter() - started, {**metric_attrs, tel.PIPELINE_RESULT: result}
+        )
+        final = failure.context if failure is not None and failure.context is not None else ctx
+        failure_for_store: StageFailed | None = failure
+        if cancelled is not None and self.cancelled_at is not None:
+            failure_for_store = self.cancelled_at
+            final = self.cancelled_at.context or ctx
+        await self._finish(status, final, failure_for_store)
+        if cancelled is not None:
+            raise cancelled
+        if failure is not None:
+            raise failure
+        self.log.info("run completed", trace_id=trace_id, stages=len(self.planned))
+        return ctx
+
+    async def _finish(self, status: RunStatus, ctx: Context, failure: StageFailed | None) -> None:
+        if self.store is None:
+            return
+        for name, artifact in ctx.artifacts.items():
+            location = artifact.get("location") if isinstance(artifact, Mapping) else artifact
+            fmt = artifact.get("format") if isinstance(artifact, Mapping) else None
+            await _store_call(
+                self.store, "record_artifact", self.run_id, self.run_id, name,
+                location=str(location), format=fmt,
+            )  # fmt: skip
+        await _store_call(
+            self.store, "finish_run", self.run_id, self.run_id, status, context=ctx,
+            failure_stage=failure.stage if failure else None,
+            failure_message=str(failure.cause) if failure else None,
+            error_type=type(failure.cause).__qualname__ if failure else None,
+        )  # fmt: skip
+
+    async def _run_step(
+        self,
+        ctx: Context,
+        step: PlannedStage,
+        run_otel_ctx: otel_context.Context,
+        run_span_id: str,
+        deadline: float,
+    ) -> Context:
+        sd = step.definition
+        if step.spec is None:
+            return await self._skip(ctx, step, run_otel_ctx, run_span_id)
+        attempts = sd.retries + 1
+        for attempt in range(1, attempts + 1):
+            ctx, outcome = await self._attempt(ctx, step, attempt, run_otel_ctx, run_span_id,
+                                               deadline)  # fmt: skip
+            if outcome is None:
+                return ctx
+            if attempt == attempts or outcome.result == "cancellation":
+                raise outcome
+            if outcome.result == "timeout" and anyio.current_time() >= deadline:
+                raise outcome  # the run's own deadline passed: retrying cannot help
+            delay = _backoff(sd.retry_backoff, attempt)
+            self.log.warning(
+                "stage attempt failed; retrying", stage=sd.name, attempt=attempt,
+                error=str(outcome.cause), retry_in_s=round(delay, 3),
+            )  # fmt: skip
+            if anyio.current_time() + delay >= deadline:
+                raise outcome
+            await anyio.sleep(delay)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _skip(
+        self, ctx: Context, step: PlannedStage, run_otel_ctx: otel_context.Context, parent: str
+    ) -> Context:
+        name = step.definition.name
+        span = self.tel.tracer.start_span(
+            f"stage {name}",
+            context=run_otel_ctx,
+            kind=SpanKind.INTERNAL,
+            attributes={
+                tel.TASK_NAME: name,
+                "crucible.stage.index": step.index,
+                tel.TASK_RUN_RESULT: "skip",
+            },
+        )
+        t = time.time_ns()
+        span.end()
+        _, span_id = tel.hex_ids(span)
+        start, end = tel.span_times(span, t, t)
+        record = SpanRecord(
+            name=f"stage {name}", stage=name, span_id=span_id, parent_span_id=parent,
+            start_ns=start, end_ns=end, result="skip", attempt=0, stage_index=step.index,
+        )  # fmt: skip
+        await _store_call(self.store, "record_attempt", self.run_id, self.run_id, record)
+        assert ctx.trace is not None
+        return replace(ctx, trace=ctx.trace.with_span(record))
+
+    async def _attempt(
+        self,
+        ctx: Context,
+        step: PlannedStage,
+        attempt: int,
+        run_otel_ctx: otel_context.Context,
+        parent_span_id: str,
+        run_deadline: float,
+    ) -> tuple[Context, StageFailed | None]:
+        sd, spec = step.definition, step.spec
+        assert spec is not None
+        name = sd.name
+        span = self.tel.tracer.start_span(
+            f"stage {name}",
+            context=run_otel_ctx,
+            kind=SpanKind.INTERNAL,
+            attributes={
+                tel.TASK_NAME: name,
+                "crucible.stage.index": step.index,
+                "crucible.stage.attempt": attempt,
+                "crucible.stage.option_keys": sorted((sd.options or {}).keys()),
+                "crucible.stage.options": _options_attr(sd.options),
+            },
+        )
+        _, span_id = tel.hex_ids(span)
+        span.set_attribute(tel.TASK_RUN_ID, span_id)
+        stage_otel_ctx = trace.set_span_in_context(span, run_otel_ctx)
+        assert ctx.trace is not None
+        base_trace, _ = ctx.trace.take_events()
+        stage_in = replace(
+            ctx,
+            trace=base_trace,
+            telemetry_context=FrozenMap(tel.carrier_for(span, stage_otel_ctx)),
+        )
+        t0_ns, t0 = time.time_ns(), time.perf_counter()
+        stage_deadline = run_deadline
+        if sd.timeout is not None:
+            stage_deadline = min(stage_deadline, anyio.current_time() + sd.timeout)
+        token = otel_context.attach(stage_otel_ctx)
+        out: Any = None
+        error: BaseException | None = None
+        result: StageResult = "success"
+        cancel_exc: BaseException | None = None
+        try:
+            with structlog.contextvars.bound_contextvars(stage=name):
+                with anyio.CancelScope(deadline=stage_deadline) as scope:
+                    out = await self._call(spec, stage_in, step.options)
+                if scope.cancelled_caught:
+                    limit = sd.timeout if stage_deadline < run_deadline else self.timeout
+                    which = "stage" if stage_deadline < run_deadline else "run"
+                    error = TimeoutError(f"{which} timeout of {limit}s exceeded in stage {name!r}")
+                    result = "timeout"
+                elif not isinstance(out, Context):
+                    error = _NotAContext(
+                        f"stage {name!r} returned {type(out).__qualname__}, expected a Context"
+                    )
+                    result = "error"
+        except anyio.get_cancelled_exc_class() as exc:
+            cancel_exc = exc
+            error = exc
+            result = "cancellation"
+        except Exception as exc:
+            error = exc
+            result = _result_for(exc)
+        finally:
+            otel_context.detach(token)
+        events: tuple[SpanEvent, ...] = ()
+        if isinstance(out, Context) and out.trace is not None:
+            _, events = out.trace.take_events()
+        for ev in events:
+            span.add_event(ev.name, tel.event_attributes(ev.attributes), ev.timestamp_ns)
+        span.set_attribute(tel.TASK_RUN_RESULT, result)
+        if error is not None:
+            span.set_attribute(tel.ERROR_TYPE, type(error).__qualname__)
+            if result != "cancellation":
+                span.record_exception(error)
+            span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
+        span.end()
+        self.tel.instruments.stage_duration.record(
+            time.perf_counter() - t0,
+            {
+                tel.PIPELINE_NAME: self.experiment.id,
+                tel.TASK_NAME: name,
+                tel.TASK_RUN_RESULT: result,
+            },
+        )
+        start, end = tel.span_times(span, t0_ns, time.time_ns())
+        record = SpanRecord(
+            name=f"stage {name}",
+            stage=name,
+            span_id=span_id,
+            parent_span_id=parent_span_id,
+            start_ns=start,
+            end_ns=end,
+            result=result,
+            attempt=attempt,
+            error_type=type(error).__qualname__ if error is not None else None,
+            error_message=str(error) if error is not None else None,
+            events=events,
+            stage_index=step.index,
+        )
+        await _store_call(self.store, "record_attempt", self.run_id, self.run_id, record)
+        if error is None:
+            assert isinstance(out, Context) and out.trace is not None
+            trace_after, _ = out.trace.take_events()
+            done = replace(out, trace=trace_after.with_span(record)).mark_stage_complete(name)
+            self.log.debug("stage completed", stage=name, attempt=attempt)
+            return done, None
+        kept = replace(ctx, trace=ctx.trace.with_span(record))
+        failed = StageFailed(name, error, kept, result=result)
+        if cancel_exc is not None:
+            # Record what happened, then let cancellation propagate: it is never swallowed.
+            self.cancelled_at = failed
+            raise cancel_exc
+        self.log.warning("stage failed", stage=name, attempt=attempt, result=result,
+                         error=f"{type(error).__name__}: {error}")  # fmt: skip
+        return kept, failed
+
+    async def _call(self, spec: StageSpec, ctx: Context, options: Any) -> Any:
+        args = (ctx, options) if spec.takes_options else (ctx,)
+        if spec.is_async:
+            out = await spec.call(*args)
+        else:
+            out = await anyio.to_thread.run_sync(functools.partial(spec.call, *args))
+        if inspect.isawaitable(out):
+            out = await out
+        return out
+
+
+async def run(
+    experiment: Experiment | Mapping[str, Any],
+    *,
+    run_id: str | None = None,
+    assigns: Mapping[str, Any] | None = None,
+    registry: Registry | None = None,
+    store: Any = None,
+    tracer_provider: trace.TracerProvider | None = None,
+    meter_provider: MeterProvider | None = None,
+    parent: Any = None,
+    validate_options: ValidateMode = "error",
+    timeout: float | None = None,  # noqa: ASYNC109 - the run-level deadline is part of the API
+    allow_imports: bool = False,
+    batch_id: str | None = None,
+    links: Sequence[Link] = (),
+) -> Context:
+    """Run an experiment's stages in order and return the final Context.
+
+    Raises InvalidPipeline (nothing ran) or StageFailed (with the last good context). Outside
+    cancellation ends the spans with result ``cancellation`` and propagates.
+    """
+    exp = coerce_experiment(experiment)
+    if timeout is not None and timeout <= 0:
+        raise ValueError(f"timeout must be positive seconds, got {timeout!r}")
+    planned = plan(
+        exp,
+        registry if registry is not None else default_registry(),
+        validate_options=validate_options,
+        allow_imports=allow_imports,
+    )
+    runner = _Runner(
+        exp,
+        planned,
+        run_id=run_id or str(uuid.uuid4()),
+        assigns=assigns,
+        store=store,
+        telemetry=tel.telemetry_for(tracer_provider, meter_provider),
+        parent=tel.parent_context(parent),
+        timeout=timeout,
+        batch_id=batch_id,
+        links=links,
+    )
+    return await runner.execute()

@@ -1,0 +1,58 @@
+"""structlog setup and the processor that adds the current trace and span ids to every line."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import MutableMapping
+from typing import Any, TextIO
+
+import structlog
+from opentelemetry import trace
+
+
+def add_trace_ids(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """Add hex ``trace_id``/``span_id`` of the current OpenTelemetry span, if there is one."""
+    sc = trace.get_current_span().get_span_context()
+    if sc.is_valid:
+        event_dict.setdefault("trace_id", f"{sc.trace_id:032x}")
+        event_dict.setdefault("span_id", f"{sc.span_id:016x}")
+    return event_dict
+
+
+def processors(*, json: bool) -> list[Any]:
+    """The processor chain: context vars (experiment/run/stage), level, time, trace ids."""
+    chain: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        add_trace_ids,
+        structlog.processors.StackInfoRenderer(),
+        structlog.processors.format_exc_info,
+    ]
+    chain.append(
+        structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    return chain
+
+
+def configure(
+    *, json: bool = False, level: int | str = "info", stream: TextIO | None = None
+) -> None:
+    """Configure structlog for an application or the CLI (library code never calls this).
+
+    Lines logged while a stage runs carry experiment_id, run_id, stage, trace_id and span_id.
+    """
+    lvl = logging.getLevelName(level.upper()) if isinstance(level, str) else level
+    structlog.configure(
+        processors=processors(json=json),
+        wrapper_class=structlog.make_filtering_bound_logger(lvl),
+        logger_factory=structlog.PrintLoggerFactory(stream if stream is not None else sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+
+
+def get_logger(name: str = "crucible") -> Any:
+    return structlog.get_logger(name)

@@ -1,0 +1,148 @@
+"""Stage name -> stage resolution, with lazy discovery of the ``crucible.stages`` entry points."""
+
+from __future__ import annotations
+
+import importlib
+import threading
+from collections.abc import Iterable, Iterator
+from importlib.metadata import entry_points
+from typing import Any
+
+import structlog
+
+from crucible.experiment import StageDef
+from crucible.stage import StageSpec, as_stage_spec
+
+ENTRY_POINT_GROUP = "crucible.stages"
+_log = structlog.get_logger("crucible.registry")
+
+
+class UnknownStage(LookupError):
+    """No stage has that name (or an import path could not be loaded)."""
+
+
+class ImportsNotAllowed(PermissionError):
+    """A StageDef names an import path but the caller did not pass ``allow_imports=True``."""
+
+
+class Registry:
+    """Maps stage names to stages. Explicit registries hold only what you register.
+
+    ``Registry(discover=True)`` (the default registry does this) also loads every stage that an
+    installed package declares in the ``crucible.stages`` entry-point group, once, on first use.
+    """
+
+    def __init__(self, stages: Iterable[Any] = (), *, discover: bool = False) -> None:
+        self._stages: dict[str, StageSpec] = {}
+        self._discover = discover
+        self._discovered = False
+        self._lock = threading.Lock()
+        self.discovery_errors: list[str] = []
+        for s in stages:
+            self.register(s)
+
+    def register(self, obj: Any, *, name: str | None = None, replace: bool = False) -> StageSpec:
+        """Register a stage (decorated function, Stage class/instance or StageSpec)."""
+        spec = as_stage_spec(obj, name=name)
+        if name is not None and spec.name != name:
+            spec = StageSpec(**{**_fields(spec), "name": name})
+        existing = self._stages.get(spec.name)
+        if existing is not None and not replace and existing.origin != spec.origin:
+            raise ValueError(
+                f"stage {spec.name!r} is already registered by {existing.origin}; "
+                "pass replace=True to override"
+            )
+        self._stages[spec.name] = spec
+        return spec
+
+    def _ensure_discovered(self) -> None:
+        if not self._discover or self._discovered:
+            return
+        with self._lock:
+            if self._discovered:
+                return
+            for ep in entry_points(group=ENTRY_POINT_GROUP):
+                if ep.name in self._stages:
+                    continue  # an explicitly registered stage wins over a plugin
+                try:
+                    self.register(ep.load(), name=ep.name)
+                except Exception as err:  # a broken plugin must not break every other stage
+                    msg = f"entry point {ep.name} = {ep.value}: {type(err).__name__}: {err}"
+                    self.discovery_errors.append(msg)
+                    _log.warning("stage plugin failed to load", entry_point=ep.value, error=msg)
+            self._discovered = True
+
+    def get(self, name: str) -> StageSpec:
+        """The stage registered as ``name``; raises UnknownStage listing what is available."""
+        self._ensure_discovered()
+        try:
+            return self._stages[name]
+        except KeyError:
+            known = ", ".join(sorted(self._stages)) or "(none)"
+            raise UnknownStage(f"unknown stage {name!r}; registered stages: {known}") from None
+
+    def resolve(self, stage_def: StageDef, *, allow_imports: bool = False) -> StageSpec:
+        """Resolve a StageDef: its ``module`` import path (only if allowed) or its ``name``."""
+        if stage_def.module is None:
+            return self.get(stage_def.name)
+        if not allow_imports:
+            raise ImportsNotAllowed(
+                f"stage {stage_def.name!r} names module {stage_def.module!r}; importing code "
+                "named in an experiment requires allow_imports=True"
+            )
+        return as_stage_spec(load_import_path(stage_def.module), name=stage_def.name)
+
+    def names(self) -> list[str]:
+        self._ensure_discovered()
+        return sorted(self._stages)
+
+    def specs(self) -> list[StageSpec]:
+        return [self._stages[n] for n in self.names()]
+
+    def __contains__(self, name: object) -> bool:
+        self._ensure_discovered()
+        return name in self._stages
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+    def __len__(self) -> int:
+        return len(self.names())
+
+
+def _fields(spec: StageSpec) -> dict[str, Any]:
+    return {f: getattr(spec, f) for f in spec.__dataclass_fields__}
+
+
+def load_import_path(path: str) -> Any:
+    """Import ``package.module:attribute`` (or ``package.module.attribute``)."""
+    mod_name, sep, attr = path.partition(":")
+    if not sep:
+        mod_name, _, attr = path.rpartition(".")
+    if not mod_name or not attr:
+        raise UnknownStage(f"module {path!r} must look like 'package.module:attribute'")
+    try:
+        module = importlib.import_module(mod_name)
+    except ImportError as err:
+        raise UnknownStage(f"module {path!r} cannot be loaded: {err}") from None
+    obj: Any = module
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise UnknownStage(f"module {path!r} cannot be loaded: no attribute {part!r}") from None
+    return obj
+
+
+_DEFAULT: Registry | None = None
+_DEFAULT_LOCK = threading.Lock()
+
+
+def default_registry() -> Registry:
+    """The process-wide registry: ``@stage`` functions plus installed entry-point stages."""
+    global _DEFAULT
+    if _DEFAULT is None:
+        with _DEFAULT_LOCK:
+            if _DEFAULT is None:
+                _DEFAULT = Registry(discover=True)
+    return _DEFAULT
