@@ -25,7 +25,13 @@ from crucible.errors import InvalidPipeline, Problem, StageFailed
 from crucible.experiment import Experiment, StageDef, experiment_from_mapping
 from crucible.frozen import FrozenMap
 from crucible.redact import redact
-from crucible.registry import ImportsNotAllowed, Registry, UnknownStage, default_registry
+from crucible.registry import (
+    ImportsNotAllowed,
+    Registry,
+    UnknownStage,
+    _imports_allowed,
+    default_registry,
+)
 from crucible.stage import OptionsError, StageSpec
 from crucible.telemetry import spans as tel
 from crucible.trace import SpanEvent, SpanRecord, StageResult, Trace
@@ -487,4 +493,8 @@ async def run(
         batch_id=batch_id,
         links=links,
     )
-    return await runner.execute()
+    token = _imports_allowed.set(allow_imports)
+    try:
+        return await runner.execute()
+    finally:
+        _imports_allowed.reset(token)

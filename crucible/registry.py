@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import threading
+from contextvars import ContextVar
 from collections.abc import Iterable, Iterator
 from importlib.metadata import entry_points
 from typing import Any
@@ -112,6 +113,30 @@ class Registry:
 
 def _fields(spec: StageSpec) -> dict[str, Any]:
     return {f: getattr(spec, f) for f in spec.__dataclass_fields__}
+
+
+_imports_allowed: ContextVar[bool] = ContextVar("crucible_imports_allowed", default=False)
+
+
+def imports_allowed() -> bool:
+    """True inside a run started with ``allow_imports=True`` (stages may then import paths)."""
+    return _imports_allowed.get()
+
+
+def load_option_callable(value: Any, *, what: str) -> Any:
+    """A callable given directly, or an import path string when the run allows imports."""
+    if value is None or callable(value):
+        return value
+    if isinstance(value, str):
+        if not imports_allowed():
+            raise ImportsNotAllowed(
+                f"{what} {value!r} is an import path; importing code named in an experiment "
+                "requires allow_imports=True (or pass the callable itself from Python)"
+            )
+        return load_import_path(value)
+    raise TypeError(
+        f"{what} must be a callable or an import path string, got {type(value).__name__}"
+    )
 
 
 def load_import_path(path: str) -> Any:
