@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import importlib
 import threading
-from contextvars import ContextVar
 from collections.abc import Iterable, Iterator
+from contextvars import ContextVar
 from importlib.metadata import entry_points
 from typing import Any
 
