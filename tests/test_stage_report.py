@@ -1,0 +1,236 @@
+"""The report stage: formats, timing table from a real run, paths, sinks, artifacts."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import crucible
+from crucible import Context, Experiment, OutputSpec, StageDef, StageFailed
+from crucible.stage import as_stage_spec, validate_schema
+from crucible.testing import make_context, run_stage
+from stages.report import ReportError, ReportOptions, report
+
+
+def ctx_for(*outputs: OutputSpec, **metrics: Any) -> Context:
+    exp = Experiment(id="exp1", outputs=list(outputs) or None)
+    return (
+        make_context("exp1", "run1", experiment=exp)
+        .merge_metrics(metrics)
+        .add_output({"prompt": "p", "score": 0.5})
+    )
+
+
+async def produce(ctx: Context, tmp_path: Path) -> Context:
+    out: Context = await report(ctx, ReportOptions(out_dir=str(tmp_path)))
+    return out
+
+
+def files(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+
+
+async def test_no_outputs_leaves_ctx_unchanged(tmp_path: Path) -> None:
+    ctx = ctx_for(accuracy=0.9)
+    assert await produce(ctx, tmp_path) is ctx
+    ctx = make_context(experiment=Experiment(id="e", outputs=[]))
+    assert await produce(ctx, tmp_path) is ctx
+    assert files(tmp_path) == []
+
+
+async def test_markdown_default_path_content_and_artifact(tmp_path: Path) -> None:
+    ctx = ctx_for(OutputSpec(name="summary"), accuracy=0.93)
+    out = await produce(ctx, tmp_path)
+    path = tmp_path / "exp1-run1-summary.md"
+    assert files(tmp_path) == ["exp1-run1-summary.md"]
+    text = path.read_text()
+    assert text.startswith("# Experiment exp1")
+    assert "`run1`" in text and '"accuracy": 0.93' in text and '"score": 0.5' in text
+    assert "## Stage timings" in text
+    assert out.get_artifact("report.summary.markdown") == {
+        "location": str(path.resolve()),
+        "format": "markdown",
+        "type": "file",
+    }
+    assert out.outputs[-1] == {
+        "name": "summary",
+        "rendered": [{"format": "markdown", "path": str(path.resolve())}],
+    }
+
+
+async def test_json_is_valid_and_tuples_become_lists(tmp_path: Path) -> None:
+    ctx = ctx_for(
+        OutputSpec(name="r", formats=["json"]),
+        ci=(0.1, 0.2),
+        when=dt.datetime(2024, 1, 2, 3, 4, 5),
+        bad=float("nan"),
+        api_key="hunter2",
+    )
+    await produce(ctx, tmp_path)
+    data = json.loads((tmp_path / "exp1-run1-r.json").read_text())
+    assert data["experiment_id"] == "exp1" and data["run_id"] == "run1"
+    assert data["metrics"]["ci"] == [0.1, 0.2]
+    assert data["metrics"]["when"] == "2024-01-02T03:04:05"
+    assert data["metrics"]["bad"] == "NaN"
+    assert data["metrics"]["api_key"] != "hunter2"
+    assert data["outputs"] == [{"prompt": "p", "score": 0.5}]
+    assert data["stages"] == []
+
+
+async def test_html_is_self_contained_and_escaped(tmp_path: Path) -> None:
+    ctx = ctx_for(OutputSpec(name="page", formats=["html"]), note="<script>alert(1)</script>")
+    await produce(ctx, tmp_path)
+    page = (tmp_path / "exp1-run1-page.html").read_text()
+    assert page.startswith("<!DOCTYPE html>") and "<style>" in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "<script" not in page
+    assert "http://" not in page and "https://" not in page and "<link" not in page
+
+
+async def test_timing_table_from_a_real_run(tmp_path: Path) -> None:
+    calls = {"n": 0}
+
+    @crucible.stage("producer", description="Puts a metric; fails once", register=False)
+    async def producer(ctx: Context) -> Context:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("transient | glitch")
+        return ctx.put_metric("accuracy", 0.91)
+
+    exp = Experiment(
+        id="timed",
+        pipeline=[
+            StageDef(name="producer", retries=1, retry_backoff=0),
+            StageDef(name="report", options={"out_dir": str(tmp_path)}),
+        ],
+        outputs=[OutputSpec(name="t", formats=["json", "markdown", "html"])],
+    )
+    out = await crucible.run(exp, run_id="r1", registry=crucible.Registry([producer, report]))
+    data = json.loads((tmp_path / "timed-r1-t.json").read_text())
+    rows = data["stages"]
+    assert [(r["stage"], r["attempt"], r["result"]) for r in rows] == [
+        ("producer", 1, "failure"),
+        ("producer", 2, "success"),
+    ]
+    assert rows[0]["error"] == "RuntimeError: transient | glitch" and rows[1]["error"] is None
+    assert all(isinstance(r["duration_ms"], float) and r["duration_ms"] >= 0 for r in rows)
+    assert data["metrics"] == {"accuracy": 0.91}
+
+    md = (tmp_path / "timed-r1-t.md").read_text()
+    assert "| Stage | Attempt | Result | Duration (ms) | Error |" in md
+    assert "| producer | 1 | failure |" in md and "transient \\| glitch" in md
+    assert "| producer | 2 | success |" in md
+    page = (tmp_path / "timed-r1-t.html").read_text()
+    assert '<td class="failure">failure</td>' in page
+
+    assert set(out.artifacts) == {"report.t.json", "report.t.markdown", "report.t.html"}
+    assert out.trace is not None
+    (report_span,) = [s for s in out.trace.spans if s.stage == "report"]
+    written = [e for e in report_span.events if e.name == "report.written"]
+    assert sorted(e.attributes["format"] for e in written) == ["html", "json", "markdown"]
+
+
+async def test_custom_path_with_several_formats_keeps_each_file(tmp_path: Path) -> None:
+    spec = OutputSpec(name="s", formats=["markdown", "json"], options={"path": "sub/summary.txt"})
+    out = await produce(ctx_for(spec, x=1), tmp_path)
+    assert files(tmp_path) == ["sub/summary.json", "sub/summary.md"]
+    assert json.loads((tmp_path / "sub/summary.json").read_text())["metrics"] == {"x": 1}
+    assert out.get_artifact("report.s.json")["location"] == str(
+        (tmp_path / "sub/summary.json").resolve()
+    )
+
+
+async def test_custom_path_single_format_used_as_given(tmp_path: Path) -> None:
+    target = tmp_path / "exact.txt"
+    spec = OutputSpec(name="s", formats=["markdown"], options={"path": str(target)})
+    await produce(ctx_for(spec), tmp_path)
+    assert files(tmp_path) == ["exact.txt"]
+    assert target.read_text().startswith("# Experiment exp1")
+
+
+@pytest.mark.parametrize("bad", ["../x.md", "a/../../x.md", "/etc/crucible-x.md", ""])
+async def test_paths_escaping_out_dir_are_refused(tmp_path: Path, bad: str) -> None:
+    out_dir = tmp_path / "reports"
+    ok = OutputSpec(name="first", formats=["json"])
+    spec = OutputSpec(name="evil", formats=["markdown"], options={"path": bad})
+    with pytest.raises(ReportError, match="outside the reports folder") as info:
+        await report(ctx_for(ok, spec), ReportOptions(out_dir=str(out_dir)))
+    assert "'evil'" in str(info.value)
+    assert files(tmp_path) == []  # not even the valid first spec was written
+
+
+async def test_absolute_path_outside_via_symlink_is_refused(tmp_path: Path) -> None:
+    out_dir = tmp_path / "reports"
+    out_dir.mkdir()
+    (out_dir / "link").symlink_to(tmp_path)
+    spec = OutputSpec(name="s", options={"path": str(out_dir / "link" / "x.md")})
+    with pytest.raises(ReportError):
+        await report(ctx_for(spec), ReportOptions(out_dir=str(out_dir)))
+    assert not (tmp_path / "x.md").exists()
+
+
+async def test_ids_cannot_traverse_through_the_default_name(tmp_path: Path) -> None:
+    exp = Experiment(id="../up", outputs=[OutputSpec(name="a/b")])
+    ctx = make_context("../up", "../../run", experiment=exp)
+    await report(ctx, ReportOptions(out_dir=str(tmp_path / "r")))
+    assert files(tmp_path) == ["r/_up-_.._run-a_b.md"]
+
+
+async def test_unknown_format_and_sink_fail_before_writing(tmp_path: Path) -> None:
+    good = OutputSpec(name="good", formats=["json"])
+    bad_format = OutputSpec(name="pdfy", formats=["markdown", "pdf"])
+    with pytest.raises(ReportError, match=r"output 'pdfy': unsupported format 'pdf'"):
+        await produce(ctx_for(good, bad_format), tmp_path)
+    bad_sink = OutputSpec(name="bucket", sink="s3")
+    with pytest.raises(ReportError, match=r"output 'bucket': unsupported sink 's3'"):
+        await produce(ctx_for(good, bad_sink), tmp_path)
+    dup = OutputSpec(name="good", formats=["html"])
+    with pytest.raises(ReportError, match="unique"):
+        await produce(ctx_for(good, dup), tmp_path)
+    clash = OutputSpec(name="other", formats=["json"], options={"path": "exp1-run1-good.json"})
+    with pytest.raises(ReportError, match="would overwrite"):
+        await produce(ctx_for(good, clash), tmp_path)
+    assert files(tmp_path) == []
+
+
+async def test_errors_surface_as_stage_failed_through_the_engine(tmp_path: Path) -> None:
+    exp = Experiment(id="e", outputs=[OutputSpec(name="x", formats=["docx"])])
+    with pytest.raises(StageFailed) as info:
+        await run_stage(report, make_context(experiment=exp), {"out_dir": str(tmp_path)})
+    assert isinstance(info.value.cause, ReportError)
+
+
+async def test_stdout_sink(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = OutputSpec(name="console", formats=["markdown", "json"], sink="stdout")
+    out = await produce(ctx_for(spec, accuracy=0.7), tmp_path)
+    printed = capsys.readouterr().out
+    assert "===== report console (markdown) =====" in printed
+    assert "===== report console (json) =====" in printed
+    assert '"accuracy": 0.7' in printed
+    assert files(tmp_path) == [] and dict(out.artifacts) == {}
+    rendered = out.outputs[-1]["rendered"]
+    assert [r["format"] for r in rendered] == ["markdown", "json"]
+    assert all(r["sink"] == "stdout" and r["body"] for r in rendered)
+
+
+async def test_rewriting_replaces_atomically(tmp_path: Path) -> None:
+    spec = OutputSpec(name="s", formats=["json"])
+    await produce(ctx_for(spec, v=1), tmp_path)
+    await produce(ctx_for(spec, v=2), tmp_path)
+    assert files(tmp_path) == ["exp1-run1-s.json"]  # no temp files left behind
+    assert json.loads((tmp_path / "exp1-run1-s.json").read_text())["metrics"] == {"v": 2}
+
+
+def test_options_and_describe() -> None:
+    schema = as_stage_spec(report).describe()
+    assert schema["name"] == "report" and schema["optional"] == ["out_dir"]
+    assert schema["defaults"] == {"out_dir": "reports"}
+    assert validate_schema(schema) == []
+    with pytest.raises(ValueError):
+        ReportOptions.model_validate({"out_dir": " "})
+    with pytest.raises(ValueError):
+        ReportOptions.model_validate({"format": "md"})
