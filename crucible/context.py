@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, overload
 
 from pyrsistent import PVector, pvector
@@ -21,6 +21,18 @@ from crucible.trace import SpanEvent, Trace
 COMPLETED_STAGES = "completed_stages"
 _MISSING: Any = object()
 _EMPTY: FrozenMap[str, Any] = FrozenMap()
+_set = object.__setattr__
+_FROZEN_TYPES: dict[str, Any] = {
+    "experiment_id": object,
+    "run_id": object,
+    "experiment": object,
+    "trace": object,
+    "outputs": PVector,
+    "metrics": FrozenMap,
+    "artifacts": FrozenMap,
+    "telemetry_context": FrozenMap,
+    "assigns": FrozenMap,
+}
 
 
 def _empty() -> FrozenMap[str, Any]:
@@ -79,11 +91,32 @@ class Context:
                 assigns = assigns.set(COMPLETED_STAGES, StageList(seed))
             s(self, "assigns", assigns)
 
+    def evolve(self, **changes: Any) -> Context:
+        """A copy with some fields replaced (like ``dataclasses.replace``, plain values frozen)."""
+        new = self._evolve(**changes)
+        if any(not isinstance(v, _FROZEN_TYPES[k]) for k, v in changes.items()):
+            new.__post_init__()  # a plain dict/list was passed: freeze and check it
+        return new
+
+    def _evolve(self, **changes: Any) -> Context:
+        # Fast path for values that are already frozen (helpers and the engine).
+        new = object.__new__(Context)
+        _set(new, "experiment_id", changes.get("experiment_id", self.experiment_id))
+        _set(new, "run_id", changes.get("run_id", self.run_id))
+        _set(new, "experiment", changes.get("experiment", self.experiment))
+        _set(new, "outputs", changes.get("outputs", self.outputs))
+        _set(new, "metrics", changes.get("metrics", self.metrics))
+        _set(new, "artifacts", changes.get("artifacts", self.artifacts))
+        _set(new, "trace", changes.get("trace", self.trace))
+        _set(new, "telemetry_context", changes.get("telemetry_context", self.telemetry_context))
+        _set(new, "assigns", changes.get("assigns", self.assigns))
+        return new
+
     # --- metrics ---------------------------------------------------------------------------
     def put_metric(self, key: str, value: Any) -> Context:
         """Insert or overwrite one metric."""
         _check_key(key, "metric")
-        return replace(self, metrics=self._pm(self.metrics).set(key, value))
+        return self._evolve(metrics=self._pm(self.metrics).set(key, value))
 
     def get_metric(self, key: str, default: Any = None) -> Any:
         """The metric's value; ``default`` only when absent (a stored None is returned)."""
@@ -95,14 +128,14 @@ class Context:
         _check_key(key, "metric")
         old = self.metrics.get(key, _MISSING)
         new = default if old is _MISSING else fn(old)
-        return replace(self, metrics=self._pm(self.metrics).set(key, new))
+        return self._evolve(metrics=self._pm(self.metrics).set(key, new))
 
     def merge_metrics(self, metrics: Mapping[str, Any]) -> Context:
         """Shallow-merge a mapping of metrics; incoming keys win."""
         if not isinstance(metrics, Mapping):
             raise TypeError(f"merge_metrics expects a mapping, got {type(metrics).__name__}")
         items = [(_check_key(k, "metric"), v) for k, v in metrics.items()]
-        return replace(self, metrics=self._pm(self.metrics).update(items))
+        return self._evolve(metrics=self._pm(self.metrics).update(items))
 
     def has_metric(self, key: str) -> bool:
         """True when the metric is present (even if its value is None)."""
@@ -112,7 +145,7 @@ class Context:
     # --- outputs ---------------------------------------------------------------------------
     def add_output(self, output: Any) -> Context:
         """Append one output at the end."""
-        return replace(self, outputs=self._pv(self.outputs).append(output))
+        return self._evolve(outputs=self._pv(self.outputs).append(output))
 
     def add_outputs(self, outputs: Iterable[Any]) -> Context:
         """Append several outputs in order; an empty iterable changes nothing."""
@@ -121,13 +154,13 @@ class Context:
         items = list(outputs)
         if not items:
             return self
-        return replace(self, outputs=self._pv(self.outputs).extend(items))
+        return self._evolve(outputs=self._pv(self.outputs).extend(items))
 
     # --- artifacts -------------------------------------------------------------------------
     def put_artifact(self, key: str, artifact: Any) -> Context:
         """Insert or overwrite one artifact (a path, URL, or any description)."""
         _check_key(key, "artifact")
-        return replace(self, artifacts=self._pm(self.artifacts).set(key, artifact))
+        return self._evolve(artifacts=self._pm(self.artifacts).set(key, artifact))
 
     def get_artifact(self, key: str, default: Any = None) -> Any:
         """The artifact; ``default`` only when absent."""
@@ -173,7 +206,7 @@ class Context:
             if k == COMPLETED_STAGES and v is not None and not isinstance(v, StageList):
                 v = StageList(v)
             checked.append((k, v))
-        return replace(self, assigns=self._pm(self.assigns).update(checked))
+        return self._evolve(assigns=self._pm(self.assigns).update(checked))
 
     # --- stage completion ------------------------------------------------------------------
     def mark_stage_complete(self, stage: str) -> Context:
@@ -184,7 +217,17 @@ class Context:
         updated = stages.add(stage)
         if updated is current:
             return self
-        return replace(self, assigns=self._pm(self.assigns).set(COMPLETED_STAGES, updated))
+        return self._evolve(assigns=self._pm(self.assigns).set(COMPLETED_STAGES, updated))
+
+    def _completed(self, stage: str, trace: Trace) -> Context:
+        # Engine fast path: mark ``stage`` complete and set the trace in one copy.
+        current = self.assigns.get(COMPLETED_STAGES)
+        stages = current if isinstance(current, StageList) else StageList(current or ())
+        updated = stages.add(stage)
+        assigns = self.assigns
+        if updated is not current:
+            assigns = self._pm(assigns).set(COMPLETED_STAGES, updated)
+        return self._evolve(trace=trace, assigns=assigns)
 
     def stage_completed(self, stage: str) -> bool:
         _check_key(stage, "stage name")
@@ -201,7 +244,7 @@ class Context:
         _check_key(name, "event name")
         trace = self.trace if self.trace is not None else Trace()
         event = SpanEvent(name=name, timestamp_ns=time.time_ns(), attributes=dict(attributes))
-        return replace(self, trace=trace.with_event(event))
+        return self._evolve(trace=trace.with_event(event))
 
     # --- views -----------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

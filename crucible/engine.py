@@ -9,8 +9,9 @@ import math
 import random
 import time
 import uuid
+import weakref
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import anyio
@@ -51,6 +52,9 @@ class PlannedStage:
     definition: StageDef
     spec: StageSpec | None
     options: Any
+    span_attributes: Mapping[str, Any] = field(default_factory=dict)
+    metric_attributes: Mapping[str, Any] = field(default_factory=dict)
+    span_name: str = ""
 
 
 def coerce_experiment(experiment: Experiment | Mapping[str, Any]) -> Experiment:
@@ -77,8 +81,22 @@ def plan(
     warnings: list[Problem] = []
     planned: list[PlannedStage] = []
     for i, sd in enumerate(experiment.pipeline):
+        attrs = {
+            tel.TASK_NAME: sd.name,
+            "crucible.stage.index": i,
+            "crucible.stage.option_keys": sorted((sd.options or {}).keys()),
+            "crucible.stage.options": _options_attr(sd.options),
+        }
+        extra: dict[str, Any] = {
+            "metric_attributes": {
+                tel.PIPELINE_NAME: experiment.id,
+                tel.TASK_NAME: sd.name,
+                tel.TASK_RUN_RESULT: "success",
+            },
+            "span_name": f"stage {sd.name}",
+        }
         if not sd.enabled:
-            planned.append(PlannedStage(i, sd, None, None))
+            planned.append(PlannedStage(i, sd, None, None, attrs, **extra))
             continue
         try:
             spec = registry.resolve(sd, allow_imports=allow_imports)
@@ -86,7 +104,9 @@ def plan(
             fatal.append(Problem(str(err), stage_index=i, stage=sd.name))
             continue
         if validate_options == "off":
-            planned.append(PlannedStage(i, sd, spec, spec.unchecked_options(sd.options)))
+            planned.append(
+                PlannedStage(i, sd, spec, spec.unchecked_options(sd.options), attrs, **extra)
+            )
             continue
         try:
             opts = spec.validate_options(sd.options)
@@ -94,12 +114,60 @@ def plan(
             probs = [Problem(m, stage_index=i, stage=sd.name, path=p) for p, m in err.problems]
             (fatal if validate_options == "error" else warnings).extend(probs)
             opts = spec.unchecked_options(sd.options)
-        planned.append(PlannedStage(i, sd, spec, opts))
+        planned.append(PlannedStage(i, sd, spec, opts, attrs, **extra))
     if fatal:
         raise InvalidPipeline(fatal + warnings, source=experiment.id)
     for p in warnings:
         _log.warning("invalid stage options", experiment_id=experiment.id, problem=str(p))
     return planned
+
+
+_PLAN_CACHE_SIZE = 256
+_plan_cache: dict[int, tuple[Any, ...]] = {}
+
+
+def cached_plan(
+    experiment: Experiment,
+    registry: Registry,
+    *,
+    validate_options: ValidateMode,
+    allow_imports: bool,
+) -> list[PlannedStage]:
+    """plan(), reused while the same Experiment object runs again on an unchanged registry.
+
+    Experiments are frozen, so a batch running one experiment many times resolves and
+    validates it once. Entries hold a weak reference check (the object identity) and the
+    registry version; anything else re-plans.
+    """
+    if validate_options == "warn":  # warnings are logged by plan(): keep them per run
+        return plan(experiment, registry, validate_options="warn", allow_imports=allow_imports)
+    key = id(experiment)
+    hit = _plan_cache.get(key)
+    if hit is not None:
+        exp_ref, reg_ref, version, mode, imports, planned = hit
+        if (
+            exp_ref() is experiment
+            and reg_ref() is registry
+            and version == registry.version
+            and mode == validate_options
+            and imports == allow_imports
+        ):
+            return planned  # type: ignore[no-any-return]
+    planned = plan(
+        experiment, registry, validate_options=validate_options, allow_imports=allow_imports
+    )
+    if len(_plan_cache) >= _PLAN_CACHE_SIZE:
+        _plan_cache.pop(next(iter(_plan_cache)))
+    _plan_cache[key] = (
+        weakref.ref(experiment), weakref.ref(registry), registry.version,
+        validate_options, allow_imports, planned,
+    )  # fmt: skip
+    return planned
+
+
+def new_run_id() -> str:
+    """A random UUID4 string (from ``random``, not the OS entropy pool: ids, not secrets)."""
+    return str(uuid.UUID(int=random.getrandbits(128), version=4))
 
 
 def _backoff(base: float, attempt: int) -> float:
@@ -162,8 +230,16 @@ class _Runner:
         self.timeout = timeout
         self.batch_id = batch_id
         self.links = links
-        self.log = _log.bind(experiment_id=experiment.id, run_id=run_id)
+        self._log: Any = None
+        self.has_baggage = False
         self.cancelled_at: StageFailed | None = None
+
+    @property
+    def log(self) -> Any:
+        """A logger bound to this run (made on first use: most runs never log)."""
+        if self._log is None:
+            self._log = _log.bind(experiment_id=self.experiment.id, run_id=self.run_id)
+        return self._log
 
     async def execute(self) -> Context:
         exp = self.experiment
@@ -185,9 +261,12 @@ class _Runner:
         trace_id, run_span_id = tel.hex_ids(run_span)
         metric_attrs = {tel.PIPELINE_NAME: exp.id}
         ins = self.tel.instruments
-        ins.run_active.add(1, metric_attrs)
+        metrics_on = self.tel.metrics_enabled
+        if metrics_on:
+            ins.run_active.add(1, metric_attrs)
         started = time.perf_counter()
         run_carrier = FrozenMap(tel.carrier_for(run_span, run_otel_ctx))
+        self.has_baggage = "baggage" in run_carrier
         ctx = Context(
             experiment_id=exp.id,
             run_id=self.run_id,
@@ -196,20 +275,23 @@ class _Runner:
             trace=Trace(trace_id=trace_id, span_id=run_span_id),
             telemetry_context=run_carrier,
         )
-        await _store_call(
-            self.store, "start_run", self.run_id, exp, self.run_id,
-            trace_id=trace_id, batch_id=self.batch_id,
-        )  # fmt: skip
+        if self.store is not None:
+            await _store_call(
+                self.store, "start_run", self.run_id, exp, self.run_id,
+                trace_id=trace_id, batch_id=self.batch_id,
+            )  # fmt: skip
         token = otel_context.attach(run_otel_ctx)
         status: RunStatus = "completed"
         failure: StageFailed | None = None
         cancelled: BaseException | None = None
+        log_tokens = structlog.contextvars.bind_contextvars(
+            experiment_id=exp.id, run_id=self.run_id
+        )
         try:
-            with structlog.contextvars.bound_contextvars(experiment_id=exp.id, run_id=self.run_id):
-                deadline = math.inf if self.timeout is None else anyio.current_time() + self.timeout
-                for step in self.planned:
-                    ctx = await self._run_step(ctx, step, run_otel_ctx, run_span_id, deadline)
-                ctx = replace(ctx, telemetry_context=run_carrier)
+            deadline = math.inf if self.timeout is None else anyio.current_time() + self.timeout
+            for step in self.planned:
+                ctx = await self._run_step(ctx, step, run_otel_ctx, run_span_id, deadline)
+            ctx = ctx._evolve(telemetry_context=run_carrier)
         except StageFailed as err:
             failure = err
             status = "timed_out" if err.result == "timeout" else "failed"
@@ -219,6 +301,7 @@ class _Runner:
             cancelled = err  # re-raised below, after the spans and the store are finalised
             status = "cancelled"
         finally:
+            structlog.contextvars.reset_contextvars(**log_tokens)
             otel_context.detach(token)
         result = {"completed": "success", "failed": "failure", "timed_out": "timeout",
                   "cancelled": "cancellation"}[status]  # fmt: skip
@@ -229,12 +312,14 @@ class _Runner:
             run_span.set_attribute(tel.ERROR_TYPE, type(cause).__qualname__)
             desc = str(failure) if failure is not None else "run cancelled"
             run_span.set_status(Status(StatusCode.ERROR, desc))
-            ins.run_errors.add(1, {**metric_attrs, tel.ERROR_TYPE: type(cause).__qualname__})
+            if metrics_on:
+                ins.run_errors.add(1, {**metric_attrs, tel.ERROR_TYPE: type(cause).__qualname__})
         run_span.end()
-        ins.run_active.add(-1, metric_attrs)
-        ins.run_duration.record(
-            time.perf_counter() - started, {**metric_attrs, tel.PIPELINE_RESULT: result}
-        )
+        if metrics_on:
+            ins.run_active.add(-1, metric_attrs)
+            ins.run_duration.record(
+                time.perf_counter() - started, {**metric_attrs, tel.PIPELINE_RESULT: result}
+            )
         final = failure.context if failure is not None and failure.context is not None else ctx
         failure_for_store: StageFailed | None = failure
         if cancelled is not None and self.cancelled_at is not None:
@@ -304,11 +389,7 @@ class _Runner:
             f"stage {name}",
             context=run_otel_ctx,
             kind=SpanKind.INTERNAL,
-            attributes={
-                tel.TASK_NAME: name,
-                "crucible.stage.index": step.index,
-                tel.TASK_RUN_RESULT: "skip",
-            },
+            attributes={**step.span_attributes, tel.TASK_RUN_RESULT: "skip"},
         )
         t = time.time_ns()
         span.end()
@@ -318,9 +399,10 @@ class _Runner:
             name=f"stage {name}", stage=name, span_id=span_id, parent_span_id=parent,
             start_ns=start, end_ns=end, result="skip", attempt=0, stage_index=step.index,
         )  # fmt: skip
-        await _store_call(self.store, "record_attempt", self.run_id, self.run_id, record)
+        if self.store is not None:
+            await _store_call(self.store, "record_attempt", self.run_id, self.run_id, record)
         assert ctx.trace is not None
-        return replace(ctx, trace=ctx.trace.with_span(record))
+        return ctx._evolve(trace=ctx.trace.with_span(record))
 
     async def _attempt(
         self,
@@ -332,30 +414,19 @@ class _Runner:
         run_deadline: float,
     ) -> tuple[Context, StageFailed | None]:
         sd, spec = step.definition, step.spec
-        assert spec is not None
+        assert spec is not None and ctx.trace is not None
         name = sd.name
         span = self.tel.tracer.start_span(
-            f"stage {name}",
+            step.span_name,
             context=run_otel_ctx,
             kind=SpanKind.INTERNAL,
-            attributes={
-                tel.TASK_NAME: name,
-                "crucible.stage.index": step.index,
-                "crucible.stage.attempt": attempt,
-                "crucible.stage.option_keys": sorted((sd.options or {}).keys()),
-                "crucible.stage.options": _options_attr(sd.options),
-            },
+            attributes={**step.span_attributes, "crucible.stage.attempt": attempt},
         )
-        _, span_id = tel.hex_ids(span)
-        span.set_attribute(tel.TASK_RUN_ID, span_id)
+        span_id = f"{span.get_span_context().span_id:016x}"
         stage_otel_ctx = trace.set_span_in_context(span, run_otel_ctx)
-        assert ctx.trace is not None
         base_trace, _ = ctx.trace.take_events()
-        stage_in = replace(
-            ctx,
-            trace=base_trace,
-            telemetry_context=FrozenMap(tel.carrier_for(span, stage_otel_ctx)),
-        )
+        carrier = tel.carrier_for(span, stage_otel_ctx if self.has_baggage else None)
+        stage_in = ctx._evolve(trace=base_trace, telemetry_context=FrozenMap(carrier))
         t0_ns, t0 = time.time_ns(), time.perf_counter()
         stage_deadline = run_deadline
         if sd.timeout is not None:
@@ -365,8 +436,11 @@ class _Runner:
         error: BaseException | None = None
         result: StageResult = "success"
         cancel_exc: BaseException | None = None
+        log_tokens = structlog.contextvars.bind_contextvars(stage=name)
         try:
-            with structlog.contextvars.bound_contextvars(stage=name):
+            if stage_deadline == math.inf:
+                out = await self._call(spec, stage_in, step.options)
+            else:
                 with anyio.CancelScope(deadline=stage_deadline) as scope:
                     out = await self._call(spec, stage_in, step.options)
                 if scope.cancelled_caught:
@@ -374,63 +448,57 @@ class _Runner:
                     which = "stage" if stage_deadline < run_deadline else "run"
                     error = TimeoutError(f"{which} timeout of {limit}s exceeded in stage {name!r}")
                     result = "timeout"
-                elif not isinstance(out, Context):
-                    error = _NotAContext(
-                        f"stage {name!r} returned {type(out).__qualname__}, expected a Context"
-                    )
-                    result = "error"
+            if error is None and not isinstance(out, Context):
+                error = _NotAContext(
+                    f"stage {name!r} returned {type(out).__qualname__}, expected a Context"
+                )
+                result = "error"
         except anyio.get_cancelled_exc_class() as exc:
-            cancel_exc = exc
-            error = exc
+            cancel_exc = error = exc
             result = "cancellation"
         except Exception as exc:
             error = exc
             result = _result_for(exc)
         finally:
+            structlog.contextvars.reset_contextvars(**log_tokens)
             otel_context.detach(token)
         events: tuple[SpanEvent, ...] = ()
-        if isinstance(out, Context) and out.trace is not None:
-            _, events = out.trace.take_events()
-        for ev in events:
-            span.add_event(ev.name, tel.event_attributes(ev.attributes), ev.timestamp_ns)
-        span.set_attribute(tel.TASK_RUN_RESULT, result)
-        if error is not None:
-            span.set_attribute(tel.ERROR_TYPE, type(error).__qualname__)
-            if result != "cancellation":
+        trace_after = None
+        if error is None:
+            trace_after, events = out.trace.take_events() if out.trace is not None else (None, ())
+            for ev in events:
+                span.add_event(ev.name, tel.event_attributes(ev.attributes), ev.timestamp_ns)
+            span.set_attributes({tel.TASK_RUN_ID: span_id, tel.TASK_RUN_RESULT: "success"})
+        else:
+            span.set_attributes(
+                {
+                    tel.TASK_RUN_ID: span_id,
+                    tel.TASK_RUN_RESULT: result,
+                    tel.ERROR_TYPE: type(error).__qualname__,
+                }
+            )
+            if cancel_exc is None:
                 span.record_exception(error)
             span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
         span.end()
-        self.tel.instruments.stage_duration.record(
+        if self.tel.metrics_enabled:
+            self.tel.instruments.stage_duration.record(
             time.perf_counter() - t0,
-            {
-                tel.PIPELINE_NAME: self.experiment.id,
-                tel.TASK_NAME: name,
-                tel.TASK_RUN_RESULT: result,
-            },
-        )
+            step.metric_attributes if error is None else {**step.metric_attributes,
+                                                          tel.TASK_RUN_RESULT: result},
+        )  # fmt: skip
         start, end = tel.span_times(span, t0_ns, time.time_ns())
         record = SpanRecord(
-            name=f"stage {name}",
-            stage=name,
-            span_id=span_id,
-            parent_span_id=parent_span_id,
-            start_ns=start,
-            end_ns=end,
-            result=result,
-            attempt=attempt,
-            error_type=type(error).__qualname__ if error is not None else None,
-            error_message=str(error) if error is not None else None,
-            events=events,
-            stage_index=step.index,
-        )
-        await _store_call(self.store, "record_attempt", self.run_id, self.run_id, record)
+            step.span_name, name, span_id, parent_span_id, start, end, result, attempt,
+            None if error is None else type(error).__qualname__,
+            None if error is None else str(error),
+            events, step.index,
+        )  # fmt: skip
+        if self.store is not None:
+            await _store_call(self.store, "record_attempt", self.run_id, self.run_id, record)
         if error is None:
-            assert isinstance(out, Context) and out.trace is not None
-            trace_after, _ = out.trace.take_events()
-            done = replace(out, trace=trace_after.with_span(record)).mark_stage_complete(name)
-            self.log.debug("stage completed", stage=name, attempt=attempt)
-            return done, None
-        kept = replace(ctx, trace=ctx.trace.with_span(record))
+            return out._completed(name, (trace_after or base_trace).with_span(record)), None
+        kept = ctx._evolve(trace=ctx.trace.with_span(record))
         failed = StageFailed(name, error, kept, result=result)
         if cancel_exc is not None:
             # Record what happened, then let cancellation propagate: it is never swallowed.
@@ -475,7 +543,7 @@ async def run(
     exp = coerce_experiment(experiment)
     if timeout is not None and timeout <= 0:
         raise ValueError(f"timeout must be positive seconds, got {timeout!r}")
-    planned = plan(
+    planned = cached_plan(
         exp,
         registry if registry is not None else default_registry(),
         validate_options=validate_options,
@@ -484,7 +552,7 @@ async def run(
     runner = _Runner(
         exp,
         planned,
-        run_id=run_id or str(uuid.uuid4()),
+        run_id=run_id or new_run_id(),
         assigns=assigns,
         store=store,
         telemetry=tel.telemetry_for(tracer_provider, meter_provider),

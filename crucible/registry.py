@@ -35,6 +35,7 @@ class Registry:
 
     def __init__(self, stages: Iterable[Any] = (), *, discover: bool = False) -> None:
         self._stages: dict[str, StageSpec] = {}
+        self.version = 0  # bumped on every change, so cached pipeline plans can be reused safely
         self._discover = discover
         self._discovered = False
         self._lock = threading.Lock()
@@ -54,6 +55,7 @@ class Registry:
                 "pass replace=True to override"
             )
         self._stages[spec.name] = spec
+        self.version += 1
         return spec
 
     def _ensure_discovered(self) -> None:

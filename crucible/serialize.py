@@ -58,6 +58,9 @@ def to_jsonable(value: Any, *, redact_secrets: bool = True, _depth: int = 0) -> 
             return to_jsonable(to_dict(), redact_secrets=redact_secrets, _depth=d)
         fields = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
         return to_jsonable(fields, redact_secrets=redact_secrets, _depth=d)
+    if isinstance(value, tuple) and hasattr(value, "_asdict"):  # named tuples keep field names
+        to_dict = getattr(value, "to_dict", None) or value._asdict
+        return to_jsonable(to_dict(), redact_secrets=redact_secrets, _depth=d)
     if isinstance(value, Mapping):
         out: dict[str, Any] = {}
         for k, v in value.items():

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from dataclasses import dataclass, field
+from typing import Any, Literal, NamedTuple
 
 from pyrsistent import PVector, pvector
 
+_set = object.__setattr__
+_NO_EVENTS: PVector[Any] = pvector()
 StageResult = Literal["success", "failure", "error", "timeout", "cancellation", "skip"]
 
 
@@ -27,9 +29,8 @@ class SpanEvent:
         }
 
 
-@dataclass(frozen=True, slots=True)
-class SpanRecord:
-    """One finished stage attempt: ids, timings, outcome and events."""
+class SpanRecord(NamedTuple):
+    """One finished stage attempt: ids, timings, outcome and events (an immutable record)."""
 
     name: str
     stage: str
@@ -80,18 +81,28 @@ class Trace:
         if not isinstance(self.pending_events, PVector):
             object.__setattr__(self, "pending_events", pvector(self.pending_events))
 
+    def _with(self, spans: Sequence[SpanRecord], pending: Sequence[SpanEvent]) -> Trace:
+        new = object.__new__(Trace)
+        _set(new, "trace_id", self.trace_id)
+        _set(new, "span_id", self.span_id)
+        _set(new, "spans", spans)
+        _set(new, "pending_events", pending)
+        return new
+
     def with_span(self, record: SpanRecord) -> Trace:
         """Return a Trace with ``record`` appended (persistent append, no copy of history)."""
         spans: PVector[SpanRecord] = self.spans  # type: ignore[assignment]
-        return replace(self, spans=spans.append(record))
+        return self._with(spans.append(record), self.pending_events)
 
     def with_event(self, event: SpanEvent) -> Trace:
         pending: PVector[SpanEvent] = self.pending_events  # type: ignore[assignment]
-        return replace(self, pending_events=pending.append(event))
+        return self._with(self.spans, pending.append(event))
 
     def take_events(self) -> tuple[Trace, tuple[SpanEvent, ...]]:
         """Return (trace without pending events, the pending events)."""
-        return replace(self, pending_events=pvector()), tuple(self.pending_events)
+        if not self.pending_events:
+            return self, ()
+        return self._with(self.spans, _NO_EVENTS), tuple(self.pending_events)
 
     def to_dict(self) -> dict[str, Any]:
         return {

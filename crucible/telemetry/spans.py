@@ -86,6 +86,7 @@ class Telemetry:
 
     tracer: trace.Tracer
     instruments: Instruments
+    metrics_enabled: bool = True
 
 
 _cache: weakref.WeakKeyDictionary[Any, dict[int, Telemetry]] = weakref.WeakKeyDictionary()
@@ -119,7 +120,9 @@ def telemetry_for(
                 "crucible.stage.duration", unit="s", description="Duration of one stage attempt."
             ),
         )
-        tel = Telemetry(tracer=tracer, instruments=instruments)
+        # With no SDK meter provider installed, recording would be a no-op: skip it entirely.
+        enabled = type(mp).__name__ not in ("_ProxyMeterProvider", "NoOpMeterProvider")
+        tel = Telemetry(tracer=tracer, instruments=instruments, metrics_enabled=enabled)
         _cache.setdefault(tp, {})[id(mp)] = tel
         return tel
 
