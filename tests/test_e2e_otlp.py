@@ -1,4 +1,4 @@
-"""End to end: crucible.run -> the real OTLP exporters -> a receiver on 127.0.0.1 (and via rotel)."""
+"""End to end: crucible.run -> real OTLP exporters -> a receiver on 127.0.0.1 (and via rotel)."""
 
 from __future__ import annotations
 
