@@ -46,8 +46,6 @@ class Registry:
     def register(self, obj: Any, *, name: str | None = None, replace: bool = False) -> StageSpec:
         """Register a stage (decorated function, Stage class/instance or StageSpec)."""
         spec = as_stage_spec(obj, name=name)
-        if name is not None and spec.name != name:
-            spec = StageSpec(**{**_fields(spec), "name": name})
         existing = self._stages.get(spec.name)
         if existing is not None and not replace and existing.origin != spec.origin:
             raise ValueError(
@@ -111,10 +109,6 @@ class Registry:
 
     def __len__(self) -> int:
         return len(self.names())
-
-
-def _fields(spec: StageSpec) -> dict[str, Any]:
-    return {f: getattr(spec, f) for f in spec.__dataclass_fields__}
 
 
 _imports_allowed: ContextVar[bool] = ContextVar("crucible_imports_allowed", default=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import re
 import types
@@ -11,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, get_args, get_origin, runtime_checkable
 
 from pydantic import BaseModel, ValidationError
+from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
 from pydantic_core import PydanticUndefined
 
 from crucible.context import Context
@@ -109,7 +111,10 @@ def _options_param(fn: Callable[..., Any]) -> tuple[bool, type[BaseModel] | None
         raise TypeError(f"stage {fn.__qualname__} must accept the Context as first parameter")
     if len(params) == 1:
         return False, None
-    hints = typing.get_type_hints(fn)
+    try:
+        hints = typing.get_type_hints(fn)
+    except (NameError, TypeError):  # annotations naming local classes cannot be resolved
+        hints = {}
     ann = hints.get(params[1].name)
     if isinstance(ann, type) and issubclass(ann, BaseModel):
         return True, ann
@@ -158,10 +163,10 @@ def stage(
 def as_stage_spec(obj: Any, *, name: str | None = None) -> StageSpec:
     """Turn a decorated function, a Stage class or instance, or a StageSpec into a StageSpec."""
     if isinstance(obj, StageSpec):
-        return obj
+        return obj if name is None or name == obj.name else dataclasses.replace(obj, name=name)
     spec = getattr(obj, "__crucible_stage__", None)
     if isinstance(spec, StageSpec):
-        return spec
+        return spec if name is None or name == spec.name else dataclasses.replace(spec, name=name)
     if isinstance(obj, type):
         try:
             obj = obj()
@@ -254,6 +259,13 @@ def type_spec(annotation: Any) -> Any:
     return "any"
 
 
+class _LenientJsonSchema(GenerateJsonSchema):
+    """JSON Schema that describes callables and other non-JSON options as unconstrained."""
+
+    def handle_invalid_for_json_schema(self, schema: Any, error_info: str) -> JsonSchemaValue:
+        return {"description": f"not representable in JSON Schema ({error_info})"}
+
+
 def describe_model(
     name: str, description: str, model: type[BaseModel] | None, version: str | None = None
 ) -> dict[str, Any]:
@@ -285,7 +297,7 @@ def describe_model(
     if version is not None:
         schema["version"] = version
     if model is not None:
-        schema["json_schema"] = model.model_json_schema()
+        schema["json_schema"] = model.model_json_schema(schema_generator=_LenientJsonSchema)
     return schema
 
 
