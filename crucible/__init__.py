@@ -1,5 +1,6 @@
 """Crucible: asyncio experiment pipelines with OpenTelemetry spans, logs and a run store."""
 
+from crucible.batch import BatchItem, RunOutcome, expand_matrix, run_batch
 from crucible.context import Context
 from crucible.engine import run
 from crucible.errors import (
@@ -15,6 +16,7 @@ from crucible.stage import Stage, StageSpec, stage
 from crucible.trace import SpanEvent, SpanRecord, Trace
 
 __all__ = [
+    "BatchItem",
     "Context",
     "CrucibleError",
     "Experiment",
@@ -23,6 +25,7 @@ __all__ = [
     "OutputSpec",
     "Problem",
     "Registry",
+    "RunOutcome",
     "SpanEvent",
     "SpanRecord",
     "Stage",
@@ -31,7 +34,9 @@ __all__ = [
     "StageSpec",
     "Trace",
     "default_registry",
+    "expand_matrix",
     "load_experiment",
     "run",
+    "run_batch",
     "stage",
 ]
