@@ -1,4 +1,4 @@
-"""run_batch: ordering, isolation, concurrency bound, batch spans and links, cancellation, sweeps."""
+"""run_batch: order, isolation, concurrency bound, batch spans and links, cancellation, sweeps."""
 
 from __future__ import annotations
 
