@@ -36,6 +36,7 @@ from crucible.registry import (
 from crucible.stage import OptionsError, StageSpec
 from crucible.telemetry import spans as tel
 from crucible.trace import SpanEvent, SpanRecord, StageResult, Trace
+from crucible.watchdog import threshold_from_env, watchdog_for_current_loop
 
 ValidateMode = Literal["error", "warn", "off"]
 RunStatus = Literal["completed", "failed", "timed_out", "cancelled"]
@@ -231,6 +232,7 @@ class _Runner:
         self.batch_id = batch_id
         self.links = links
         self._log: Any = None
+        self.block_warn_s = threshold_from_env()
         self.has_baggage = False
         self.cancelled_at: StageFailed | None = None
 
@@ -280,6 +282,9 @@ class _Runner:
                 self.store, "start_run", self.run_id, exp, self.run_id,
                 trace_id=trace_id, batch_id=self.batch_id,
             )  # fmt: skip
+        dog = watchdog_for_current_loop(self.block_warn_s) if self.block_warn_s else None
+        if dog is not None:
+            dog.active_runs += 1
         token = otel_context.attach(run_otel_ctx)
         status: RunStatus = "completed"
         failure: StageFailed | None = None
@@ -303,6 +308,9 @@ class _Runner:
         finally:
             structlog.contextvars.reset_contextvars(**log_tokens)
             otel_context.detach(token)
+            if dog is not None:
+                dog.active_runs -= 1
+                dog.last_active = time.monotonic()
         result = {"completed": "success", "failed": "failure", "timed_out": "timeout",
                   "cancelled": "cancellation"}[status]  # fmt: skip
         run_span.set_attribute(tel.PIPELINE_RESULT, result)

@@ -1,0 +1,139 @@
+"""Detect stages that block the event loop, and name them in a warning.
+
+A daemon thread pings the loop with ``call_soon_threadsafe``; when a ping goes unanswered for
+longer than the threshold, the loop thread is executing something that never awaits. The
+thread then reads the loop thread's stack, finds the engine frame running a stage, and logs
+a warning with the stage, experiment and run. One watchdog per event loop; it stops itself
+when no run has been active for a while.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import threading
+import time
+import weakref
+from dataclasses import dataclass
+from types import FrameType
+
+import structlog
+
+_log = structlog.get_logger("crucible.watchdog")
+DEFAULT_THRESHOLD_S = 0.5
+_IDLE_STOP_S = 5.0
+
+
+def threshold_from_env() -> float | None:
+    """``CRUCIBLE_BLOCK_WARN_S`` seconds (default 0.5); ``0`` turns the watchdog off."""
+    raw = os.environ.get("CRUCIBLE_BLOCK_WARN_S")
+    if raw is None:
+        return DEFAULT_THRESHOLD_S
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(
+            f"CRUCIBLE_BLOCK_WARN_S must be a number of seconds, got {raw!r}"
+        ) from None
+    return value if value > 0 else None
+
+
+@dataclass(frozen=True, slots=True)
+class BlockReport:
+    """One episode of a blocked loop: who blocked it and for how long (at least)."""
+
+    seconds: float
+    stage: str | None
+    experiment_id: str | None
+    run_id: str | None
+
+
+def _find_stage(frame: FrameType | None) -> tuple[str | None, str | None, str | None]:
+    """Walk a stack from the innermost frame out, to the engine frame running a stage."""
+    while frame is not None:
+        if frame.f_code.co_name == "_attempt" and "step" in frame.f_locals:
+            runner = frame.f_locals.get("self")
+            step = frame.f_locals.get("step")
+            stage = getattr(getattr(step, "definition", None), "name", None)
+            exp = getattr(getattr(runner, "experiment", None), "id", None)
+            return stage, exp, getattr(runner, "run_id", None)
+        frame = frame.f_back
+    return None, None, None
+
+
+class LoopWatchdog:
+    """Watches one event loop from a daemon thread."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, threshold_s: float) -> None:
+        self.loop = loop
+        self.threshold_s = threshold_s
+        self.loop_thread_id = threading.get_ident()
+        self.active_runs = 0
+        self.last_active = time.monotonic()
+        self.reports: list[BlockReport] = []
+        self._ack = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="crucible-watchdog", daemon=True)
+        self._thread.start()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _watch(self) -> None:
+        interval = min(self.threshold_s / 2, 0.25)
+        while not self._stop.is_set():
+            if self.loop.is_closed():
+                return
+            if self.active_runs == 0 and time.monotonic() - self.last_active > _IDLE_STOP_S:
+                return
+            self._ack.clear()
+            sent = time.monotonic()
+            try:
+                self.loop.call_soon_threadsafe(self._ack.set)
+            except RuntimeError:  # loop closed
+                return
+            if self._ack.wait(self.threshold_s):
+                self._stop.wait(interval)
+                continue
+            frame = sys._current_frames().get(self.loop_thread_id)
+            stage, exp, run_id = _find_stage(frame)
+            while not self._ack.wait(1.0):  # the episode ends when the loop answers again
+                if self.loop.is_closed() or self._stop.is_set():
+                    return
+            report = BlockReport(time.monotonic() - sent, stage, exp, run_id)
+            self.reports.append(report)
+            _log.warning(
+                "event loop blocked" + (f" by stage {stage!r}" if stage else ""),
+                blocked_s=round(report.seconds, 3),
+                stage=stage,
+                experiment_id=exp,
+                run_id=run_id,
+                hint="use `await anyio.to_thread.run_sync(...)` or a sync stage for CPU work",
+            )
+
+
+_watchdogs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopWatchdog] = (
+    weakref.WeakKeyDictionary()
+)
+_lock = threading.Lock()
+
+
+def watchdog_for_current_loop(threshold_s: float) -> LoopWatchdog | None:
+    """The running loop's watchdog, started if needed (None outside an asyncio loop)."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+    with _lock:
+        dog = _watchdogs.get(loop)
+        if dog is None or not dog.alive or dog.threshold_s != threshold_s:
+            if dog is not None:
+                dog.stop()
+            dog = LoopWatchdog(loop, threshold_s)
+            _watchdogs[loop] = dog
+    return dog
