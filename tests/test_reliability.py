@@ -1,0 +1,121 @@
+"""Reliability: a dead or slow OTLP endpoint, a store that dies mid-run, 1,000 concurrent runs."""
+
+from __future__ import annotations
+
+import io
+import json
+import socket
+import time
+import uuid
+from pathlib import Path
+
+import anyio
+import asyncpg
+import pytest
+import structlog
+
+import crucible.logging
+from crucible import Context, Experiment, Registry, StageDef, run, run_batch, stage
+from crucible.store import RunStore
+from crucible.telemetry.setup import configure
+from crucible.testing_otlp import OtlpHttpReceiver
+
+
+@stage("quick", description="Awaits once", register=False)
+async def quick(ctx: Context) -> Context:
+    await anyio.sleep(0)
+    return ctx.put_metric("n", ctx.get_metric("n", 0) + 1)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port  # nothing listens here once the socket is closed
+
+
+EXP = Experiment(id="rel", pipeline=[StageDef(name="quick") for _ in range(3)])
+REG = Registry([quick])
+
+
+@pytest.mark.parametrize("endpoint_state", ["down", "slow"])
+async def test_otlp_endpoint_down_or_slow(endpoint_state: str) -> None:
+    receiver = OtlpHttpReceiver(delay_s=3.0)
+    receiver.start()
+    endpoint = f"http://127.0.0.1:{free_port()}" if endpoint_state == "down" else receiver.endpoint
+    handle = configure("rel", "otlp", endpoint=endpoint, set_global=False,
+                       export_timeout_s=1.0, schedule_delay_ms=50)  # fmt: skip
+    buf = io.StringIO()
+    try:
+        t0 = time.monotonic()
+        outcomes = await run_batch([EXP] * 40, registry=REG, max_concurrency=8,
+                                   tracer_provider=handle.tracer_provider)  # fmt: skip
+        elapsed = time.monotonic() - t0
+        assert all(o.ok for o in outcomes)
+        # Runs never wait for the exporter: 40 runs finish well before one slow export would.
+        assert elapsed < 2.5, f"runs waited on the exporter ({elapsed:.2f}s)"
+        crucible.logging.configure(json=True, level="warning", stream=buf)
+        t1 = time.monotonic()
+        report = handle.shutdown(timeout_s=1.5)
+        assert time.monotonic() - t1 < 4.0  # bounded, even though the endpoint never answers
+    finally:
+        structlog.reset_defaults()
+        receiver.stop()
+    expected = 40 * (1 + 3) + 1  # runs x (RUN + 3 stages) + the BATCH span
+    assert report.ended == expected
+    assert report.exported == 0
+    assert report.lost == expected, report  # every span accounted for, none silently
+    stats = handle.stats()
+    assert stats["failed"] + stats["dropped"] == expected
+
+
+async def test_store_lost_mid_run_keeps_the_result() -> None:
+    name = f"crucible_rel_{uuid.uuid4().hex[:10]}"
+    try:
+        admin = await asyncpg.connect(host="127.0.0.1", user="postgres", database="postgres",
+                                      timeout=3)  # fmt: skip
+    except (OSError, asyncpg.PostgresError) as err:
+        pytest.skip(f"PostgreSQL not reachable on 127.0.0.1:5432: {err}")
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    store = RunStore(f"postgresql://postgres@127.0.0.1:5432/{name}", connect_timeout=2)
+
+    @stage("pull_the_plug", description="Drops the store's database", register=False)
+    async def pull_the_plug(ctx: Context) -> Context:
+        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        return ctx.put_metric("after_plug", True)
+
+    buf = io.StringIO()
+    crucible.logging.configure(json=True, level="warning", stream=buf)
+    try:
+        await store.open()
+        ctx = await run(
+            Experiment(id="plug", pipeline=[StageDef(name="quick"), StageDef(name="pull_the_plug"),
+                                            StageDef(name="quick")]),
+            registry=Registry([quick, pull_the_plug]), store=store, run_id="r-plug",
+        )  # fmt: skip
+    finally:
+        structlog.reset_defaults()
+        await store.close()
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+    assert ctx.get_metric("n") == 2 and ctx.get_metric("after_plug") is True
+    assert ctx.completed_stages() == ["quick", "pull_the_plug"]
+    errors = [json.loads(line) for line in buf.getvalue().splitlines()]
+    failed_ops = {e["operation"] for e in errors if e["event"] == "run store write failed"}
+    assert "finish_run" in failed_ops and all(e["run_id"] == "r-plug" for e in errors
+                                              if e["event"] == "run store write failed")  # fmt: skip
+
+
+async def test_thousand_concurrent_runs_on_sqlite(tmp_path: Path) -> None:
+    async with RunStore(tmp_path / "runs.db") as store:
+        outcomes = await run_batch([EXP] * 1000, registry=REG, max_concurrency=1000,
+                                   store=store, batch_id="thousand")  # fmt: skip
+        assert [o.status for o in outcomes].count("completed") == 1000
+        assert len({o.run_id for o in outcomes}) == 1000
+        assert await store.count_runs(batch_id="thousand", status="completed") == 1000
+        runs = await store.list_runs(batch_id="thousand", limit=2000)
+        assert sorted(r.run_id for r in runs) == sorted(o.run_id for o in outcomes)
+        sample = await store.get_run(outcomes[500].run_id)
+        assert sample is not None and [a.stage for a in sample.attempts] == ["quick"] * 3
+        assert sample.trace_id == outcomes[500].trace_id
+        assert sample.metrics == {"n": 3}
