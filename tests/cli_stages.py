@@ -1,0 +1,56 @@
+"""Small stages the CLI tests load by import path (``module: tests.cli_stages:...``) or plugin."""
+
+from __future__ import annotations
+
+import os
+
+import anyio
+from pydantic import BaseModel, ConfigDict, Field
+
+from crucible.context import Context
+from crucible.stage import stage
+
+
+class OkOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    count: int = Field(default=1, description="How many things were counted.")
+    label: str = "plain"
+    fields: list[str] = Field(default_factory=list)
+
+
+class NeedsOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    threshold: float = Field(description="Required threshold.")
+
+
+@stage(
+    "cli_ok", description="Record its options as metrics and write a small report", register=False
+)
+async def ok_stage(ctx: Context, opts: OkOptions) -> Context:
+    out = anyio.Path("out")
+    await out.mkdir(exist_ok=True)
+    report = out / f"{ctx.run_id}.txt"
+    await report.write_text(f"count={opts.count}\n", encoding="utf-8")
+    ctx = ctx.merge_metrics(
+        {"count": opts.count, "label": opts.label, "fields": list(opts.fields)}
+    ).put_metric("nested", {"inner": {"depth": 2}, "flag": True})
+    return ctx.put_artifact("cli_report", {"location": str(report), "format": "text"})
+
+
+@stage("cli_fail", description="Always raises ValueError('boom')", register=False)
+async def fail_stage(ctx: Context) -> Context:
+    raise ValueError("boom")
+
+
+@stage("cli_needs", description="Needs a threshold option", register=False)
+async def needs_stage(ctx: Context, opts: NeedsOptions) -> Context:
+    return ctx.put_metric("threshold", opts.threshold)
+
+
+@stage("cli_slow", description="Writes a 'started' marker, then sleeps a minute", register=False)
+async def slow_stage(ctx: Context) -> Context:
+    await anyio.Path("started").write_text(str(os.getpid()), encoding="utf-8")
+    await anyio.sleep(60)
+    return ctx
