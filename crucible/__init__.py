@@ -5,6 +5,7 @@ from crucible.context import Context
 from crucible.engine import run
 from crucible.errors import (
     CrucibleError,
+    DuplicateRun,
     ExperimentFileError,
     InvalidPipeline,
     Problem,
@@ -19,6 +20,7 @@ __all__ = [
     "BatchItem",
     "Context",
     "CrucibleError",
+    "DuplicateRun",
     "Experiment",
     "ExperimentFileError",
     "InvalidPipeline",

@@ -22,7 +22,7 @@ from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
 from crucible.context import Context
-from crucible.errors import InvalidPipeline, Problem, StageFailed
+from crucible.errors import DuplicateRun, InvalidPipeline, Problem, StageFailed
 from crucible.experiment import Experiment, StageDef, experiment_from_mapping
 from crucible.frozen import FrozenMap
 from crucible.redact import redact
@@ -194,12 +194,17 @@ def _options_attr(options: Mapping[str, Any] | None) -> str:
 
 
 async def _store_call(store: Any, op: str, run_id: str, *args: Any, **kwargs: Any) -> None:
-    """Call a store method; failures are logged, never raised (the run's result comes first)."""
+    """Call a store method; failures are logged, never raised (the run's result comes first).
+
+    The one exception is a duplicate run id at start: running would overwrite that record.
+    """
     if store is None:
         return
     try:
         with anyio.CancelScope(shield=True), anyio.fail_after(_STORE_TIMEOUT_S):
             await getattr(store, op)(*args, **kwargs)
+    except DuplicateRun:
+        raise
     except Exception as err:
         _log.error("run store write failed", operation=op, run_id=run_id, error=repr(err))
 
@@ -278,10 +283,18 @@ class _Runner:
             telemetry_context=run_carrier,
         )
         if self.store is not None:
-            await _store_call(
-                self.store, "start_run", self.run_id, exp, self.run_id,
-                trace_id=trace_id, batch_id=self.batch_id,
-            )  # fmt: skip
+            try:
+                await _store_call(
+                    self.store, "start_run", self.run_id, exp, self.run_id,
+                    trace_id=trace_id, batch_id=self.batch_id,
+                )  # fmt: skip
+            except DuplicateRun as err:
+                run_span.set_attribute(tel.ERROR_TYPE, type(err).__qualname__)
+                run_span.set_status(Status(StatusCode.ERROR, str(err)))
+                run_span.end()
+                if metrics_on:
+                    ins.run_active.add(-1, metric_attrs)
+                raise
         dog = watchdog_for_current_loop(self.block_warn_s) if self.block_warn_s else None
         if dog is not None:
             dog.active_runs += 1

@@ -76,3 +76,7 @@ class StageFailed(CrucibleError):
         self.context = context
         self.result = result
         super().__init__(f"stage {stage!r} failed ({result}): {type(cause).__name__}: {cause}")
+
+
+class DuplicateRun(CrucibleError):
+    """The run store already holds a run with this id; the run was not started."""

@@ -29,7 +29,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from crucible.context import Context
-from crucible.errors import CrucibleError
+from crucible.errors import CrucibleError, DuplicateRun
 from crucible.experiment import Experiment
 from crucible.serialize import to_jsonable
 from crucible.trace import SpanRecord
@@ -74,6 +74,10 @@ class StoreError(CrucibleError):
         self.reason = message
         where = f" for run {run_id!r}" if run_id is not None else ""
         super().__init__(f"run store: {operation}{where} failed: {message}")
+
+
+class DuplicateRunError(StoreError, DuplicateRun):
+    """``start_run`` found a run with the same id: running it would overwrite that record."""
 
 
 # --- schema ----------------------------------------------------------------------------------
@@ -675,8 +679,8 @@ class RunStore:
         except StoreError as err:
             cause = err.__cause__
             if isinstance(cause, IntegrityError):
-                msg = f"a run with this id already exists? ({_describe(cause)})"
-                raise StoreError("start_run", msg, run_id=run_id) from cause
+                msg = f"a run with this id already exists ({_describe(cause)})"
+                raise DuplicateRunError("start_run", msg, run_id=run_id) from cause
             raise
 
     async def _upsert_experiment(self, conn: AsyncConnection, row: dict[str, Any]) -> None:

@@ -1,0 +1,223 @@
+"""Batch throughput: 10,000 runs x 5 stages at concurrency 256, traced vs untraced, one script.
+
+Each case runs in its own subprocess (so peak RSS is per case) and prints one JSON line:
+runs/s, µs per stage, peak RSS, and spans exported vs expected. Cases:
+  untraced          nothing exported (the engine's private provider; ctx.trace still filled)
+  traced_discard    SDK provider + BatchSpanProcessor into a counting exporter (pure overhead)
+  traced_otlp_http  the real OTLP/HTTP exporter to a receiver in another process on 127.0.0.1
+Then the ratios traced/untraced (target >= 0.75) and a tracemalloc measurement of the memory
+held per in-flight run (256 runs parked inside a stage at once; target < 20 KB).
+
+Run: python benchmarks/batch_throughput.py [--runs 10000] [--concurrency 256]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import subprocess
+import sys
+import threading
+import time
+import tracemalloc
+from collections.abc import Sequence
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import anyio
+import structlog
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+from crucible import Context, Experiment, Registry, StageDef, run_batch, stage
+from crucible.telemetry.setup import configure
+
+STAGES = 5
+
+
+@stage("step", description="A trivial awaited step", register=False)
+async def step(ctx: Context) -> Context:
+    await anyio.lowlevel.checkpoint()
+    return ctx
+
+
+class Counting(SpanExporter):
+    def __init__(self) -> None:
+        self.count = 0
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        self.count += len(spans)
+        return SpanExportResult.SUCCESS
+
+
+def experiment() -> Experiment:
+    return Experiment(id="throughput", pipeline=[StageDef(name="step") for _ in range(STAGES)])
+
+
+def run_case(case: str, runs: int, concurrency: int, endpoint: str | None) -> dict[str, Any]:
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))
+    registry = Registry([step])
+    exp = experiment()
+    kwargs: dict[str, Any] = {}
+    counter: Counting | None = None
+    handle = None
+    if case == "traced_discard":
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+        counter = Counting()
+        tp = TracerProvider()
+        tp.add_span_processor(BatchSpanProcessor(counter, max_queue_size=1 << 17))
+        kwargs["tracer_provider"] = tp
+    elif case == "traced_otlp_http":
+        handle = configure("bench", "otlp", endpoint=endpoint, set_global=False,
+                           max_queue_size=1 << 17, export_timeout_s=10)  # fmt: skip
+        kwargs["tracer_provider"] = handle.tracer_provider
+    t0 = time.perf_counter()
+    outcomes = asyncio.run(run_batch([exp] * runs, max_concurrency=concurrency,
+                                     registry=registry, **kwargs))  # fmt: skip
+    elapsed = time.perf_counter() - t0
+    expected = runs * (STAGES + 1) + 1
+    exported: int | None = None
+    if counter is not None:
+        kwargs["tracer_provider"].shutdown()
+        exported = counter.count
+    if handle is not None:
+        report = handle.shutdown(timeout_s=60)
+        exported = report.exported
+    return {
+        "case": case,
+        "runs": runs,
+        "concurrency": concurrency,
+        "completed": sum(o.ok for o in outcomes),
+        "seconds": round(elapsed, 3),
+        "runs_per_s": round(runs / elapsed, 1),
+        "us_per_stage": round(elapsed / (runs * STAGES) * 1e6, 2),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "spans_expected": expected if case != "untraced" else None,
+        "spans_exported": exported,
+    }
+
+
+def memory_per_inflight_run(concurrency: int) -> dict[str, Any]:
+    """Bytes held per run while ``concurrency`` runs are all parked inside a stage."""
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))
+    holder: dict[str, Any] = {"parked": 0}
+
+    @stage("park", description="Waits for the gate", register=False)
+    async def park(ctx: Context) -> Context:
+        holder["parked"] += 1
+        if holder["parked"] == holder.get("expect"):
+            holder["all_parked"].set()
+        await holder["gate"].wait()
+        return ctx
+
+    registry = Registry([step, park])
+    exp = Experiment(id="mem", pipeline=[StageDef(name="step"), StageDef(name="park")])
+    result: dict[str, Any] = {}
+
+    async def main() -> None:
+        holder["gate"] = anyio.Event()
+        holder["gate"].set()  # warm-up passes straight through: imports, caches, the plan
+        await run_batch([exp] * 8, registry=registry, max_concurrency=8)
+        holder["gate"] = anyio.Event()
+        holder["parked"] = 0
+        holder["expect"] = concurrency
+        holder["all_parked"] = anyio.Event()
+        tracemalloc.start()
+        before = tracemalloc.get_traced_memory()[0]
+        async with anyio.create_task_group() as tg:
+
+            async def batch() -> None:
+                await run_batch([exp] * concurrency, registry=registry,
+                                max_concurrency=concurrency)  # fmt: skip
+
+            tg.start_soon(batch)
+            with anyio.fail_after(60):
+                await holder["all_parked"].wait()
+            held = tracemalloc.get_traced_memory()[0] - before
+            holder["gate"].set()
+        tracemalloc.stop()
+        result.update(
+            case="memory_per_inflight_run",
+            inflight=concurrency,
+            bytes_per_run=round(held / concurrency),
+            target_bytes=20_000,
+            within_target=held / concurrency < 20_000,
+        )
+
+    asyncio.run(main())
+    return result
+
+
+class _Sink(BaseHTTPRequestHandler):
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-protobuf")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def serve_sink() -> None:
+    """An OTLP/HTTP endpoint in its own process: accepts and discards every export."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Sink)
+    print(server.server_address[1], flush=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    sys.stdin.read()  # until the parent closes our stdin
+    server.shutdown()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=10_000)
+    parser.add_argument("--concurrency", type=int, default=256)
+    parser.add_argument("--case", help=argparse.SUPPRESS)
+    parser.add_argument("--endpoint", help=argparse.SUPPRESS)
+    parser.add_argument("--sink", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.sink:
+        serve_sink()
+        return
+    if args.case == "memory":
+        print(json.dumps(memory_per_inflight_run(args.concurrency)))
+        return
+    if args.case:
+        print(json.dumps(run_case(args.case, args.runs, args.concurrency, args.endpoint)))
+        return
+    sink = subprocess.Popen([sys.executable, __file__, "--sink"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)  # fmt: skip
+    assert sink.stdout is not None
+    endpoint = f"http://127.0.0.1:{sink.stdout.readline().strip()}"
+    results: dict[str, dict[str, Any]] = {}
+    try:
+        for case in ("untraced", "traced_discard", "traced_otlp_http", "memory"):
+            cmd = [sys.executable, __file__, "--case", case, "--runs", str(args.runs),
+                   "--concurrency", str(args.concurrency), "--endpoint", endpoint]  # fmt: skip
+            out = subprocess.run(cmd, check=True, capture_output=True, text=True,
+                                 env={**os.environ, "CRUCIBLE_BLOCK_WARN_S": "0"})  # fmt: skip
+            line = out.stdout.strip().splitlines()[-1]
+            print(line, flush=True)
+            results[case] = json.loads(line)
+    finally:
+        assert sink.stdin is not None
+        sink.stdin.close()
+        sink.wait(timeout=10)
+    base = results["untraced"]["runs_per_s"]
+    for case in ("traced_discard", "traced_otlp_http"):
+        r = results[case]
+        print(json.dumps({
+            "ratio": f"{case}/untraced",
+            "throughput_ratio": round(r["runs_per_s"] / base, 3),
+            "target": 0.75,
+            "spans_dropped": r["spans_expected"] - (r["spans_exported"] or 0),
+        }))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
