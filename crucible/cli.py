@@ -18,7 +18,7 @@ import traceback
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TextIO, cast
 
@@ -30,10 +30,30 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from rich import box
 from rich.console import Console, RenderableType
 from rich.live import Live
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 from rich.text import Text
 
 from crucible import logging as crucible_logging
+from crucible.batch import (
+    DEFAULT_TRACE_CHILDREN,
+    BatchItem,
+    BatchProgress,
+    RunOutcome,
+    expand_matrix,
+    run_batch,
+    summarize,
+)
 from crucible.context import Context
 from crucible.engine import PlannedStage, plan, run
 from crucible.errors import CrucibleError, ExperimentFileError, InvalidPipeline, StageFailed
@@ -53,6 +73,7 @@ EXIT_INTERRUPTED = 130
 DEFAULT_JAEGER_URL = "http://localhost:16686"
 DEFAULT_EXPORTER = "file"
 SHUTDOWN_TIMEOUT_S = 5.0
+DEFAULT_CONCURRENCY = 8
 _VALUE_WIDTH = 80
 _PLAIN_WIDTH = 200
 
@@ -481,6 +502,19 @@ JaegerOption = Annotated[
     typer.Option("--jaeger-url", envvar="CRUCIBLE_JAEGER_URL", help="Jaeger UI base URL."),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+ExporterOption = Annotated[
+    str | None,
+    typer.Option(
+        "--exporter",
+        help="Where spans go: otlp, console, file or none "
+        "(default: $OTEL_TRACES_EXPORTER, else file = ./traces.jsonl).",
+        show_default=False,
+    ),
+]
+JsonLogsOption = Annotated[bool, typer.Option("--json-logs", help="Log JSON lines.")]
+TimeoutOption = Annotated[
+    float | None, typer.Option("--timeout", help="Run deadline in seconds.", show_default=False)
+]
 FileArgument = Annotated[
     Path, typer.Argument(help="Experiment file (.yaml, .yml, .json or .toml).", show_default=False)
 ]
@@ -551,14 +585,7 @@ async def _run_async(
 def _print_where(
     run_id: str, trace_id: str | None, handle: TelemetryHandle, jaeger_url: str
 ) -> None:
-    if handle.exporters:
-        parts = handle.destination.split(", ")
-        dest = ", ".join(
-            p if "://" in p or p == "console" else str(Path(p).resolve()) for p in parts
-        )
-    else:
-        dest = "not exported (exporter none)"
-    _say(f"trace:    {dest}")
+    _say(f"trace:    {_trace_destination(handle)}")
     _say(f"run id:   {run_id}")
     _say(f"trace id: {trace_id or '-'}")
     link = _jaeger_link(jaeger_url, trace_id)
@@ -619,6 +646,26 @@ def _report_outcome(
     return EXIT_FAILED
 
 
+def _setup_telemetry(exporter: str | None) -> TelemetryHandle:
+    """Configure (and install globally) the providers for ``--exporter`` or the environment."""
+    chosen = exporter or os.environ.get("OTEL_TRACES_EXPORTER", "").strip() or DEFAULT_EXPORTER
+    try:
+        handle = configure(exporter=chosen, set_global=True)
+    except ValueError as err:
+        raise CliError(f"--exporter: {err}") from None
+    # The CLI reports lost spans itself; keep the library's duplicate warning quiet.
+    logging.getLogger("crucible.telemetry.setup").setLevel(logging.ERROR)
+    return handle
+
+
+def _trace_destination(handle: TelemetryHandle) -> str:
+    """Where the spans went, with file paths made absolute."""
+    if not handle.exporters:
+        return "not exported (exporter none)"
+    parts = handle.destination.split(", ")
+    return ", ".join(p if "://" in p or p == "console" else str(Path(p).resolve()) for p in parts)
+
+
 def _shutdown_telemetry(handle: TelemetryHandle) -> None:
     report = handle.shutdown(SHUTDOWN_TIMEOUT_S)
     if not report.completed:
@@ -639,19 +686,9 @@ def run_command(
         str | None, typer.Option("--run-id", help="Run id (default: a new UUID).")
     ] = None,
     store: StoreOption = None,
-    exporter: Annotated[
-        str | None,
-        typer.Option(
-            "--exporter",
-            help="Where spans go: otlp, console, file or none "
-            "(default: $OTEL_TRACES_EXPORTER, else file = ./traces.jsonl).",
-            show_default=False,
-        ),
-    ] = None,
-    json_logs: Annotated[bool, typer.Option("--json-logs", help="Log JSON lines.")] = False,
-    timeout: Annotated[
-        float | None, typer.Option("--timeout", help="Run deadline in seconds.")
-    ] = None,
+    exporter: ExporterOption = None,
+    json_logs: JsonLogsOption = False,
+    timeout: TimeoutOption = None,
     allow_imports: AllowImportsOption = False,
     jaeger_url: JaegerOption = DEFAULT_JAEGER_URL,
 ) -> None:
@@ -665,13 +702,7 @@ def run_command(
         if json_logs:
             _configure_logging(json_logs=True)
         rid = run_id or str(uuid.uuid4())
-        chosen = exporter or os.environ.get("OTEL_TRACES_EXPORTER", "").strip() or DEFAULT_EXPORTER
-        try:
-            handle = configure(exporter=chosen, set_global=True)
-        except ValueError as err:
-            raise CliError(f"--exporter: {err}") from None
-        # The CLI reports lost spans itself; keep the library's duplicate warning quiet.
-        logging.getLogger("crucible.telemetry.setup").setLevel(logging.ERROR)
+        handle = _setup_telemetry(exporter)
         out = _console()
         board = StageBoard(planned, out, live=out.is_interactive)
         handle.tracer_provider.add_span_processor(board)
@@ -704,6 +735,418 @@ def run_command(
                     jaeger_url=jaeger_url,
                     elapsed=time.perf_counter() - started,
                 )
+        finally:
+            _shutdown_telemetry(handle)
+    raise typer.Exit(code)
+
+
+# --- crucible batch --------------------------------------------------------------------------
+
+_OUTCOME_STYLES = {
+    "completed": "green",
+    "failed": "red",
+    "timed_out": "red",
+    "cancelled": "magenta",
+}
+_MATRIX_WIDTH = 60
+_METRICS_SHOWN = 3
+_METRICS_WIDTH = 48
+_SHORT_TRACE = 8
+
+
+def _value_text(value: Any, width: int = 40) -> str:
+    """A value for a table cell: strings as they are, anything else as compact JSON."""
+    if isinstance(value, str):
+        return value if len(value) <= width else value[: width - 1] + "…"
+    return _short(value, width)
+
+
+def _point_of(item: BatchItem) -> Mapping[str, Any]:
+    point = (item.assigns or {}).get("matrix")
+    return point if isinstance(point, Mapping) else {}
+
+
+def point_text(point: Mapping[str, Any]) -> str:
+    """A matrix point as ``stage.option=value, ...``."""
+    return ", ".join(f"{key}={_value_text(value)}" for key, value in point.items())
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def expand_file_matrix(experiment: Experiment, *, source: str) -> list[BatchItem]:
+    """The experiment's matrix as batch items; a bad matrix is a CliError naming the file."""
+    try:
+        return expand_matrix(experiment)
+    except CrucibleError as err:
+        raise CliError(f"{source}: {err}; nothing was run") from None
+
+
+def preflight_batch(
+    items: Sequence[BatchItem], registry: Registry, *, allow_imports: bool, source: str
+) -> None:
+    """Resolve and validate every variant before any runs; problems name their matrix point."""
+    found: dict[str, list[str]] = {}
+    bad_variants = 0
+    for item in items:
+        experiment = cast(Experiment, item.experiment)
+        try:
+            plan(experiment, registry, allow_imports=allow_imports)
+        except InvalidPipeline as err:
+            bad_variants += 1
+            where = point_text(_point_of(item))
+            for problem in err.problems:
+                found.setdefault(str(problem), []).append(where)
+    if not found:
+        return
+    lines: list[str] = []
+    for text, points in found.items():
+        if len(items) > 1 and len(points) == len(items):
+            lines.append(f"{source} [every matrix point]: {text}")
+        else:
+            lines.extend(f"{source} [{p}]: {text}" if p else f"{source}: {text}" for p in points)
+    first = cast(Experiment, items[0].experiment)
+    if not allow_imports and any(sd.module and sd.enabled for sd in first.pipeline):
+        lines.append(
+            "hint: this experiment names code to import (module: ...); "
+            "pass --allow-imports if you trust it"
+        )
+    scope = f" in {bad_variants} of {len(items)} matrix points" if len(items) > 1 else ""
+    raise CliError(f"{source}: invalid pipeline{scope}; nothing was run", lines=lines)
+
+
+class BatchBoard:
+    """Shows run_batch's progress: a rich progress bar on a terminal, else sparse plain lines."""
+
+    def __init__(self, name: str, total: int, console: Console, *, live: bool) -> None:
+        self._console = console
+        self._total = total
+        self._printed_bucket = 0
+        self.last = BatchProgress(total=total)
+        self._progress: Progress | None = None
+        self._task: TaskID | None = None
+        if live:
+            self._progress = Progress(
+                SpinnerColumn(),
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("[red]{task.fields[failed]} failed"),
+                TextColumn("[yellow]{task.fields[running]} running"),
+                TimeElapsedColumn(),
+                TextColumn("ETA"),
+                TimeRemainingColumn(),
+                console=console,
+            )
+            self._task = self._progress.add_task(
+                escape(f"batch {name}"), total=total, failed=0, running=0
+            )
+
+    def update(self, state: BatchProgress) -> None:
+        """The ``progress`` callback: called on the event loop as runs start and finish."""
+        self.last = replace(state)
+        if self._progress is not None and self._task is not None:
+            self._progress.update(
+                self._task, completed=state.done, failed=state.failed, running=state.running
+            )
+            return
+        if state.done == 0 or self._total == 0:
+            return
+        bucket = state.done * 10 // self._total  # a line every 10%; 10 only when all are done
+        if bucket > self._printed_bucket:
+            self._printed_bucket = bucket
+            self._console.print(self.plain_line(state), markup=False, soft_wrap=True)
+
+    @staticmethod
+    def plain_line(state: BatchProgress) -> str:
+        elapsed = time.monotonic() - state.started_at
+        line = f"progress: {state.done}/{state.total} done, {state.failed} failed"
+        if state.done < state.total:
+            eta = elapsed / state.done * (state.total - state.done) if state.done else None
+            line += f", {state.running} running, ETA {_fmt_duration(eta)}"
+        return line + f" ({_fmt_duration(elapsed)} elapsed)"
+
+    def display(self) -> AbstractContextManager[Any]:
+        """A context manager showing the bar while the batch goes (no-op in plain mode)."""
+        return self._progress if self._progress is not None else nullcontext()
+
+
+class _BatchSpanWatcher(SpanProcessor):
+    """Notes the trace id of this batch's ``BATCH`` span (run_batch does not return it)."""
+
+    def __init__(self, batch_id: str) -> None:
+        self._batch_id = batch_id
+        self.trace_id: str | None = None
+
+    def on_start(self, span: Span, parent_context: OtelContext | None = None) -> None:
+        ours = (span.attributes or {}).get("crucible.batch.id") == self._batch_id
+        if self.trace_id is None and ours and span.name.startswith("BATCH "):
+            self.trace_id = f"{span.get_span_context().trace_id:032x}"
+
+    def on_end(self, span: ReadableSpan) -> None:
+        return None
+
+    def shutdown(self) -> None:
+        return None
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
+
+
+async def _batch_async(
+    items: Sequence[BatchItem],
+    *,
+    store: RunStore,
+    registry: Registry,
+    handle: TelemetryHandle,
+    concurrency: int,
+    batch_id: str,
+    name: str,
+    board: BatchBoard,
+    run_timeout: float | None,
+    allow_imports: bool,
+) -> list[RunOutcome]:
+    try:
+        await store.open()
+        return await run_batch(
+            items,
+            max_concurrency=concurrency,
+            batch_id=batch_id,
+            name=name,
+            progress=board.update,
+            store=store,
+            tracer_provider=handle.tracer_provider,
+            meter_provider=handle.meter_provider,
+            registry=registry,
+            timeout=run_timeout,
+            allow_imports=allow_imports,
+        )
+    finally:
+        with anyio.CancelScope(shield=True):
+            await store.close()
+
+
+def _error_json(err: BaseException | None) -> dict[str, Any] | None:
+    if err is None:
+        return None
+    if isinstance(err, StageFailed):
+        cause = err.cause
+        return {"stage": err.stage, "result": err.result, "type": type(cause).__name__,
+                "message": str(cause)}  # fmt: skip
+    return {"stage": None, "result": None, "type": type(err).__name__, "message": str(err)}
+
+
+def _error_text(err: BaseException | None) -> str:
+    if isinstance(err, StageFailed):
+        cause = err.cause
+        return f"stage {err.stage!r} ended with {err.result}: {type(cause).__name__}: {cause}"
+    if err is None:
+        return "cancelled before it started"
+    return f"{type(err).__name__}: {err}"
+
+
+def _outcome_metrics(outcome: RunOutcome) -> Mapping[str, Any]:
+    return outcome.context.metrics if outcome.context is not None else {}
+
+
+def _metrics_cell(metrics: Mapping[str, Any]) -> str:
+    pairs = flatten_metrics(metrics)
+    text = ", ".join(f"{k}={_value_text(v, 20)}" for k, v in pairs[:_METRICS_SHOWN])
+    if len(pairs) > _METRICS_SHOWN:
+        text += f", … (+{len(pairs) - _METRICS_SHOWN})"
+    return _cut(text, _METRICS_WIDTH) or "-"
+
+
+@dataclass(frozen=True, slots=True)
+class _BatchReport:
+    """What the summary (table or JSON) needs besides the outcomes."""
+
+    batch_id: str
+    experiment_id: str
+    points: Sequence[Mapping[str, Any]]
+    trace_id: str | None
+    as_children: bool
+    destination: str
+    store_url: str
+    elapsed: float
+    jaeger_url: str
+
+
+def batch_json(outcomes: Sequence[RunOutcome], report: _BatchReport) -> dict[str, Any]:
+    """The ``--json`` document of a finished batch."""
+    return {
+        "batch_id": report.batch_id,
+        "experiment_id": report.experiment_id,
+        "total": len(outcomes),
+        "counts": summarize(outcomes),
+        "duration_s": report.elapsed,
+        "trace": {
+            "destination": report.destination,
+            "trace_id": report.trace_id,
+            "runs_are_children": report.as_children,
+            "jaeger_url": _jaeger_link(report.jaeger_url, report.trace_id),
+        },
+        "store": report.store_url,
+        "runs": [
+            {
+                "index": o.index,
+                "matrix": to_jsonable(dict(report.points[o.index])),
+                "status": o.status,
+                "run_id": o.run_id,
+                "trace_id": o.trace_id,
+                "duration_s": o.duration_s,
+                "metrics": to_jsonable(dict(_outcome_metrics(o))),
+                "error": _error_json(o.error),
+            }
+            for o in outcomes
+        ],
+    }
+
+
+def _print_batch_summary(outcomes: Sequence[RunOutcome], report: _BatchReport) -> None:
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False)
+    table.add_column("#", justify="right")
+    table.add_column("matrix", overflow="fold")
+    table.add_column("status")
+    table.add_column("duration", justify="right")
+    table.add_column("metrics", overflow="fold")
+    table.add_column("run id", no_wrap=True)
+    table.add_column("trace id", no_wrap=True)
+    for o in outcomes:
+        table.add_row(
+            str(o.index),
+            Text(_cut(point_text(report.points[o.index]), _MATRIX_WIDTH) or "-"),
+            Text(o.status, style=_OUTCOME_STYLES.get(o.status, "")),
+            _fmt_duration(o.duration_s),
+            Text(_metrics_cell(_outcome_metrics(o))),
+            Text(o.run_id),
+            (o.trace_id or "-")[:_SHORT_TRACE],
+        )
+    _say()
+    _console().print(table)
+    failures = [o for o in outcomes if not o.ok]
+    if failures:
+        _say("failures:")
+        for o in failures:
+            where = point_text(report.points[o.index])
+            _say(f"  #{o.index}" + (f" [{where}]" if where else "") + f": {_error_text(o.error)}")
+    counts = summarize(outcomes)
+    totals = ", ".join(f"{n} {status}" for status, n in counts.items() if n)
+    n = len(outcomes)
+    _say()
+    _say(
+        f"totals:   {totals or 'no runs'} ({n} run{'s' if n != 1 else ''} in "
+        f"{_fmt_duration(report.elapsed)})",
+        style="green" if counts["completed"] == n else "red",
+    )
+    _say(f"batch:    {report.batch_id} (experiment {report.experiment_id})")
+    _say(f"trace:    {report.destination}")
+    if report.trace_id:
+        how = "runs are its children" if report.as_children else "each run links to it"
+        _say(f"trace id: {report.trace_id} (BATCH span; {how})")
+        link = _jaeger_link(report.jaeger_url, report.trace_id)
+        if link:
+            _say(f"jaeger:   {link}")
+    _say(f"store:    {report.store_url}")
+
+
+@app.command("batch")
+def batch_command(
+    file: FileArgument,
+    concurrency: Annotated[
+        int, typer.Option("--concurrency", "-c", min=1, help="Most runs at once.")
+    ] = DEFAULT_CONCURRENCY,
+    set_: SetOption = None,
+    store: StoreOption = None,
+    exporter: ExporterOption = None,
+    json_logs: JsonLogsOption = False,
+    allow_imports: AllowImportsOption = False,
+    timeout: TimeoutOption = None,
+    batch_id: Annotated[
+        str | None, typer.Option("--batch-id", help="Batch id (default: a new UUID).")
+    ] = None,
+    json_: JsonOption = False,
+    jaeger_url: JaegerOption = DEFAULT_JAEGER_URL,
+) -> None:
+    """Run every point of the experiment's matrix as one batch; print a summary per run."""
+    with _guard():
+        if timeout is not None and timeout <= 0:
+            raise CliError(f"--timeout must be a positive number of seconds, got {timeout:g}")
+        if batch_id is not None and not batch_id.strip():
+            raise CliError("--batch-id must not be empty")
+        experiment = load_with_overrides(file, set_ or [])
+        for raw in set_ or []:
+            key = raw.partition("=")[0].strip()
+            if key in (experiment.matrix or {}):
+                _warn(f"warning: --set {raw!r} is overridden by the matrix key {key!r}")
+        items = expand_file_matrix(experiment, source=file.name)
+        registry = default_registry()
+        preflight_batch(items, registry, allow_imports=allow_imports, source=file.name)
+        run_store = RunStore(store)
+        if json_logs:
+            _configure_logging(json_logs=True)
+        bid = batch_id or str(uuid.uuid4())
+        handle = _setup_telemetry(exporter)
+        watcher = _BatchSpanWatcher(bid)
+        handle.tracer_provider.add_span_processor(watcher)
+        shown_on = _console(stderr=json_)  # keep stdout clean for --json
+        board = BatchBoard(experiment.id, len(items), shown_on, live=shown_on.is_interactive)
+        if not shown_on.is_interactive:
+            n = len(items)
+            shown_on.print(
+                f"batch {bid}: {n} run{'s' if n != 1 else ''} of {experiment.id}, "
+                f"at most {concurrency} at once",
+                markup=False,
+                soft_wrap=True,
+            )
+        code = EXIT_FAILED
+        try:
+            started = time.perf_counter()
+            try:
+                with board.display():
+                    outcomes = asyncio.run(
+                        _batch_async(
+                            items,
+                            store=run_store,
+                            registry=registry,
+                            handle=handle,
+                            concurrency=concurrency,
+                            batch_id=bid,
+                            name=experiment.id,
+                            board=board,
+                            run_timeout=timeout,
+                            allow_imports=allow_imports,
+                        )
+                    )
+            except KeyboardInterrupt:
+                last = board.last
+                rest = last.total - last.done
+                _error(
+                    f"batch {bid} cancelled (interrupted): {last.completed} completed, "
+                    f"{last.failed} failed, {rest} recorded as cancelled"
+                )
+                _warn(f"trace:    {_trace_destination(handle)}", style="red")
+                _warn(f"trace id: {watcher.trace_id or '-'}", style="red")
+                _warn(f"store:    {run_store.url}", style="red")
+                code = EXIT_INTERRUPTED
+            else:
+                report = _BatchReport(
+                    batch_id=bid,
+                    experiment_id=experiment.id,
+                    points=[_point_of(item) for item in items],
+                    trace_id=watcher.trace_id,
+                    as_children=len(items) <= DEFAULT_TRACE_CHILDREN,
+                    destination=_trace_destination(handle),
+                    store_url=run_store.url,
+                    elapsed=time.perf_counter() - started,
+                    jaeger_url=jaeger_url,
+                )
+                if json_:
+                    _print_json(batch_json(outcomes, report))
+                else:
+                    _print_batch_summary(outcomes, report)
+                code = 0 if all(o.ok for o in outcomes) else EXIT_FAILED
         finally:
             _shutdown_telemetry(handle)
     raise typer.Exit(code)

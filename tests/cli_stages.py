@@ -54,3 +54,19 @@ async def slow_stage(ctx: Context) -> Context:
     await anyio.Path("started").write_text(str(os.getpid()), encoding="utf-8")
     await anyio.sleep(60)
     return ctx
+
+
+class GridOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    x: int = 0
+    y: str = ""
+    fail_on: list[str] = Field(default_factory=list, description="'x/y' points that raise.")
+
+
+@stage("cli_grid", description="Record x and y; raise for the points in fail_on", register=False)
+async def grid_stage(ctx: Context, opts: GridOptions) -> Context:
+    await anyio.sleep(0.05)
+    if f"{opts.x}/{opts.y}" in opts.fail_on:
+        raise ValueError(f"grid point {opts.x}/{opts.y} fails")
+    return ctx.merge_metrics({"x": opts.x, "y": opts.y, "score": opts.x * len(opts.y)})
