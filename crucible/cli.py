@@ -1,4 +1,4 @@
-"""The ``crucible`` command: run and validate experiments, list stages, inspect stored runs.
+"""The ``crucible`` command: run, batch and validate experiments, list stages, inspect runs.
 
 Exit codes: 0 success, 1 a stage failed (or an unexpected error), 2 bad input (file, options,
 ``--set``, unknown stage or run id), 130 interrupted with Ctrl-C.
