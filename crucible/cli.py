@@ -190,29 +190,49 @@ def _fmt_duration(seconds: float | None) -> str:
     return f"{int(minutes)}m {secs:04.1f}s"
 
 
+def _rounded(value: Any) -> Any:
+    """Floats to 6 significant digits for display (0.6313000000000001 -> 0.6313)."""
+    if isinstance(value, float):
+        return float(f"{value:.6g}")
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_rounded(v) for v in value]
+    return value
+
+
 def _short(value: Any, width: int = _VALUE_WIDTH) -> str:
-    """A JSON rendering of ``value``, cut to ``width`` characters."""
+    """A JSON rendering of ``value`` (floats rounded for display), cut to ``width`` characters."""
     try:
-        text = json.dumps(to_jsonable(value), ensure_ascii=False, separators=(", ", ": "))
+        shown = _rounded(to_jsonable(value))
+        text = json.dumps(shown, ensure_ascii=False, separators=(", ", ": "))
     except (TypeError, ValueError):
         text = repr(value)
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def flatten_metrics(metrics: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
-    """Nested metric mappings as ``(dotted.key, leaf value)`` pairs, in insertion order."""
+def flatten_metrics(
+    metrics: Mapping[str, Any], prefix: str = "", *, max_depth: int | None = None
+) -> list[tuple[str, Any]]:
+    """Nested metric mappings as ``(dotted.key, value)`` pairs, in insertion order.
+
+    Below ``max_depth`` levels a mapping stays whole (shown as truncated JSON).
+    """
     out: list[tuple[str, Any]] = []
     for key, value in metrics.items():
         name = f"{prefix}.{key}" if prefix else str(key)
-        if isinstance(value, Mapping) and value:
-            out.extend(flatten_metrics(value, name))
+        deeper = max_depth is None or name.count(".") + 1 < max_depth
+        if isinstance(value, Mapping) and value and deeper:
+            out.extend(flatten_metrics(value, name, max_depth=max_depth))
         else:
             out.append((name, value))
     return out
 
 
 def _metrics_table(metrics: Mapping[str, Any], title: str) -> RenderableType:
-    rows = sorted(flatten_metrics(metrics), key=lambda kv: kv[0])
+    # Three levels keep the summary short (bench.test_results.ttest stays one row); the
+    # report and `crucible runs show --json` have everything.
+    rows = sorted(flatten_metrics(metrics, max_depth=3), key=lambda kv: kv[0])
     if not rows:
         return Text(f"{title}: (none)")
     table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, show_edge=False)
