@@ -15,26 +15,37 @@ V = TypeVar("V")
 class FrozenMap(Mapping[K, V]):
     """A read-only mapping whose ``set``/``update`` return new maps in O(log n) (a HAMT).
 
-    Compares equal to any Mapping with the same items, so ``ctx.metrics == {"a": 1}`` holds.
+    Iterates in insertion order, like a dict (a persistent vector keeps the key order), and
+    compares equal to any Mapping with the same items, so ``ctx.metrics == {"a": 1}`` holds.
     """
 
-    __slots__ = ("_m",)
+    __slots__ = ("_m", "_order")
     _m: immutables.Map[K, V]
+    _order: PVector[K]
 
     def __init__(self, data: Mapping[K, V] | Iterable[tuple[K, V]] = ()) -> None:
-        self._m = immutables.Map(data)
+        pairs = data.items() if isinstance(data, Mapping) else data
+        mm: Any = immutables.Map().mutate()
+        order: list[K] = []
+        for k, v in pairs:
+            if k not in mm:
+                order.append(k)
+            mm[k] = v
+        self._m = mm.finish()
+        self._order = pvector(order)
 
     @classmethod
-    def _wrap(cls, m: immutables.Map[K, V]) -> FrozenMap[K, V]:
+    def _wrap(cls, m: immutables.Map[K, V], order: PVector[K]) -> FrozenMap[K, V]:
         new = cls.__new__(cls)
         new._m = m
+        new._order = order
         return new
 
     def __getitem__(self, key: K) -> V:
         return self._m[key]
 
     def __iter__(self) -> Iterator[K]:
-        return iter(self._m)
+        return iter(self._order)
 
     def __len__(self) -> int:
         return len(self._m)
@@ -52,19 +63,24 @@ class FrozenMap(Mapping[K, V]):
     __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
-        return f"FrozenMap({dict(self._m.items())!r})"
+        return f"FrozenMap({dict(self.items())!r})"
 
     def set(self, key: K, value: V) -> FrozenMap[K, V]:
-        """A new map with ``key`` set to ``value``."""
-        return FrozenMap._wrap(self._m.set(key, value))
+        """A new map with ``key`` set to ``value`` (a new key goes last)."""
+        order = self._order if key in self._m else self._order.append(key)
+        return FrozenMap._wrap(self._m.set(key, value), order)
 
     def update(self, items: Mapping[K, V] | Iterable[tuple[K, V]]) -> FrozenMap[K, V]:
         """A new map with every (key, value) pair set, later pairs winning."""
         pairs = items.items() if isinstance(items, Mapping) else items
         mm = self._m.mutate()
+        added: list[K] = []
         for k, v in pairs:
+            if k not in mm:
+                added.append(k)
             mm[k] = v
-        return FrozenMap._wrap(mm.finish())
+        order = self._order.extend(added) if added else self._order
+        return FrozenMap._wrap(mm.finish(), order)
 
 
 class StageList(Iterable[str]):

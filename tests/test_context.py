@@ -285,3 +285,11 @@ def test_long_histories_stay_correct(ctx: Context) -> None:
         c = c.add_output(i).put_metric(f"m{i}", i).mark_stage_complete(f"s{i}")
     assert len(c.outputs) == 5000 and len(c.metrics) == 5000 and len(c.completed_stages()) == 5000
     assert c.stage_completed("s4999") and not c.stage_completed("s5000")
+
+
+def test_mappings_iterate_in_insertion_order_like_dicts(ctx: Context) -> None:
+    c = ctx.put_metric("zeta", 1).put_metric("alpha", 2).merge_metrics({"mid": 3, "zeta": 4})
+    assert list(c.metrics) == ["zeta", "alpha", "mid"]  # an overwrite keeps its place
+    assert list(c.to_dict()["metrics"]) == ["zeta", "alpha", "mid"]
+    c = c.assign(b=1).assign({"a": 2}).assign("c", 3)
+    assert list(c.assigns) == ["b", "a", "c"]
