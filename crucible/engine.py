@@ -25,6 +25,7 @@ from crucible.context import Context
 from crucible.errors import DuplicateRun, InvalidPipeline, Problem, StageFailed
 from crucible.experiment import Experiment, StageDef, experiment_from_mapping
 from crucible.frozen import FrozenMap
+from crucible.logging import run_context
 from crucible.redact import redact
 from crucible.registry import (
     ImportsNotAllowed,
@@ -302,9 +303,7 @@ class _Runner:
         status: RunStatus = "completed"
         failure: StageFailed | None = None
         cancelled: BaseException | None = None
-        log_tokens = structlog.contextvars.bind_contextvars(
-            experiment_id=exp.id, run_id=self.run_id
-        )
+        log_token = run_context.set((exp.id, self.run_id, None))
         try:
             deadline = math.inf if self.timeout is None else anyio.current_time() + self.timeout
             for step in self.planned:
@@ -319,7 +318,7 @@ class _Runner:
             cancelled = err  # re-raised below, after the spans and the store are finalised
             status = "cancelled"
         finally:
-            structlog.contextvars.reset_contextvars(**log_tokens)
+            run_context.reset(log_token)
             otel_context.detach(token)
             if dog is not None:
                 dog.active_runs -= 1
@@ -457,7 +456,7 @@ class _Runner:
         error: BaseException | None = None
         result: StageResult = "success"
         cancel_exc: BaseException | None = None
-        log_tokens = structlog.contextvars.bind_contextvars(stage=name)
+        log_token = run_context.set((self.experiment.id, self.run_id, name))
         try:
             if stage_deadline == math.inf:
                 out = await self._call(spec, stage_in, step.options)
@@ -481,7 +480,7 @@ class _Runner:
             error = exc
             result = _result_for(exc)
         finally:
-            structlog.contextvars.reset_contextvars(**log_tokens)
+            run_context.reset(log_token)
             otel_context.detach(token)
         events: tuple[SpanEvent, ...] = ()
         trace_after = None

@@ -5,10 +5,29 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import MutableMapping
+from contextvars import ContextVar
 from typing import Any, TextIO
 
 import structlog
 from opentelemetry import trace
+
+# (experiment_id, run_id, stage or None) of the run executing in this context; set by the engine.
+run_context: ContextVar[tuple[str, str, str | None] | None] = ContextVar(
+    "crucible_run_context", default=None
+)
+
+
+def add_run_context(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """Add ``experiment_id``, ``run_id`` and ``stage`` of the run (and stage) running now."""
+    current = run_context.get()
+    if current is not None:
+        event_dict.setdefault("experiment_id", current[0])
+        event_dict.setdefault("run_id", current[1])
+        if current[2] is not None:
+            event_dict.setdefault("stage", current[2])
+    return event_dict
 
 
 def add_trace_ids(
@@ -23,9 +42,13 @@ def add_trace_ids(
 
 
 def processors(*, json: bool) -> list[Any]:
-    """The processor chain: context vars (experiment/run/stage), level, time, trace ids."""
+    """The processor chain: context vars, run/stage, level, time, trace ids.
+
+    To keep your own chain, add ``add_run_context`` and ``add_trace_ids`` to it.
+    """
     chain: list[Any] = [
         structlog.contextvars.merge_contextvars,
+        add_run_context,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         add_trace_ids,
