@@ -63,7 +63,8 @@ class Service:
 @contextmanager
 def serve(app: FastAPI, store: RunStore | None = None) -> Iterator[str]:
     """Serve ``app`` with uvicorn on an ephemeral 127.0.0.1 port in its own thread and loop."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # IPPROTO_TCP explicitly: asyncio only sets TCP_NODELAY on sockets that say they are TCP.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
