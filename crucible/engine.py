@@ -263,7 +263,7 @@ class _Runner:
             context=self.parent,
             kind=SpanKind.INTERNAL,
             attributes=attrs,
-            links=self.links,
+            links=self.links or None,
         )
         run_otel_ctx = trace.set_span_in_context(run_span, self.parent)
         trace_id, run_span_id = tel.hex_ids(run_span)
