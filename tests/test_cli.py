@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import pty
-import select
 import signal
 import subprocess
 import sys
@@ -20,6 +18,7 @@ import pytest
 
 from crucible.store import RunInfo, RunStore
 from crucible.telemetry.jsonl import read_otlp_jsonl
+from tests.pty_run import run_on_pty
 
 REPO = Path(__file__).resolve().parents[1]
 RUN_TIMEOUT_S = 60
@@ -345,38 +344,13 @@ def test_ctrl_c_cancels_the_run(tmp_path: Path, env: dict[str, str]) -> None:
 
 def test_live_display_on_a_terminal(tmp_path: Path, env: dict[str, str]) -> None:
     write(tmp_path / "exp.yaml", "id: tty\npipeline:\n  - name: cli_ok\n")
-    leader, follower = pty.openpty()
-    proc = subprocess.Popen(
+    code, text, err = run_on_pty(
         [sys.executable, "-m", "crucible", "run", "exp.yaml"],
         cwd=tmp_path,
-        env={**env, "TERM": "xterm", "COLUMNS": "120", "LINES": "40"},
-        stdin=subprocess.DEVNULL,
-        stdout=follower,
-        stderr=subprocess.PIPE,
+        env=env,
+        timeout_s=RUN_TIMEOUT_S,
     )
-    os.close(follower)
-    chunks: list[bytes] = []
-    deadline = time.monotonic() + RUN_TIMEOUT_S
-    try:
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([leader], [], [], 0.2)
-            if ready:
-                try:
-                    data = os.read(leader, 65536)
-                except OSError:  # EIO: the child closed the terminal
-                    break
-                if not data:
-                    break
-                chunks.append(data)
-            elif proc.poll() is not None:
-                break
-        proc.wait(timeout=30)
-    finally:
-        os.close(leader)
-        if proc.poll() is None:
-            proc.kill()
-    text = b"".join(chunks).decode("utf-8", "replace")
-    assert proc.returncode == 0, (text, proc.stderr.read() if proc.stderr else "")
+    assert code == 0, (text, err)
     assert "cli_ok" in text and "success" in text
     assert "stage cli_ok ..." not in text  # the table, not the plain lines
     assert "run " in text and "completed" in text

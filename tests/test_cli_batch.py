@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import pty
-import select
 import signal
 import subprocess
 import sys
@@ -20,6 +18,7 @@ import pytest
 
 from crucible.store import RunInfo, RunStore
 from crucible.telemetry.jsonl import read_otlp_jsonl
+from tests.pty_run import run_on_pty
 
 REPO = Path(__file__).resolve().parents[1]
 TIMEOUT_S = 60
@@ -269,38 +268,13 @@ def test_ctrl_c_cancels_the_batch(tmp_path: Path, env: dict[str, str]) -> None:
 
 def test_progress_bar_on_a_terminal(tmp_path: Path, env: dict[str, str]) -> None:
     cwd = workdir(tmp_path, "tty", {"grid.yaml": GRID})
-    leader, follower = pty.openpty()
-    proc = subprocess.Popen(
+    code, screen, err = run_on_pty(
         [sys.executable, "-m", "crucible", "batch", "grid.yaml", "--exporter", "none"],
         cwd=cwd,
-        env={**env, "TERM": "xterm", "COLUMNS": "160", "LINES": "40"},
-        stdin=subprocess.DEVNULL,
-        stdout=follower,
-        stderr=subprocess.PIPE,
+        env=env,
+        timeout_s=TIMEOUT_S,
     )
-    os.close(follower)
-    chunks: list[bytes] = []
-    deadline = time.monotonic() + TIMEOUT_S
-    try:
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([leader], [], [], 0.2)
-            if ready:
-                try:
-                    data = os.read(leader, 65536)
-                except OSError:  # EIO: the child closed the terminal
-                    break
-                if not data:
-                    break
-                chunks.append(data)
-            elif proc.poll() is not None:
-                break
-        proc.wait(timeout=30)
-    finally:
-        os.close(leader)
-        if proc.poll() is None:
-            proc.kill()
-    screen = b"".join(chunks).decode("utf-8", "replace")
-    assert proc.returncode == 1, screen
+    assert code == 1, (screen, err)
     assert "batch grid" in screen and "4/4" in screen and "1 failed" in screen
     assert "progress: " not in screen  # the bar, not the plain lines
     assert "3 completed, 1 failed" in screen

@@ -1,0 +1,50 @@
+"""Run a command on a real pseudo-terminal and collect what it drew (for TTY-only output)."""
+
+from __future__ import annotations
+
+import os
+import pty
+import select
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+
+def run_on_pty(
+    args: Sequence[str], *, cwd: Path, env: Mapping[str, str], timeout_s: float = 60.0
+) -> tuple[int, str, str]:
+    """(exit code, screen text, stderr) of ``args`` run with stdout on a terminal."""
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(
+        list(args),
+        cwd=cwd,
+        env={**env, "TERM": "xterm", "COLUMNS": "160", "LINES": "40"},
+        stdin=subprocess.DEVNULL,
+        stdout=follower,
+        stderr=subprocess.PIPE,
+    )
+    os.close(follower)
+    chunks: list[bytes] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([leader], [], [], 0.2)
+            if ready:
+                try:
+                    data = os.read(leader, 65536)
+                except OSError:  # EIO: the child closed the terminal
+                    break
+                if not data:
+                    break
+                chunks.append(data)
+            elif proc.poll() is not None:
+                break
+        proc.wait(timeout=30)
+    finally:
+        os.close(leader)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+    stderr = proc.stderr.read().decode("utf-8", "replace") if proc.stderr else ""
+    return proc.returncode, b"".join(chunks).decode("utf-8", "replace"), stderr
