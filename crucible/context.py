@@ -22,6 +22,7 @@ COMPLETED_STAGES = "completed_stages"
 _MISSING: Any = object()
 _EMPTY: FrozenMap[str, Any] = FrozenMap()
 _set = object.__setattr__
+_EMPTY_LIST: PVector[Any] = pvector()
 _FROZEN_TYPES: dict[str, Any] = {
     "experiment_id": object,
     "run_id": object,
@@ -90,6 +91,32 @@ class Context:
             if seed is not None and not isinstance(seed, StageList):
                 assigns = assigns.set(COMPLETED_STAGES, StageList(seed))
             s(self, "assigns", assigns)
+
+    @staticmethod
+    def fresh(
+        experiment_id: str,
+        run_id: str,
+        experiment: Experiment,
+        *,
+        assigns: Mapping[str, Any] | None,
+        trace: Trace,
+        telemetry_context: FrozenMap[str, str],
+    ) -> Context:
+        """The engine's starting Context (skips re-checking values it built itself)."""
+        if assigns:
+            return Context(experiment_id, run_id, experiment, assigns=assigns, trace=trace,
+                           telemetry_context=telemetry_context)  # fmt: skip
+        new = object.__new__(Context)
+        _set(new, "experiment_id", experiment_id)
+        _set(new, "run_id", run_id)
+        _set(new, "experiment", experiment)
+        _set(new, "outputs", _EMPTY_LIST)
+        _set(new, "metrics", _EMPTY)
+        _set(new, "artifacts", _EMPTY)
+        _set(new, "trace", trace)
+        _set(new, "telemetry_context", telemetry_context)
+        _set(new, "assigns", _EMPTY)
+        return new
 
     def evolve(self, **changes: Any) -> Context:
         """A copy with some fields replaced (like ``dataclasses.replace``, plain values frozen)."""

@@ -8,7 +8,6 @@ import json
 import math
 import random
 import time
-import uuid
 import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -167,9 +166,14 @@ def cached_plan(
     return planned
 
 
+_UUID4_CLEAR = ~(0xF000 << 64 | 0xC000 << 48)
+_UUID4_SET = 0x4000 << 64 | 0x8000 << 48
+
+
 def new_run_id() -> str:
     """A random UUID4 string (from ``random``, not the OS entropy pool: ids, not secrets)."""
-    return str(uuid.UUID(int=random.getrandbits(128), version=4))
+    h = f"{random.getrandbits(128) & _UUID4_CLEAR | _UUID4_SET:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def _backoff(base: float, attempt: int) -> float:
@@ -275,12 +279,12 @@ class _Runner:
         started = time.perf_counter()
         run_carrier = FrozenMap(tel.carrier_for(run_span, run_otel_ctx))
         self.has_baggage = "baggage" in run_carrier
-        ctx = Context(
-            experiment_id=exp.id,
-            run_id=self.run_id,
-            experiment=exp,
-            assigns=self.assigns or {},
-            trace=Trace(trace_id=trace_id, span_id=run_span_id),
+        ctx = Context.fresh(
+            exp.id,
+            self.run_id,
+            exp,
+            assigns=self.assigns,
+            trace=Trace.start(trace_id, run_span_id),
             telemetry_context=run_carrier,
         )
         if self.store is not None:
@@ -350,7 +354,6 @@ class _Runner:
             raise cancelled
         if failure is not None:
             raise failure
-        self.log.info("run completed", trace_id=trace_id, stages=len(self.planned))
         return ctx
 
     async def _finish(self, status: RunStatus, ctx: Context, failure: StageFailed | None) -> None:

@@ -24,6 +24,10 @@ class FrozenMap(Mapping[K, V]):
     _order: PVector[K]
 
     def __init__(self, data: Mapping[K, V] | Iterable[tuple[K, V]] = ()) -> None:
+        if type(data) is dict:  # fast path: a dict has unique keys in insertion order
+            self._m = immutables.Map(data)
+            self._order = pvector(data)
+            return
         pairs = data.items() if isinstance(data, Mapping) else data
         mm: Any = immutables.Map().mutate()
         order: list[K] = []

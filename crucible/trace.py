@@ -81,6 +81,16 @@ class Trace:
         if not isinstance(self.pending_events, PVector):
             object.__setattr__(self, "pending_events", pvector(self.pending_events))
 
+    @staticmethod
+    def start(trace_id: str, span_id: str) -> Trace:
+        """An empty trace for a run whose span has these ids."""
+        new = object.__new__(Trace)
+        _set(new, "trace_id", trace_id)
+        _set(new, "span_id", span_id)
+        _set(new, "spans", _NO_EVENTS)
+        _set(new, "pending_events", _NO_EVENTS)
+        return new
+
     def _with(self, spans: Sequence[SpanRecord], pending: Sequence[SpanEvent]) -> Trace:
         new = object.__new__(Trace)
         _set(new, "trace_id", self.trace_id)

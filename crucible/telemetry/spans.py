@@ -91,6 +91,7 @@ class Telemetry:
 
 _cache: weakref.WeakKeyDictionary[Any, dict[int, Telemetry]] = weakref.WeakKeyDictionary()
 _cache_lock = threading.Lock()
+_last: tuple[Any, Any, Telemetry] | None = None
 
 
 def telemetry_for(
@@ -99,9 +100,13 @@ def telemetry_for(
     """Tracer and instruments for these providers (created once, then reused)."""
     tp = resolve_tracer_provider(tracer_provider)
     mp = meter_provider if meter_provider is not None else get_meter_provider()
+    last = _last
+    if last is not None and last[0] is tp and last[1] is mp:
+        return last[2]
     per_tp = _cache.get(tp)
     hit = per_tp.get(id(mp)) if per_tp is not None else None
     if hit is not None:
+        _remember(tp, mp, hit)
         return hit
     with _cache_lock:
         tracer = tp.get_tracer(INSTRUMENTATION_NAME, _version())
@@ -124,7 +129,14 @@ def telemetry_for(
         enabled = type(mp).__name__ not in ("_ProxyMeterProvider", "NoOpMeterProvider")
         tel = Telemetry(tracer=tracer, instruments=instruments, metrics_enabled=enabled)
         _cache.setdefault(tp, {})[id(mp)] = tel
+        _remember(tp, mp, tel)
         return tel
+
+
+def _remember(tp: Any, mp: Any, tel: Telemetry) -> None:
+    # One-entry fast path: most processes run everything on one pair of providers.
+    global _last
+    _last = (tp, mp, tel)
 
 
 def parent_context(parent: Any) -> otel_context.Context | None:
