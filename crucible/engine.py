@@ -244,6 +244,8 @@ class _Runner:
         self._log: Any = None
         self.block_warn_s = threshold_from_env()
         self.has_baggage = False
+        self.carrier_head = self.carrier_tail = ""
+        self.carrier_state: str | None = None
         self.cancelled_at: StageFailed | None = None
 
     @property
@@ -277,8 +279,14 @@ class _Runner:
         if metrics_on:
             ins.run_active.add(1, metric_attrs)
         started = time.perf_counter()
-        run_carrier = FrozenMap(tel.carrier_for(run_span, run_otel_ctx))
+        run_carrier_dict = tel.carrier_for(run_span, run_otel_ctx)
+        run_carrier = FrozenMap(run_carrier_dict)
         self.has_baggage = "baggage" in run_carrier
+        # Stage spans share the run's trace id, flags and trace state: build their carrier
+        # from these parts instead of re-deriving them per stage.
+        tp = run_carrier_dict["traceparent"]
+        self.carrier_head, self.carrier_tail = tp[:36], tp[52:]
+        self.carrier_state = run_carrier_dict.get("tracestate")
         ctx = Context.fresh(
             exp.id,
             self.run_id,
@@ -448,7 +456,10 @@ class _Runner:
         span_id = f"{span.get_span_context().span_id:016x}"
         stage_otel_ctx = trace.set_span_in_context(span, run_otel_ctx)
         base_trace, _ = ctx.trace.take_events()
-        carrier = tel.carrier_for(span, stage_otel_ctx if self.has_baggage else None)
+        if self.has_baggage or self.carrier_state is not None:
+            carrier = tel.carrier_for(span, stage_otel_ctx if self.has_baggage else None)
+        else:
+            carrier = {"traceparent": f"{self.carrier_head}{span_id}{self.carrier_tail}"}
         stage_in = ctx._evolve(trace=base_trace, telemetry_context=FrozenMap(carrier))
         t0_ns, t0 = time.time_ns(), time.perf_counter()
         stage_deadline = run_deadline
@@ -510,7 +521,9 @@ class _Runner:
             step.metric_attributes if error is None else {**step.metric_attributes,
                                                           tel.TASK_RUN_RESULT: result},
         )  # fmt: skip
-        start, end = tel.span_times(span, t0_ns, time.time_ns())
+        start, end = getattr(span, "start_time", None), getattr(span, "end_time", None)
+        if not (isinstance(start, int) and isinstance(end, int)):  # a non-SDK provider
+            start, end = t0_ns, time.time_ns()
         record = SpanRecord(
             step.span_name, name, span_id, parent_span_id, start, end, result, attempt,
             None if error is None else type(error).__qualname__,
