@@ -319,7 +319,14 @@ class _Runner:
         try:
             deadline = math.inf if self.timeout is None else anyio.current_time() + self.timeout
             for step in self.planned:
-                ctx = await self._run_step(ctx, step, run_otel_ctx, run_span_id, deadline)
+                if step.spec is not None and step.definition.retries == 0:
+                    ctx, failed = await self._attempt(
+                        ctx, step, 1, run_otel_ctx, run_span_id, deadline
+                    )  # the common case, without the retry loop's frame
+                    if failed is not None:
+                        raise failed
+                else:
+                    ctx = await self._run_step(ctx, step, run_otel_ctx, run_span_id, deadline)
             ctx = ctx._evolve(telemetry_context=run_carrier)
         except StageFailed as err:
             failure = err
@@ -472,7 +479,15 @@ class _Runner:
         cancel_exc: BaseException | None = None
         log_token = run_context.set((self.experiment.id, self.run_id, name))
         try:
-            if stage_deadline == math.inf:
+            if stage_deadline == math.inf and spec.is_async:
+                out = (
+                    await spec.call(stage_in, step.options)
+                    if spec.takes_options
+                    else (await spec.call(stage_in))
+                )
+                if inspect.isawaitable(out):
+                    out = await out
+            elif stage_deadline == math.inf:
                 out = await self._call(spec, stage_in, step.options)
             else:
                 with anyio.CancelScope(deadline=stage_deadline) as scope:

@@ -25,11 +25,15 @@ DEFAULT_THRESHOLD_S = 0.5
 _IDLE_STOP_S = 5.0
 
 
+_parsed: dict[str | None, float | None] = {None: DEFAULT_THRESHOLD_S}
+
+
 def threshold_from_env() -> float | None:
     """``CRUCIBLE_BLOCK_WARN_S`` seconds (default 0.5); ``0`` turns the watchdog off."""
     raw = os.environ.get("CRUCIBLE_BLOCK_WARN_S")
-    if raw is None:
-        return DEFAULT_THRESHOLD_S
+    if raw in _parsed:
+        return _parsed[raw]
+    assert raw is not None  # None is always in _parsed
     try:
         value = float(raw)
     except ValueError:
@@ -121,6 +125,7 @@ _watchdogs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopWatchdog] =
     weakref.WeakKeyDictionary()
 )
 _lock = threading.Lock()
+_last: tuple[asyncio.AbstractEventLoop, LoopWatchdog] | None = None
 
 
 def watchdog_for_current_loop(threshold_s: float) -> LoopWatchdog | None:
@@ -129,6 +134,14 @@ def watchdog_for_current_loop(threshold_s: float) -> LoopWatchdog | None:
         loop = asyncio.get_running_loop()
     except RuntimeError:
         return None
+    last = _last
+    if (
+        last is not None
+        and last[0] is loop
+        and last[1].alive
+        and last[1].threshold_s == threshold_s
+    ):
+        return last[1]
     with _lock:
         dog = _watchdogs.get(loop)
         if dog is None or not dog.alive or dog.threshold_s != threshold_s:
@@ -136,4 +149,10 @@ def watchdog_for_current_loop(threshold_s: float) -> LoopWatchdog | None:
                 dog.stop()
             dog = LoopWatchdog(loop, threshold_s)
             _watchdogs[loop] = dog
+        _remember(loop, dog)
     return dog
+
+
+def _remember(loop: asyncio.AbstractEventLoop, dog: LoopWatchdog) -> None:
+    global _last
+    _last = (loop, dog)  # one-entry fast path: most processes run one loop
