@@ -5,7 +5,9 @@ run span (the floor for traced pipelines); (c) crucible.run with an SDK provider
 BatchSpanProcessor; (d) crucible.run with nothing exported (private fallback provider).
 (b) and (c) export to the same discarding exporter and their spans carry the same names and
 attributes (the CI/CD attributes crucible sets), so they differ only by the engine's own work.
-Prints JSON lines (median µs per stage over --repeats) and the ratio c/b. Target: c/b <= 1.3.
+Prints JSON lines (median µs per stage over --repeats), the ratio of the medians c/b, and the
+median of the per-repeat ratios (c and b run back to back, so drift of this shared machine
+cancels out; within_target uses it). Target: c/b <= 1.3.
 
 Run: python benchmarks/engine_overhead.py [--runs 2000] [--repeats 5]
 """
@@ -152,7 +154,7 @@ def main() -> None:
     print(
         json.dumps(
             {"ratio_c_over_b": round(ratio, 3), "median_paired_ratio": round(paired, 3),
-             "target": 1.3, "within_target": ratio <= 1.3}
+             "target": 1.3, "within_target": paired <= 1.3}
         )
     )  # fmt: skip
 

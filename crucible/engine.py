@@ -56,6 +56,7 @@ class PlannedStage:
     span_attributes: Mapping[str, Any] = field(default_factory=dict)
     metric_attributes: Mapping[str, Any] = field(default_factory=dict)
     span_name: str = ""
+    first_attempt_attributes: Mapping[str, Any] = field(default_factory=dict)
 
 
 def coerce_experiment(experiment: Experiment | Mapping[str, Any]) -> Experiment:
@@ -95,6 +96,7 @@ def plan(
                 tel.TASK_RUN_RESULT: "success",
             },
             "span_name": f"stage {sd.name}",
+            "first_attempt_attributes": {**attrs, "crucible.stage.attempt": 1},
         }
         if not sd.enabled:
             planned.append(PlannedStage(i, sd, None, None, attrs, **extra))
@@ -458,7 +460,9 @@ class _Runner:
             step.span_name,
             context=run_otel_ctx,
             kind=SpanKind.INTERNAL,
-            attributes={**step.span_attributes, "crucible.stage.attempt": attempt},
+            attributes=step.first_attempt_attributes
+            if attempt == 1
+            else {**step.span_attributes, "crucible.stage.attempt": attempt},
         )
         span_id = f"{span.get_span_context().span_id:016x}"
         stage_otel_ctx = trace.set_span_in_context(span, run_otel_ctx)
