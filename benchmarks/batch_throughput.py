@@ -5,19 +5,22 @@ runs/s, µs per stage, peak RSS, and spans exported vs expected. Cases:
   untraced          nothing exported (the engine's private provider; ctx.trace still filled)
   traced_discard    SDK provider + BatchSpanProcessor into a counting exporter (pure overhead)
   traced_otlp_http  the real OTLP/HTTP exporter to a receiver in another process on 127.0.0.1
-Then the ratios traced/untraced (target >= 0.75) and a tracemalloc measurement of the memory
-held per in-flight run (256 runs parked inside a stage at once; target < 20 KB).
+Every case runs --repeats times (order alternating); with --freeze also after ``gc.freeze()``
+(measured: no clear effect). Then the median ratios traced/untraced (target >= 0.75) and a
+tracemalloc measurement of the memory held per in-flight run (256 runs parked in a stage;
+target < 20 KB).
 
-Run: python benchmarks/batch_throughput.py [--runs 10000] [--concurrency 256]
+Run: python benchmarks/batch_throughput.py [--runs 10000] [--concurrency 256] [--repeats 3]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
-import os
 import resource
+import statistics
 import subprocess
 import sys
 import threading
@@ -57,7 +60,9 @@ def experiment() -> Experiment:
     return Experiment(id="throughput", pipeline=[StageDef(name="step") for _ in range(STAGES)])
 
 
-def run_case(case: str, runs: int, concurrency: int, endpoint: str | None) -> dict[str, Any]:
+def run_case(
+    case: str, runs: int, concurrency: int, endpoint: str | None, freeze: bool = False
+) -> dict[str, Any]:
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))
     registry = Registry([step])
     exp = experiment()
@@ -75,6 +80,9 @@ def run_case(case: str, runs: int, concurrency: int, endpoint: str | None) -> di
         handle = configure("bench", "otlp", endpoint=endpoint, set_global=False,
                            max_queue_size=1 << 17, export_timeout_s=10)  # fmt: skip
         kwargs["tracer_provider"] = handle.tracer_provider
+    if freeze:  # the collector stops rescanning everything alive after start-up
+        gc.collect()
+        gc.freeze()
     t0 = time.perf_counter()
     outcomes = asyncio.run(run_batch([exp] * runs, max_concurrency=concurrency,
                                      registry=registry, **kwargs))  # fmt: skip
@@ -89,6 +97,7 @@ def run_case(case: str, runs: int, concurrency: int, endpoint: str | None) -> di
         exported = report.exported
     return {
         "case": case,
+        "gc_freeze": freeze,
         "runs": runs,
         "concurrency": concurrency,
         "completed": sum(o.ok for o in outcomes),
@@ -177,9 +186,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=10_000)
     parser.add_argument("--concurrency", type=int, default=256)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--case", help=argparse.SUPPRESS)
     parser.add_argument("--endpoint", help=argparse.SUPPRESS)
     parser.add_argument("--sink", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--freeze", action="store_true", help="also run every case after gc.freeze()"
+    )
     args = parser.parse_args()
     if args.sink:
         serve_sink()
@@ -188,35 +201,62 @@ def main() -> None:
         print(json.dumps(memory_per_inflight_run(args.concurrency)))
         return
     if args.case:
-        print(json.dumps(run_case(args.case, args.runs, args.concurrency, args.endpoint)))
+        result = run_case(args.case, args.runs, args.concurrency, args.endpoint, args.freeze)
+        print(json.dumps(result))
         return
     sink = subprocess.Popen([sys.executable, __file__, "--sink"], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, text=True)  # fmt: skip
     assert sink.stdout is not None
     endpoint = f"http://127.0.0.1:{sink.stdout.readline().strip()}"
-    results: dict[str, dict[str, Any]] = {}
+    cases = ("untraced", "traced_discard", "traced_otlp_http")
+    samples: dict[tuple[str, bool], list[dict[str, Any]]] = {}
     try:
-        for case in ("untraced", "traced_discard", "traced_otlp_http", "memory"):
-            cmd = [sys.executable, __file__, "--case", case, "--runs", str(args.runs),
-                   "--concurrency", str(args.concurrency), "--endpoint", endpoint]  # fmt: skip
-            out = subprocess.run(cmd, check=True, capture_output=True, text=True,
-                                 env={**os.environ, "CRUCIBLE_BLOCK_WARN_S": "0"})  # fmt: skip
-            line = out.stdout.strip().splitlines()[-1]
-            print(line, flush=True)
-            results[case] = json.loads(line)
+        for repeat in range(args.repeats):
+            for freeze in (False, True):
+                order = cases if repeat % 2 == 0 else tuple(reversed(cases))
+                for case in order:
+                    cmd = [
+                        sys.executable,
+                        __file__,
+                        "--case",
+                        case,
+                        "--runs",
+                        str(args.runs),
+                        "--concurrency",
+                        str(args.concurrency),
+                        "--endpoint",
+                        endpoint,
+                    ]
+                    if freeze:
+                        cmd.append("--freeze")  # fmt: skip
+                    out = subprocess.run(cmd, check=True, capture_output=True, text=True)
+                    line = out.stdout.strip().splitlines()[-1]
+                    print(line, flush=True)
+                    samples.setdefault((case, freeze), []).append(json.loads(line))
+        mem = subprocess.run(
+            [sys.executable, __file__, "--case", "memory", "--concurrency", str(args.concurrency)],
+            check=True, capture_output=True, text=True,
+        )  # fmt: skip
+        print(mem.stdout.strip().splitlines()[-1], flush=True)
     finally:
         assert sink.stdin is not None
         sink.stdin.close()
         sink.wait(timeout=10)
-    base = results["untraced"]["runs_per_s"]
-    for case in ("traced_discard", "traced_otlp_http"):
-        r = results[case]
-        print(json.dumps({
-            "ratio": f"{case}/untraced",
-            "throughput_ratio": round(r["runs_per_s"] / base, 3),
-            "target": 0.75,
-            "spans_dropped": r["spans_expected"] - (r["spans_exported"] or 0),
-        }))  # fmt: skip
+    for freeze in (False, True) if args.freeze else (False,):
+        base = statistics.median(r["runs_per_s"] for r in samples[("untraced", freeze)])
+        for case in cases[1:]:
+            runs = samples[(case, freeze)]
+            rate = statistics.median(r["runs_per_s"] for r in runs)
+            print(json.dumps({
+                "ratio": f"{case}/untraced",
+                "gc_freeze": freeze,
+                "untraced_runs_per_s": round(base, 1),
+                "traced_runs_per_s": round(rate, 1),
+                "throughput_ratio": round(rate / base, 3),
+                "target": 0.75,
+                "spans_dropped": sum(r["spans_expected"] - (r["spans_exported"] or 0)
+                                     for r in runs),
+            }))  # fmt: skip
 
 
 if __name__ == "__main__":
