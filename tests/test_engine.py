@@ -509,3 +509,21 @@ async def test_empty_pipeline_succeeds(reg: Registry, spans: SpanCapture) -> Non
     ctx = await run(Experiment(id="empty"), registry=reg, tracer_provider=spans.provider)
     assert ctx.trace is not None and list(ctx.trace.spans) == []
     assert (spans.one("RUN empty").attributes or {})["cicd.pipeline.result"] == "success"
+
+
+async def test_sampled_out_runs_still_fill_ctx_trace(reg: Registry) -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(sampler=ALWAYS_OFF)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    ctx = await run(exp(StageDef(name="scale"), StageDef(name="sync_probe")), registry=reg,
+                    tracer_provider=provider)  # fmt: skip
+    assert exporter.get_finished_spans() == ()  # nothing recorded or exported
+    assert ctx.trace is not None and int(ctx.trace.trace_id or "0", 16) != 0
+    assert [r.stage for r in ctx.trace.spans] == ["scale", "sync_probe"]
+    assert all(r.end_ns >= r.start_ns > 0 for r in ctx.trace.spans)
+    assert ctx.telemetry_context["traceparent"].endswith("-00")  # not sampled, said so
