@@ -212,7 +212,7 @@ def main() -> None:
     samples: dict[tuple[str, bool], list[dict[str, Any]]] = {}
     try:
         for repeat in range(args.repeats):
-            for freeze in (False, True):
+            for freeze in (False, True) if args.freeze else (False,):
                 order = cases if repeat % 2 == 0 else tuple(reversed(cases))
                 for case in order:
                     cmd = [

@@ -91,6 +91,7 @@ class TelemetryHandle:
     destination: str
     service_name: str
     installed_global: bool = False
+    span_exporters: tuple[SpanExporter, ...] = ()
     _counters: tuple[tuple[str, SpanCounter], ...] = field(default=(), repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _report: ShutdownReport | None = field(default=None, repr=False)
@@ -279,9 +280,27 @@ def _resource(service_name: str | None) -> Resource:
     return detected.merge(Resource(attrs))
 
 
+def _offload(offload: bool | None, env: Mapping[str, str]) -> bool:
+    """Whether OTLP span export runs in a child process (argument, else env, else yes)."""
+    if offload is not None:
+        return offload
+    raw = (_env("CRUCIBLE_OTLP_OFFLOAD", env) or "1").strip().lower()
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"CRUCIBLE_OTLP_OFFLOAD must be 1/0 (true/false), got {raw!r}")
+
+
 def _otlp_exporters(
-    protocol: str, traces_url: str, metrics_url: str, timeout_s: float
+    protocol: str, traces_url: str, metrics_url: str, timeout_s: float, offload: bool = False
 ) -> tuple[SpanExporter, MetricExporter]:
+    if offload:
+        from crucible.telemetry.offload import OffloadedOtlpExporter
+
+        span_exporter: SpanExporter = OffloadedOtlpExporter(protocol, traces_url, timeout_s)
+        _, metric_exporter = _otlp_exporters(protocol, traces_url, metrics_url, timeout_s)
+        return span_exporter, metric_exporter
     if protocol == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (
             OTLPMetricExporter as GrpcMetricExporter,
@@ -338,6 +357,7 @@ def configure(
     max_queue_size: int = 65536,
     export_timeout_s: float = 5.0,
     schedule_delay_ms: int = 200,
+    offload: bool | None = None,
 ) -> TelemetryHandle:
     """Build SDK tracer and meter providers exporting to `exporter` (for applications and CLI).
 
@@ -346,6 +366,7 @@ def configure(
     grpc), the arguments winning; file writes OTLP/JSON lines to `file_path`, else
     CRUCIBLE_TRACES_FILE, else traces.jsonl. Bad names raise ValueError naming their source.
     With `set_global` the providers become the global ones if none is installed yet.
+    `offload` (default: CRUCIBLE_OTLP_OFFLOAD, else on) encodes OTLP spans in a child process.
     """
     if max_queue_size <= 0:
         raise ValueError(f"max_queue_size must be positive, got {max_queue_size}")
@@ -367,7 +388,9 @@ def configure(
         if name == "otlp":
             proto = _resolve_protocol(protocol, env)
             traces_url, metrics_url = _resolve_endpoints(endpoint, proto, env)
-            span_exp, metric_exp = _otlp_exporters(proto, traces_url, metrics_url, export_timeout_s)
+            span_exp, metric_exp = _otlp_exporters(
+                proto, traces_url, metrics_url, export_timeout_s, _offload(offload, env)
+            )
             span_exporters.append((name, span_exp))
             readers.append(
                 PeriodicExportingMetricReader(metric_exp, export_timeout_millis=timeout_ms)
@@ -410,6 +433,7 @@ def configure(
         exporters=names,
         destination=", ".join(destinations) or "none",
         service_name=str(resource.attributes["service.name"]),
+        span_exporters=tuple(exp for _, exp in span_exporters),
         _counters=tuple(counters),
     )
     if set_global:
