@@ -20,6 +20,7 @@ from crucible import Context, Experiment, Registry, StageDef, run, run_batch, st
 from crucible.store import RunStore
 from crucible.telemetry.setup import configure
 from crucible.testing_otlp import OtlpHttpReceiver
+from tests.missing import missing_service
 
 
 @stage("quick", description="Awaits once", register=False)
@@ -76,7 +77,7 @@ async def test_store_lost_mid_run_keeps_the_result() -> None:
         admin = await asyncpg.connect(host="127.0.0.1", user="postgres", database="postgres",
                                       timeout=3)  # fmt: skip
     except (OSError, asyncpg.PostgresError) as err:
-        pytest.skip(f"PostgreSQL not reachable on 127.0.0.1:5432: {err}")
+        missing_service(f"PostgreSQL not reachable on 127.0.0.1:5432: {err}")
     await admin.execute(f'CREATE DATABASE "{name}"')
     store = RunStore(f"postgresql://postgres@127.0.0.1:5432/{name}", connect_timeout=2)
 

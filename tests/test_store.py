@@ -27,6 +27,7 @@ from crucible import Context, Experiment, SpanEvent, SpanRecord, StageDef, Trace
 from crucible.errors import CrucibleError
 from crucible.redact import REDACTED
 from crucible.store import RunStatus, RunStore, StoreError, normalize_url
+from tests.missing import missing_service
 
 PG_HOST, PG_PORT = "127.0.0.1", 5432
 SECRET = "sk-123-do-not-store"
@@ -59,7 +60,7 @@ def pg_database() -> Iterator[str]:
     try:
         run_async(lambda: _pg_admin(f'CREATE DATABASE "{name}"'))
     except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
-        pytest.skip(f"PostgreSQL at {PG_HOST}:{PG_PORT} is unreachable ({exc!r})")
+        missing_service(f"PostgreSQL at {PG_HOST}:{PG_PORT} is unreachable ({exc!r})")
     try:
         yield f"postgresql://postgres@{PG_HOST}:{PG_PORT}/{name}"
     finally:
