@@ -5,11 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
 import subprocess
 import sys
 import textwrap
-import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -18,7 +16,7 @@ import pytest
 
 from crucible.store import RunInfo, RunStore
 from crucible.telemetry.jsonl import read_otlp_jsonl
-from tests.pty_run import run_on_pty
+from tests.cli_proc import interrupt_when_started, run_on_pty
 
 REPO = Path(__file__).resolve().parents[1]
 RUN_TIMEOUT_S = 60
@@ -312,27 +310,11 @@ def test_ctrl_c_cancels_the_run(tmp_path: Path, env: dict[str, str]) -> None:
         tmp_path / "slow.yaml",
         "id: slow\npipeline:\n  - name: slow\n    module: tests.cli_stages:slow_stage\n",
     )
-    proc = subprocess.Popen(
+    code, out, err = interrupt_when_started(
         [sys.executable, "-m", "crucible", "run", "slow.yaml", "--allow-imports"],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while not (tmp_path / "started").exists():
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "the slow stage never started"
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 130, (out, err)
+        cwd=tmp_path, env=env, marker=tmp_path / "started",
+    )  # fmt: skip
+    assert code == 130, (out, err)
     assert "cancelled" in err
     count, _ = stored(tmp_path)
     assert count == 1

@@ -5,11 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
 import subprocess
 import sys
 import textwrap
-import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -18,7 +16,7 @@ import pytest
 
 from crucible.store import RunInfo, RunStore
 from crucible.telemetry.jsonl import read_otlp_jsonl
-from tests.pty_run import run_on_pty
+from tests.cli_proc import interrupt_when_started, run_on_pty
 
 REPO = Path(__file__).resolve().parents[1]
 TIMEOUT_S = 60
@@ -239,27 +237,11 @@ def test_ctrl_c_cancels_the_batch(tmp_path: Path, env: dict[str, str]) -> None:
         {"slow.yaml": "id: slow\npipeline:\n  - name: cli_grid\n  - name: cli_slow\n"
          "matrix:\n  cli_grid.x: [1, 2, 3]\n"},
     )  # fmt: skip
-    proc = subprocess.Popen(
+    code, _, err = interrupt_when_started(
         [sys.executable, "-m", "crucible", "batch", "slow.yaml", "--concurrency", "1"],
-        cwd=cwd,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while not (cwd / "started").exists():
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "the slow stage never started"
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 130, err
+        cwd=cwd, env=env, marker=cwd / "started",
+    )  # fmt: skip
+    assert code == 130, err
     assert "cancelled (interrupted): 0 completed, 0 failed, 3 recorded as cancelled" in err
     runs = stored_runs(cwd)
     assert len(runs) == 3 and {r.status for r in runs} == {"cancelled"}

@@ -1,10 +1,11 @@
-"""Run a command on a real pseudo-terminal and collect what it drew (for TTY-only output)."""
+"""Drive the CLI as a user does: on a pseudo-terminal, or interrupted with Ctrl-C."""
 
 from __future__ import annotations
 
 import os
 import pty
 import select
+import signal
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
@@ -48,3 +49,26 @@ def run_on_pty(
             proc.wait(timeout=10)
     stderr = proc.stderr.read().decode("utf-8", "replace") if proc.stderr else ""
     return proc.returncode, b"".join(chunks).decode("utf-8", "replace"), stderr
+
+
+def interrupt_when_started(
+    args: Sequence[str], *, cwd: Path, env: Mapping[str, str], marker: Path
+) -> tuple[int, str, str]:
+    """Start ``args``, send SIGINT once ``marker`` exists; (exit code, stdout, stderr)."""
+    proc = subprocess.Popen(
+        list(args), cwd=cwd, env=dict(env), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while not marker.exists():
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the slow stage never started"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return proc.returncode, out, err
