@@ -23,17 +23,14 @@ import resource
 import statistics
 import subprocess
 import sys
-import threading
 import time
 import tracemalloc
-from collections.abc import Sequence
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import anyio
 import structlog
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from bench_common import CountingExporter, serve_sink
+from opentelemetry.sdk.trace import TracerProvider
 
 from crucible import Context, Experiment, Registry, StageDef, run_batch, stage
 from crucible.telemetry.setup import configure
@@ -47,15 +44,6 @@ async def step(ctx: Context) -> Context:
     return ctx
 
 
-class Counting(SpanExporter):
-    def __init__(self) -> None:
-        self.count = 0
-
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        self.count += len(spans)
-        return SpanExportResult.SUCCESS
-
-
 def experiment() -> Experiment:
     return Experiment(id="throughput", pipeline=[StageDef(name="step") for _ in range(STAGES)])
 
@@ -67,12 +55,12 @@ def run_case(
     registry = Registry([step])
     exp = experiment()
     kwargs: dict[str, Any] = {}
-    counter: Counting | None = None
+    counter: CountingExporter | None = None
     handle = None
     if case == "traced_discard":
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-        counter = Counting()
+        counter = CountingExporter()
         tp = TracerProvider()
         tp.add_span_processor(BatchSpanProcessor(counter, max_queue_size=1 << 17))
         kwargs["tracer_provider"] = tp
@@ -161,27 +149,6 @@ def memory_per_inflight_run(concurrency: int) -> dict[str, Any]:
     return result
 
 
-class _Sink(BaseHTTPRequestHandler):
-    def do_POST(self) -> None:
-        self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        self.send_response(200)
-        self.send_header("Content-Type", "application/x-protobuf")
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
-def serve_sink() -> None:
-    """An OTLP/HTTP endpoint in its own process: accepts and discards every export."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Sink)
-    print(server.server_address[1], flush=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    sys.stdin.read()  # until the parent closes our stdin
-    server.shutdown()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=10_000)
@@ -207,7 +174,7 @@ def main() -> None:
     sink = subprocess.Popen([sys.executable, __file__, "--sink"], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, text=True)  # fmt: skip
     assert sink.stdout is not None
-    endpoint = f"http://127.0.0.1:{sink.stdout.readline().strip()}"
+    endpoint = f"http://127.0.0.1:{json.loads(sink.stdout.readline())['port']}"
     cases = ("untraced", "traced_discard", "traced_otlp_http")
     samples: dict[tuple[str, bool], list[dict[str, Any]]] = {}
     try:

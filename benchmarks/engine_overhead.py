@@ -20,26 +20,17 @@ import gc
 import json
 import statistics
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import structlog
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from bench_common import CountingExporter
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 from crucible import Context, Experiment, Registry, StageDef, run, stage
 
 STAGES = 5
-
-
-class Discard(SpanExporter):
-    """Counts spans and drops them: export cost is the same for the floor and the engine."""
-
-    def __init__(self) -> None:
-        self.count = 0
-
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        self.count += len(spans)
-        return SpanExportResult.SUCCESS
 
 
 @stage("step", description="A trivial awaited step", register=False)
@@ -52,8 +43,8 @@ async def trivial() -> None:
     await asyncio.sleep(0)
 
 
-def provider() -> tuple[TracerProvider, Discard]:
-    exporter = Discard()
+def provider() -> tuple[TracerProvider, CountingExporter]:
+    exporter = CountingExporter()
     tp = TracerProvider()
     tp.add_span_processor(BatchSpanProcessor(exporter, max_queue_size=1 << 16))
     return tp, exporter
@@ -65,16 +56,16 @@ async def bare(runs: int) -> None:
             await trivial()
 
 
-def hand_spans(tp: TracerProvider) -> Callable[[int], Awaitable[None]]:
+def hand_spans(tp: TracerProvider) -> Callable[[int], Coroutine[Any, Any, None]]:
     tracer = tp.get_tracer("floor")
 
     async def go(runs: int) -> None:
         for r in range(runs):
-            attrs = {"cicd.pipeline.name": "bench", "cicd.pipeline.run.id": str(r),
+            attrs: dict[str, Any] = {"cicd.pipeline.name": "bench", "cicd.pipeline.run.id": str(r),
                      "crucible.stage.count": STAGES}  # fmt: skip
             with tracer.start_as_current_span("RUN bench", attributes=attrs) as run_span:
                 for i in range(STAGES):
-                    stage_attrs = {
+                    stage_attrs: dict[str, Any] = {
                         "cicd.pipeline.task.name": "step",
                         "crucible.stage.index": i,
                         "crucible.stage.option_keys": [],
@@ -91,7 +82,7 @@ def hand_spans(tp: TracerProvider) -> Callable[[int], Awaitable[None]]:
     return go
 
 
-def engine(tp: TracerProvider | None) -> Callable[[int], Awaitable[None]]:
+def engine(tp: TracerProvider | None) -> Callable[[int], Coroutine[Any, Any, None]]:
     registry = Registry([step])
     exp = Experiment(id="bench", pipeline=[StageDef(name="step") for _ in range(STAGES)])
 
@@ -103,7 +94,7 @@ def engine(tp: TracerProvider | None) -> Callable[[int], Awaitable[None]]:
 
 
 def measure(
-    cases: dict[str, Callable[[int], Awaitable[None]]], runs: int, repeats: int
+    cases: dict[str, Callable[[int], Coroutine[Any, Any, None]]], runs: int, repeats: int
 ) -> dict[str, list[float]]:
     """µs per stage for every case; cases interleave each repeat so drift hits them alike."""
     samples: dict[str, list[float]] = {name: [] for name in cases}

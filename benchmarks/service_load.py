@@ -48,13 +48,11 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import AsyncExitStack, ExitStack, contextmanager, suppress
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Final
 
 import httpx
-from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from bench_common import CountingExporter, serve_sink
 
 REPO: Final = Path(__file__).resolve().parents[1]
 CASES: Final = ("untraced", "traced_discard", "traced_otlp_http")
@@ -81,17 +79,6 @@ BODY: Final = json.dumps(
 # --- the server process ----------------------------------------------------------------------
 
 
-class Discard(SpanExporter):
-    """Counts spans and drops them."""
-
-    def __init__(self) -> None:
-        self.count = 0
-
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        self.count += len(spans)
-        return SpanExportResult.SUCCESS
-
-
 def serve(case: str, endpoint: str | None, db: str | None) -> None:
     """Serve the example app for ``case``; print the port, then span counts after stdin closes."""
     sys.path.insert(0, str(REPO))  # examples/ is not an installed package
@@ -107,10 +94,10 @@ def serve(case: str, endpoint: str | None, db: str | None) -> None:
 
     crucible.logging.configure(json=True, level="warning")
     provider: TracerProvider | None = None
-    discard: Discard | None = None
+    discard: CountingExporter | None = None
     handle: TelemetryHandle | None = None
     if case == "traced_discard":
-        discard = Discard()
+        discard = CountingExporter()
         provider = TracerProvider(shutdown_on_exit=False)
         provider.add_span_processor(BatchSpanProcessor(discard, max_queue_size=1 << 16))
     elif case == "traced_otlp_http":
@@ -171,30 +158,6 @@ def serve(case: str, endpoint: str | None, db: str | None) -> None:
 
 
 # --- the OTLP/HTTP sink process --------------------------------------------------------------
-
-
-class _Sink(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive, as a collector would
-
-    def do_POST(self) -> None:
-        self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        self.send_response(200)
-        self.send_header("Content-Type", "application/x-protobuf")
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
-def serve_sink() -> None:
-    """Accept and discard OTLP/HTTP exports until stdin closes."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Sink)
-    server.daemon_threads = True
-    print(json.dumps({"port": server.server_address[1]}), flush=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    sys.stdin.read()
-    server.shutdown()
 
 
 # --- process handling in the parent ----------------------------------------------------------
