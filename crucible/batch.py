@@ -16,7 +16,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
 from crucible.context import Context
-from crucible.engine import coerce_experiment, new_run_id, run
+from crucible.engine import coerce_experiment, new_run_id, run, status_of
 from crucible.errors import CrucibleError, StageFailed
 from crucible.experiment import Experiment
 from crucible.telemetry import spans as tel
@@ -73,9 +73,7 @@ def _trace_id(ctx: Context | None) -> str | None:
 
 
 def _outcome_for(err: BaseException) -> Status_:
-    if isinstance(err, StageFailed):
-        return {"timeout": "timed_out", "cancellation": "cancelled"}.get(err.result, "failed")  # type: ignore[return-value]
-    return "failed"
+    return status_of(err) if isinstance(err, StageFailed) else "failed"
 
 
 async def run_batch(

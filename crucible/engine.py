@@ -183,6 +183,23 @@ def _backoff(base: float, attempt: int) -> float:
     return float(base * (2 ** (attempt - 1)) * random.uniform(0.5, 1.5))
 
 
+_PIPELINE_RESULT: dict[RunStatus, str] = {
+    "completed": "success",
+    "failed": "failure",
+    "timed_out": "timeout",
+    "cancelled": "cancellation",
+}
+
+
+def status_of(failure: StageFailed) -> RunStatus:
+    """The run status a failed stage leaves: timed_out, cancelled or failed."""
+    if failure.result == "timeout":
+        return "timed_out"
+    if failure.result == "cancellation":
+        return "cancelled"
+    return "failed"
+
+
 def _result_for(exc: BaseException) -> StageResult:
     if isinstance(exc, TimeoutError):
         return "timeout"
@@ -321,20 +338,11 @@ class _Runner:
         try:
             deadline = math.inf if self.timeout is None else anyio.current_time() + self.timeout
             for step in self.planned:
-                if step.spec is not None and step.definition.retries == 0:
-                    ctx, failed = await self._attempt(
-                        ctx, step, 1, run_otel_ctx, run_span_id, deadline
-                    )  # the common case, without the retry loop's frame
-                    if failed is not None:
-                        raise failed
-                else:
-                    ctx = await self._run_step(ctx, step, run_otel_ctx, run_span_id, deadline)
+                ctx = await self._run_step(ctx, step, run_otel_ctx, run_span_id, deadline)
             ctx = ctx._evolve(telemetry_context=run_carrier)
         except StageFailed as err:
             failure = err
-            status = "timed_out" if err.result == "timeout" else "failed"
-            if err.result == "cancellation":
-                status = "cancelled"
+            status = status_of(err)
         except anyio.get_cancelled_exc_class() as err:
             cancelled = err  # re-raised below, after the spans and the store are finalised
             status = "cancelled"
@@ -344,8 +352,7 @@ class _Runner:
             if dog is not None:
                 dog.active_runs -= 1
                 dog.last_active = time.monotonic()
-        result = {"completed": "success", "failed": "failure", "timed_out": "timeout",
-                  "cancelled": "cancellation"}[status]  # fmt: skip
+        result = _PIPELINE_RESULT[status]
         run_span.set_attribute(tel.PIPELINE_RESULT, result)
         if failure is not None or cancelled is not None:
             cause = failure.cause if failure is not None else cancelled
@@ -540,9 +547,7 @@ class _Runner:
             step.metric_attributes if error is None else {**step.metric_attributes,
                                                           tel.TASK_RUN_RESULT: result},
         )  # fmt: skip
-        start, end = getattr(span, "start_time", None), getattr(span, "end_time", None)
-        if not (isinstance(start, int) and isinstance(end, int)):  # a non-SDK provider
-            start, end = t0_ns, time.time_ns()
+        start, end = tel.span_times(span, t0_ns, time.time_ns())
         record = SpanRecord(
             step.span_name, name, span_id, parent_span_id, start, end, result, attempt,
             None if error is None else type(error).__qualname__,
