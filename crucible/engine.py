@@ -25,7 +25,6 @@ from crucible.errors import DuplicateRun, InvalidPipeline, Problem, StageFailed
 from crucible.experiment import Experiment, StageDef, experiment_from_mapping
 from crucible.frozen import FrozenMap
 from crucible.logging import run_context
-from crucible.redact import redact
 from crucible.registry import (
     ImportsNotAllowed,
     Registry,
@@ -33,6 +32,7 @@ from crucible.registry import (
     _imports_allowed,
     default_registry,
 )
+from crucible.serialize import to_jsonable
 from crucible.stage import OptionsError, StageSpec
 from crucible.telemetry import spans as tel
 from crucible.trace import SpanEvent, SpanRecord, StageResult, Trace
@@ -213,7 +213,7 @@ class _NotAContext(TypeError):
 
 
 def _options_attr(options: Mapping[str, Any] | None) -> str:
-    text = json.dumps(redact(dict(options or {})), default=repr, sort_keys=True)
+    text = json.dumps(to_jsonable(dict(options or {})), sort_keys=True)
     return text if len(text) <= _MAX_OPTIONS_ATTR else text[: _MAX_OPTIONS_ATTR - 3] + "..."
 
 

@@ -143,8 +143,3 @@ class StageList(Iterable[str]):
 
     def __repr__(self) -> str:
         return f"StageList({list(self._order)!r})"
-
-
-def frozen_list(items: Iterable[Any] = ()) -> PVector[Any]:
-    """A persistent vector: O(1) amortised append, read-only, equal to an equal list."""
-    return pvector(items)

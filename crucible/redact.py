@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
-from typing import Any
 
 REDACTED = "[REDACTED]"
 
@@ -59,17 +57,3 @@ def is_secret_key(key: str) -> bool:
             "license",
         }
     return last in _AT_END
-
-
-def redact(value: Any) -> Any:
-    """Return ``value`` with every secret-keyed entry of nested mappings replaced by REDACTED."""
-    if isinstance(value, Mapping):
-        return {
-            k: (
-                REDACTED if isinstance(k, str) and is_secret_key(k) and v is not None else redact(v)
-            )
-            for k, v in value.items()
-        }
-    if isinstance(value, list | tuple):
-        return [redact(v) for v in value]
-    return value

@@ -293,3 +293,13 @@ def test_mappings_iterate_in_insertion_order_like_dicts(ctx: Context) -> None:
     assert list(c.to_dict()["metrics"]) == ["zeta", "alpha", "mid"]
     c = c.assign(b=1).assign({"a": 2}).assign("c", 3)
     assert list(c.assigns) == ["b", "a", "c"]
+
+
+def test_evolve_replaces_fields_and_freezes_plain_values(ctx: Context) -> None:
+    c = ctx.put_metric("a", 1).evolve(run_id="run2", metrics={"b": 2})
+    assert (c.run_id, dict(c.metrics)) == ("run2", {"b": 2})
+    assert ctx.run_id == "run1" and ctx.get_metric("a") is None
+    with pytest.raises(TypeError):
+        c.metrics["b"] = 3  # type: ignore[index]
+    with pytest.raises(TypeError, match="key must be str"):
+        ctx.evolve(assigns={1: "x"})

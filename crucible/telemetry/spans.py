@@ -20,7 +20,7 @@ from opentelemetry.metrics import (
     get_meter_provider,
 )
 from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
-from opentelemetry.trace import NonRecordingSpan, Span, SpanContext, TraceFlags
+from opentelemetry.trace import Span
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 INSTRUMENTATION_NAME = "crucible"
@@ -202,17 +202,6 @@ def span_times(span: Span, start_fallback: int, end_fallback: int) -> tuple[int,
     return (start if isinstance(start, int) else start_fallback), (
         end if isinstance(end, int) else end_fallback
     )
-
-
-def remote_parent(trace_id: str, span_id: str) -> otel_context.Context:
-    """An OTel Context whose current span is a remote span with these hex ids."""
-    sc = SpanContext(
-        trace_id=int(trace_id, 16),
-        span_id=int(span_id, 16),
-        is_remote=True,
-        trace_flags=TraceFlags(TraceFlags.SAMPLED),
-    )
-    return trace.set_span_in_context(NonRecordingSpan(sc))
 
 
 _SCALARS = (bool, int, float, str)
