@@ -239,22 +239,20 @@ class Context:
     def mark_stage_complete(self, stage: str) -> Context:
         """Record ``stage`` as completed, once, in ``assigns['completed_stages']``."""
         _check_key(stage, "stage name")
+        assigns = self._assigns_with_completed(stage)
+        return self if assigns is self.assigns else self._evolve(assigns=assigns)
+
+    def _completed(self, stage: str, trace: Trace) -> Context:
+        # The engine marks completion and sets the trace in one copy.
+        return self._evolve(trace=trace, assigns=self._assigns_with_completed(stage))
+
+    def _assigns_with_completed(self, stage: str) -> Mapping[str, Any]:
         current = self.assigns.get(COMPLETED_STAGES)
         stages = current if isinstance(current, StageList) else StageList(current or ())
         updated = stages.add(stage)
         if updated is current:
-            return self
-        return self._evolve(assigns=self._pm(self.assigns).set(COMPLETED_STAGES, updated))
-
-    def _completed(self, stage: str, trace: Trace) -> Context:
-        # Engine fast path: mark ``stage`` complete and set the trace in one copy.
-        current = self.assigns.get(COMPLETED_STAGES)
-        stages = current if isinstance(current, StageList) else StageList(current or ())
-        updated = stages.add(stage)
-        assigns = self.assigns
-        if updated is not current:
-            assigns = self._pm(assigns).set(COMPLETED_STAGES, updated)
-        return self._evolve(trace=trace, assigns=assigns)
+            return self.assigns
+        return self._pm(self.assigns).set(COMPLETED_STAGES, updated)
 
     def stage_completed(self, stage: str) -> bool:
         _check_key(stage, "stage name")
