@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+import threading
 import time
 
 import pytest
@@ -11,7 +13,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
-from crucible.telemetry.offload import OffloadedOtlpExporter, flatten, rebuild
+from crucible.telemetry import offload
+from crucible.telemetry.offload import OffloadedOtlpExporter, dumps, flatten, rebuild
 from crucible.telemetry.setup import configure
 from crucible.testing_otlp import OtlpHttpReceiver
 
@@ -31,9 +34,8 @@ def finished_spans() -> list[ReadableSpan]:
 
 def test_flatten_and_rebuild_keep_every_field() -> None:
     spans = finished_spans()
-    resources = {id(s.resource): s.resource for s in spans}
     for original in spans:
-        copy = rebuild(flatten(original), resources)
+        copy = rebuild(pickle.loads(dumps(flatten(original))))
         assert copy.name == original.name and copy.kind == original.kind
         assert copy.context == original.context
         assert (copy.parent.span_id if copy.parent else None) == (
@@ -100,3 +102,66 @@ def test_configure_offloads_by_default_and_can_be_told_not_to(
     assert isinstance(on.span_exporters[0], OffloadedOtlpExporter)
     assert not isinstance(off.span_exporters[0], OffloadedOtlpExporter)
     assert not isinstance(env_off.span_exporters[0], OffloadedOtlpExporter)
+
+
+def test_flatten_reads_the_same_fields_without_the_fast_path(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    spans = finished_spans()
+    assert offload._fields_of is offload._PRIVATE  # the fast path works on this SDK
+    fast = [flatten(s) for s in spans]
+    monkeypatch.setattr(offload, "_fields_of", offload._public)
+    assert [flatten(s) for s in spans] == fast
+
+
+def test_the_installed_http_exporter_takes_encoded_bytes() -> None:
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    exporter = OTLPSpanExporter(endpoint="http://127.0.0.1:9/v1/traces", timeout=1)
+    try:
+        assert offload.bytes_sender(exporter) is not None  # else every span takes the slow path
+    finally:
+        exporter.shutdown()
+
+
+def test_processor_exports_every_span_from_many_threads() -> None:
+    with OtlpHttpReceiver() as receiver:
+        handle = configure("handoff", "otlp", endpoint=receiver.endpoint, set_global=False,
+                           schedule_delay_ms=20)  # fmt: skip
+        tracer = handle.tracer_provider.get_tracer("threads")
+
+        def work(t: int) -> None:
+            for i in range(700):
+                with tracer.start_as_current_span(f"t{t}", attributes={"i": i}):
+                    pass
+
+        threads = [threading.Thread(target=work, args=(t,)) for t in range(3)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        assert handle.tracer_provider.force_flush(10_000)
+        assert len(receiver.wait_for_spans(2100, timeout=1)) == 2100  # there after the flush
+        report = handle.shutdown(timeout_s=10)
+    assert report.completed and report.ended == report.exported == 2100 and report.lost == 0
+    got = receiver.spans()
+    assert len({s.span_id for s in got}) == 2100
+    assert sorted(s.attributes["i"] for s in got if s.name == "t1") == list(range(700))
+    assert got[0].resource_attributes["service.name"] == "handoff"
+    assert got[0].scope_name == "threads"
+
+
+def test_processor_counts_what_a_full_queue_drops() -> None:
+    with OtlpHttpReceiver(delay_s=0.5) as receiver:
+        handle = configure("handoff", "otlp", endpoint=receiver.endpoint, set_global=False,
+                           max_queue_size=8, schedule_delay_ms=10)  # fmt: skip
+        tracer = handle.tracer_provider.get_tracer("drops")
+        for _ in range(200):
+            tracer.start_span("s").end()
+        report = handle.shutdown(timeout_s=10)
+        received = len(receiver.spans())
+    assert report.completed and report.ended == 200
+    assert report.dropped > 0 and report.failed == 0 and report.unexported == 0
+    assert report.exported == received == 200 - report.dropped
+    tracer.start_span("late").end()  # after shutdown: refused and counted
+    assert handle.stats()["dropped"] == report.dropped + 1

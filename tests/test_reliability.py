@@ -66,9 +66,10 @@ async def test_otlp_endpoint_down_or_slow(endpoint_state: str) -> None:
     expected = 40 * (1 + 3) + 1  # runs x (RUN + 3 stages) + the BATCH span
     assert report.ended == expected
     assert report.exported == 0
-    assert report.lost == expected, report  # every span accounted for, none silently
-    stats = handle.stats()
-    assert stats["failed"] + stats["dropped"] == expected
+    # Every span accounted for, none silently: failed, dropped, or still in flight when
+    # shutdown gave up (unexported).
+    # (A batch still in flight may yet arrive after shutdown returns; the report cannot know.)
+    assert report.lost == expected, report
 
 
 async def test_store_lost_mid_run_keeps_the_result() -> None:

@@ -1,17 +1,21 @@
-"""Export spans over OTLP from a child process, so protobuf encoding does not hold our GIL.
+"""Export spans over OTLP from a child process, so encoding and sending do not hold our GIL.
 
-The OpenTelemetry Python OTLP exporters encode every span in Python (about 35 µs each here),
-inside the process that runs the stages. ``OffloadedOtlpExporter`` flattens each batch into
-plain tuples (about 4 µs a span), pickles it to a child process started with
-``python -m crucible.telemetry.offload``, and the child rebuilds the spans and hands them to
-the real OTLP exporter. Results come back per batch, so failures are still counted.
-The child is our own program, started by us; nothing else writes to its pipe.
+``flatten`` turns a finished span into plain values (about 1 µs); batches of them are pickled
+to a child started with ``python -m crucible.telemetry.offload``. For http/protobuf the child
+writes the request bytes itself (``otlp_wire``) and posts them through the OpenTelemetry
+exporter's own transport (endpoint, headers, compression, TLS, retries); for grpc, or an
+exporter without that transport, it rebuilds the spans for the OpenTelemetry exporter. Every
+batch is answered with success or failure, so failures are counted. The child is our own
+program, started by us; nothing else writes to its pipe.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copyreg
+import io
 import logging
+import operator
 import os
 import pickle
 import select
@@ -19,78 +23,141 @@ import struct
 import subprocess
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import IO, Any
 
+from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+from opentelemetry.trace import Link, SpanContext, Status, TraceFlags
 from opentelemetry.trace.span import TraceState
+
+from crucible.telemetry.otlp_wire import encode_request
 
 _log = logging.getLogger(__name__)
 _HEADER = struct.Struct("!I")
 _START_TIMEOUT_S = 30.0
 
 
-def _ctx(sc: SpanContext | None) -> tuple[int, int, int, str] | None:
-    if sc is None:
-        return None
-    return sc.trace_id, sc.span_id, int(sc.trace_flags), sc.trace_state.to_header()
+_SpanCtx = tuple[int, int, int, str, bool]
+
+# ReadableSpan keeps its fields in these attributes; reading them in one C call is about ten
+# times cheaper than the public properties (which copy events, links and attributes). If a
+# future SDK renames them, the probe below falls back to the properties.
+_PRIVATE = operator.attrgetter(
+    "_name", "_context", "_parent", "_kind", "_start_time", "_end_time", "_attributes",
+    "_events", "_links", "_status", "_resource", "_instrumentation_scope",
+)  # fmt: skip
 
 
-def flatten(span: ReadableSpan) -> tuple[Any, ...]:
-    """A span as plain, picklable values (ids, times, attributes, events, links, status)."""
-    scope = span.instrumentation_scope
+def _public(span: ReadableSpan) -> tuple[Any, ...]:
     return (
-        span.name,
-        _ctx(span.context),
-        _ctx(span.parent),
-        span.kind.value,
-        span.start_time,
-        span.end_time,
-        dict(span.attributes or {}),
-        [(e.name, e.timestamp, dict(e.attributes or {})) for e in span.events],
-        [(_ctx(link.context), dict(link.attributes or {})) for link in span.links],
-        span.status.status_code.value,
-        span.status.description,
-        (scope.name, scope.version) if scope is not None else None,
-        id(span.resource),
-    )
-
-
-def _span_context(raw: tuple[int, int, int, str] | None, *, remote: bool) -> SpanContext | None:
-    if raw is None:
-        return None
-    trace_id, span_id, flags, state = raw
-    return SpanContext(
-        trace_id, span_id, is_remote=remote, trace_flags=TraceFlags(flags),
-        trace_state=TraceState.from_header([state]) if state else TraceState(),
+        span.name, span.context, span.parent, span.kind, span.start_time, span.end_time,
+        span.attributes, span.events, span.links, span.status, span.resource,
+        span.instrumentation_scope,
     )  # fmt: skip
 
 
-def rebuild(flat: tuple[Any, ...], resources: dict[int, Resource]) -> ReadableSpan:
+def _pick_reader() -> Any:
+    probe = ReadableSpan(name="probe", attributes=BoundedAttributes(attributes={"k": 1}))
+    try:
+        fields = _PRIVATE(probe)
+    except AttributeError:
+        return _public
+    if fields[0] != "probe" or getattr(fields[6], "_dict", None) != {"k": 1}:
+        return _public
+    return _PRIVATE
+
+
+_fields_of = _pick_reader()
+
+
+def _plain(attrs: Any) -> dict[str, Any] | None:
+    """Attributes as a plain dict (a finished span's own dict: it is immutable by then)."""
+    if type(attrs) is BoundedAttributes and _fields_of is _PRIVATE:
+        return attrs._dict or None
+    return dict(attrs) if attrs else None
+
+
+def _ctx(sc: SpanContext) -> _SpanCtx:
+    state = sc.trace_state
+    return sc.trace_id, sc.span_id, int(sc.trace_flags), state.to_header() if state else "", \
+        sc.is_remote  # fmt: skip
+
+
+def flatten(span: ReadableSpan) -> tuple[Any, ...]:
+    """A finished span as plain values that pickle in C (resource and scope by reference).
+
+    Runs for every span on the thread that ends it, so it reads fields directly and builds
+    no objects the garbage collector has to keep scanning.
+    """
+    name, sc, parent, kind, start, end, attrs, events, links, status, res, scope = _fields_of(span)
+    state = sc.trace_state
+    return (
+        name, sc.trace_id, sc.span_id, int(sc.trace_flags), state.to_header() if state else "",
+        None if parent is None else _ctx(parent), kind, start, end, _plain(attrs),
+        tuple((e.name, e.timestamp, _plain(e.attributes)) for e in events) if events else (),
+        tuple((_ctx(lk.context), _plain(lk.attributes)) for lk in links) if links else (),
+        status.status_code, status.description, res, scope,
+    )  # fmt: skip
+
+
+def _span_context(raw: _SpanCtx) -> SpanContext:
+    trace_id, span_id, flags, state, remote = raw
+    return SpanContext(
+        trace_id, span_id, is_remote=remote, trace_flags=TraceFlags(flags),
+        trace_state=TraceState.from_header([state]) if state else None,
+    )  # fmt: skip
+
+
+def rebuild(flat: tuple[Any, ...]) -> ReadableSpan:
     """The ReadableSpan that ``flatten`` described."""
-    (name, ctx, parent, kind, start, end, attrs, events, links, code, desc, scope, rid) = flat
+    (name, trace_id, span_id, flags, state, parent, kind, start, end, attrs, events, links,
+     code, desc, resource, scope) = flat  # fmt: skip
     return ReadableSpan(
         name=name,
-        context=_span_context(ctx, remote=False),
-        parent=_span_context(parent, remote=True),
-        resource=resources[rid],
+        context=_span_context((trace_id, span_id, flags, state, False)),
+        parent=None if parent is None else _span_context(parent),
+        resource=resource,
         attributes=attrs,
         events=[Event(n, a, timestamp=t) for n, t, a in events],
-        links=[Link(_span_context(c, remote=True), a) for c, a in links],  # type: ignore[arg-type]
-        kind=SpanKind(kind),
-        status=Status(StatusCode(code), desc),
+        links=[Link(_span_context(c), a) for c, a in links],
+        kind=kind,
+        status=Status(code, desc),
         start_time=start,
         end_time=end,
-        instrumentation_scope=InstrumentationScope(*scope) if scope else None,
+        instrumentation_scope=scope,
     )
 
 
+def _reduce_resource(resource: Resource) -> tuple[Any, ...]:
+    return Resource, (dict(resource.attributes), resource.schema_url)
+
+
+def _reduce_scope(scope: InstrumentationScope) -> tuple[Any, ...]:
+    attrs = dict(scope.attributes or {})
+    return InstrumentationScope, (scope.name, scope.version, scope.schema_url, attrs)
+
+
+# Resource and scope hold locks; send their public values instead. Pickle's memo sends each
+# one once per batch.
+_DISPATCH: dict[type, Any] = {**copyreg.dispatch_table, Resource: _reduce_resource,
+             InstrumentationScope: _reduce_scope}  # fmt: skip
+
+
+def dumps(obj: Any) -> bytes:
+    """Pickle as the pipe to the child does (resources and scopes by their public values)."""
+    buf = io.BytesIO()
+    pickler = pickle.Pickler(buf, protocol=pickle.HIGHEST_PROTOCOL)
+    pickler.dispatch_table = _DISPATCH
+    pickler.dump(obj)
+    return buf.getvalue()
+
+
 def _write(stream: IO[bytes], obj: Any) -> None:
-    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    data = dumps(obj)
     stream.write(_HEADER.pack(len(data)) + data)
     stream.flush()
 
@@ -112,7 +179,6 @@ class OffloadedOtlpExporter(SpanExporter):
         self.protocol, self.endpoint, self.timeout_s = protocol, endpoint, timeout_s
         self._proc: subprocess.Popen[bytes] | None = None
         self._lock = threading.Lock()
-        self._sent_resources: set[int] = set()
         self._closed = False
 
     def _child(self) -> subprocess.Popen[bytes]:
@@ -125,34 +191,38 @@ class OffloadedOtlpExporter(SpanExporter):
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
             )
-            self._sent_resources = set()
             assert self._proc.stdin is not None
             _write(self._proc.stdin, ("config", self.protocol, self.endpoint, self.timeout_s))
         return self._proc
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        ok = self.send([flatten(s) for s in spans])
+        return SpanExportResult.SUCCESS if ok else SpanExportResult.FAILURE
+
+    def send(self, flat_spans: list[tuple[Any, ...]]) -> bool:
+        """Export spans already flattened; True once the child's exporter reports success."""
         if self._closed:
-            return SpanExportResult.FAILURE
+            return False
         with self._lock:
             try:
                 proc = self._child()
                 assert proc.stdin is not None and proc.stdout is not None
-                new = {id(s.resource): s.resource for s in spans}
-                new = {k: v for k, v in new.items() if k not in self._sent_resources}
-                resources = {k: dict(v.attributes) for k, v in new.items()}
-                _write(proc.stdin, ("spans", resources, [flatten(s) for s in spans]))
-                self._sent_resources.update(new)
+                _write(proc.stdin, ("spans", flat_spans))
                 # The child's exporter gives up after its own timeout (with retries inside);
                 # if it never answers, stop waiting and replace it.
                 ready, _, _ = select.select([proc.stdout], [], [], self.timeout_s * 3 + 5.0)
                 if not ready:
                     proc.kill()
                     raise OSError("OTLP export child did not answer in time; restarted")
-                ok = _read(proc.stdout)
+                return bool(_read(proc.stdout))
             except (OSError, EOFError, pickle.PickleError) as err:
                 _log.warning("offloaded OTLP export failed: %s", err)
-                return SpanExportResult.FAILURE
-        return SpanExportResult.SUCCESS if ok else SpanExportResult.FAILURE
+                return False
+
+    def forget_child(self) -> None:
+        """Drop the child without stopping it (after fork: it belongs to the parent)."""
+        self._lock = threading.Lock()
+        self._proc = None
 
     def shutdown(self) -> None:
         self._closed = True
@@ -188,12 +258,29 @@ def _make_exporter(protocol: str, endpoint: str, timeout_s: float) -> SpanExport
     return HttpSpanExporter(endpoint=endpoint, timeout=timeout_s)
 
 
+def bytes_sender(exporter: SpanExporter) -> Callable[[bytes], bool] | None:
+    """The OTLP/HTTP exporter's own transport for ready-made request bytes, if it has one.
+
+    That transport (opentelemetry-exporter-otlp-proto-http 1.40 and later) applies the
+    exporter's endpoint, headers, compression, TLS settings and retries. Older exporters lack
+    it; their spans go through ``exporter.export`` instead.
+    """
+    post = getattr(getattr(exporter, "_client", None), "export", None)
+    if not callable(post):
+        return None
+
+    def send(data: bytes) -> bool:
+        return getattr(post(data), "success", None) is True
+
+    return send
+
+
 def child_main(stdin: IO[bytes], stdout: IO[bytes]) -> None:
-    """The child: read batches, rebuild the spans, export them, answer with success or not."""
+    """The child: read batches, encode and export them, answer with success or not."""
     first = _read(stdin)
     _, protocol, endpoint, timeout_s = first
     exporter = _make_exporter(protocol, endpoint, timeout_s)
-    resources: dict[int, Resource] = {}
+    send_bytes = bytes_sender(exporter) if protocol == "http/protobuf" else None
     try:
         while True:
             try:
@@ -202,12 +289,11 @@ def child_main(stdin: IO[bytes], stdout: IO[bytes]) -> None:
                 return
             if msg[0] == "stop":
                 return
-            _, new_resources, flat_spans = msg
-            for rid, attrs in new_resources.items():
-                resources[rid] = Resource(attrs)
             try:
-                result = exporter.export([rebuild(f, resources) for f in flat_spans])
-                ok = result is SpanExportResult.SUCCESS
+                if send_bytes is not None:
+                    ok = send_bytes(encode_request(msg[1]))
+                else:
+                    ok = exporter.export([rebuild(f) for f in msg[1]]) is SpanExportResult.SUCCESS
             except Exception as err:  # report, never die: the parent counts the failure
                 print(f"crucible offload: export failed: {err!r}", file=sys.stderr)
                 ok = False

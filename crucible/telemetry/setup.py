@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from opentelemetry import metrics, trace
@@ -38,6 +39,9 @@ from crucible.telemetry.dropcount import (
     SpanCounts,
 )
 from crucible.telemetry.jsonl import DEFAULT_TRACES_FILE, OtlpJsonLinesExporter
+
+if TYPE_CHECKING:
+    from crucible.telemetry.offload import OffloadedOtlpExporter
 
 __all__ = [
     "DEFAULT_SERVICE_NAME",
@@ -296,6 +300,8 @@ def _otlp_exporters(
     protocol: str, traces_url: str, metrics_url: str, timeout_s: float, offload: bool = False
 ) -> tuple[SpanExporter, MetricExporter]:
     if offload:
+        # Imported here: the child runs ``python -m crucible.telemetry.offload``, which must
+        # not find the module already imported by this package.
         from crucible.telemetry.offload import OffloadedOtlpExporter
 
         span_exporter: SpanExporter = OffloadedOtlpExporter(protocol, traces_url, timeout_s)
@@ -324,6 +330,17 @@ def _otlp_exporters(
         HttpSpanExporter(endpoint=traces_url, timeout=timeout_s),
         HttpMetricExporter(endpoint=metrics_url, timeout=timeout_s),
     )
+
+
+def _offloaded_exporter(exporter: SpanExporter) -> OffloadedOtlpExporter | None:
+    """The exporter if it is the offloaded OTLP one (imported only once offload is in use)."""
+    module = sys.modules.get("crucible.telemetry.offload")
+    offloaded_type: type[OffloadedOtlpExporter] | None = getattr(
+        module, "OffloadedOtlpExporter", None
+    )
+    if offloaded_type is None or not isinstance(exporter, offloaded_type):
+        return None
+    return exporter
 
 
 def _install_global(tracer_provider: TracerProvider, meter_provider: MeterProvider) -> bool:
@@ -414,6 +431,21 @@ def configure(
     counters: list[tuple[str, SpanCounter]] = []
     for name, span_exp in span_exporters:
         counter = SpanCounter()
+        counters.append((name, counter))
+        offloaded = _offloaded_exporter(span_exp)
+        if offloaded is not None:
+            from crucible.telemetry.handoff import OffloadSpanProcessor
+
+            tracer_provider.add_span_processor(
+                OffloadSpanProcessor(
+                    offloaded,
+                    counter,
+                    max_queued=max_queue_size,
+                    max_batch=_MAX_EXPORT_BATCH,
+                    schedule_delay_s=schedule_delay_ms / 1000,
+                )
+            )
+            continue
         batch = BatchSpanProcessor(
             CountingSpanExporter(span_exp, counter),
             max_queue_size=max_queue_size,
@@ -422,7 +454,6 @@ def configure(
             export_timeout_millis=timeout_ms,
         )
         tracer_provider.add_span_processor(CountingSpanProcessor(batch, counter, max_queue_size))
-        counters.append((name, counter))
     meter_provider = MeterProvider(
         resource=resource, metric_readers=readers, shutdown_on_exit=False
     )
