@@ -127,16 +127,33 @@ class Context:
 
     def _evolve(self, **changes: Any) -> Context:
         # Fast path for values that are already frozen (helpers and the engine).
-        new = object.__new__(Context)
-        _set(new, "experiment_id", changes.get("experiment_id", self.experiment_id))
-        _set(new, "run_id", changes.get("run_id", self.run_id))
-        _set(new, "experiment", changes.get("experiment", self.experiment))
-        _set(new, "outputs", changes.get("outputs", self.outputs))
-        _set(new, "metrics", changes.get("metrics", self.metrics))
-        _set(new, "artifacts", changes.get("artifacts", self.artifacts))
-        _set(new, "trace", changes.get("trace", self.trace))
-        _set(new, "telemetry_context", changes.get("telemetry_context", self.telemetry_context))
-        _set(new, "assigns", changes.get("assigns", self.assigns))
+        get = changes.get
+        new = _new(Context)
+        _S_EXPERIMENT_ID(new, get("experiment_id", self.experiment_id))
+        _S_RUN_ID(new, get("run_id", self.run_id))
+        _S_EXPERIMENT(new, get("experiment", self.experiment))
+        _S_OUTPUTS(new, get("outputs", self.outputs))
+        _S_METRICS(new, get("metrics", self.metrics))
+        _S_ARTIFACTS(new, get("artifacts", self.artifacts))
+        _S_TRACE(new, get("trace", self.trace))
+        _S_TELEMETRY_CONTEXT(new, get("telemetry_context", self.telemetry_context))
+        _S_ASSIGNS(new, get("assigns", self.assigns))
+        return new
+
+    def _with_run_state(
+        self, trace: Trace | None, telemetry_context: Mapping[str, str], assigns: Mapping[str, Any]
+    ) -> Context:
+        # The engine's per-stage copy: the three fields it owns, set without keyword lookups.
+        new = _new(Context)
+        _S_EXPERIMENT_ID(new, self.experiment_id)
+        _S_RUN_ID(new, self.run_id)
+        _S_EXPERIMENT(new, self.experiment)
+        _S_OUTPUTS(new, self.outputs)
+        _S_METRICS(new, self.metrics)
+        _S_ARTIFACTS(new, self.artifacts)
+        _S_TRACE(new, trace)
+        _S_TELEMETRY_CONTEXT(new, telemetry_context)
+        _S_ASSIGNS(new, assigns)
         return new
 
     # --- metrics ---------------------------------------------------------------------------
@@ -244,7 +261,8 @@ class Context:
 
     def _completed(self, stage: str, trace: Trace) -> Context:
         # The engine marks completion and sets the trace in one copy.
-        return self._evolve(trace=trace, assigns=self._assigns_with_completed(stage))
+        assigns = self._assigns_with_completed(stage)
+        return self._with_run_state(trace, self.telemetry_context, assigns)
 
     def _assigns_with_completed(self, stage: str) -> Mapping[str, Any]:
         current = self.assigns.get(COMPLETED_STAGES)
@@ -293,3 +311,16 @@ class Context:
     @staticmethod
     def _pv(v: Sequence[Any]) -> PVector[Any]:
         return v  # type: ignore[return-value]  # always a PVector after __post_init__
+
+
+# Slot setters of the frozen Context: half the cost of object.__setattr__ on the hot paths.
+_new = object.__new__
+_S_EXPERIMENT_ID = Context.__dict__["experiment_id"].__set__
+_S_RUN_ID = Context.__dict__["run_id"].__set__
+_S_EXPERIMENT = Context.__dict__["experiment"].__set__
+_S_OUTPUTS = Context.__dict__["outputs"].__set__
+_S_METRICS = Context.__dict__["metrics"].__set__
+_S_ARTIFACTS = Context.__dict__["artifacts"].__set__
+_S_TRACE = Context.__dict__["trace"].__set__
+_S_TELEMETRY_CONTEXT = Context.__dict__["telemetry_context"].__set__
+_S_ASSIGNS = Context.__dict__["assigns"].__set__

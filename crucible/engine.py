@@ -265,6 +265,7 @@ class _Runner:
         self.has_baggage = False
         self.carrier_head = self.carrier_tail = ""
         self.carrier_state: str | None = None
+        self.run_carrier: FrozenMap[str, str] = FrozenMap()
         self.cancelled_at: StageFailed | None = None
 
     @property
@@ -299,7 +300,7 @@ class _Runner:
             ins.run_active.add(1, metric_attrs)
         started = time.perf_counter()
         run_carrier_dict = tel.carrier_for(run_span, run_otel_ctx)
-        run_carrier = FrozenMap(run_carrier_dict)
+        run_carrier = self.run_carrier = FrozenMap(run_carrier_dict)
         self.has_baggage = "baggage" in run_carrier
         # Stage spans share the run's trace id, flags and trace state: build their carrier
         # from these parts instead of re-deriving them per stage.
@@ -475,10 +476,12 @@ class _Runner:
         stage_otel_ctx = trace.set_span_in_context(span, run_otel_ctx)
         base_trace, _ = ctx.trace.take_events()
         if self.has_baggage or self.carrier_state is not None:
-            carrier = tel.carrier_for(span, stage_otel_ctx if self.has_baggage else None)
-        else:
-            carrier = {"traceparent": f"{self.carrier_head}{span_id}{self.carrier_tail}"}
-        stage_in = ctx._evolve(trace=base_trace, telemetry_context=FrozenMap(carrier))
+            carrier = FrozenMap(tel.carrier_for(span, stage_otel_ctx if self.has_baggage else None))
+        else:  # the run's own carrier, with this stage's span id
+            carrier = self.run_carrier.set(
+                "traceparent", f"{self.carrier_head}{span_id}{self.carrier_tail}"
+            )
+        stage_in = ctx._with_run_state(base_trace, carrier, ctx.assigns)
         t0_ns, t0 = time.time_ns(), time.perf_counter()
         stage_deadline = run_deadline
         if sd.timeout is not None:
@@ -496,7 +499,7 @@ class _Runner:
                     if spec.takes_options
                     else (await spec.call(stage_in))
                 )
-                if inspect.isawaitable(out):
+                if type(out) is not Context and inspect.isawaitable(out):
                     out = await out
             elif stage_deadline == math.inf:
                 out = await self._call(spec, stage_in, step.options)

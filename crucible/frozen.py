@@ -48,6 +48,10 @@ class FrozenMap(Mapping[K, V]):
     def __getitem__(self, key: K) -> V:
         return self._m[key]
 
+    def get(self, key: K, default: Any = None) -> Any:
+        """The value for ``key``, else ``default`` (without Mapping's raise-and-catch)."""
+        return self._m.get(key, default)
+
     def __iter__(self) -> Iterator[K]:
         return iter(self._order)
 
