@@ -9,7 +9,7 @@ Prints JSON lines (median µs per stage over --repeats), the ratio of the median
 median of the per-repeat ratios (c and b run back to back, so drift of this shared machine
 cancels out; within_target uses it). Target: c/b <= 1.3.
 
-Run: python benchmarks/engine_overhead.py [--runs 2000] [--repeats 5]
+Run: python benchmarks/engine_overhead.py [--runs 2000] [--repeats 9]
 """
 
 from __future__ import annotations
@@ -96,12 +96,16 @@ def engine(tp: TracerProvider | None) -> Callable[[int], Coroutine[Any, Any, Non
 def measure(
     cases: dict[str, Callable[[int], Coroutine[Any, Any, None]]], runs: int, repeats: int
 ) -> dict[str, list[float]]:
-    """µs per stage for every case; cases interleave each repeat so drift hits them alike."""
+    """µs per stage for every case; cases interleave each repeat so drift hits them alike.
+
+    Odd repeats run the cases in reverse order, so neither of a pair always goes first.
+    """
     samples: dict[str, list[float]] = {name: [] for name in cases}
     for fn in cases.values():
         asyncio.run(fn(50))  # warm up
-    for _ in range(repeats):
-        for name, fn in cases.items():
+    for repeat in range(repeats):
+        order = list(cases.items())
+        for name, fn in order if repeat % 2 == 0 else reversed(order):
             gc.collect()
             t0 = time.perf_counter()
             asyncio.run(fn(runs))
@@ -112,7 +116,7 @@ def measure(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=2000)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=9)
     args = parser.parse_args()
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(30))
 
@@ -145,6 +149,7 @@ def main() -> None:
     print(
         json.dumps(
             {"ratio_c_over_b": round(ratio, 3), "median_paired_ratio": round(paired, 3),
+             "paired_ratios": [round(r, 3) for r in pair_ratios],
              "target": 1.3, "within_target": paired <= 1.3}
         )
     )  # fmt: skip

@@ -23,6 +23,7 @@ _MISSING: Any = object()
 _EMPTY: FrozenMap[str, Any] = FrozenMap()
 _set = object.__setattr__
 _EMPTY_LIST: PVector[Any] = pvector()
+_NO_STAGES = StageList()
 _FROZEN_TYPES: dict[str, Any] = {
     "experiment_id": object,
     "run_id": object,
@@ -266,7 +267,10 @@ class Context:
 
     def _assigns_with_completed(self, stage: str) -> Mapping[str, Any]:
         current = self.assigns.get(COMPLETED_STAGES)
-        stages = current if isinstance(current, StageList) else StageList(current or ())
+        if current is None:
+            stages = _NO_STAGES
+        else:
+            stages = current if isinstance(current, StageList) else StageList(current)
         updated = stages.add(stage)
         if updated is current:
             return self.assigns

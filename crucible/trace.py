@@ -8,7 +8,6 @@ from typing import Any, Literal, NamedTuple
 
 from pyrsistent import PVector, pvector
 
-_set = object.__setattr__
 _NO_EVENTS: PVector[Any] = pvector()
 StageResult = Literal["success", "failure", "error", "timeout", "cancellation", "skip"]
 
@@ -84,19 +83,19 @@ class Trace:
     @staticmethod
     def start(trace_id: str, span_id: str) -> Trace:
         """An empty trace for a run whose span has these ids."""
-        new = object.__new__(Trace)
-        _set(new, "trace_id", trace_id)
-        _set(new, "span_id", span_id)
-        _set(new, "spans", _NO_EVENTS)
-        _set(new, "pending_events", _NO_EVENTS)
+        new = _new(Trace)
+        _S_TRACE_ID(new, trace_id)
+        _S_SPAN_ID(new, span_id)
+        _S_SPANS(new, _NO_EVENTS)
+        _S_PENDING(new, _NO_EVENTS)
         return new
 
     def _with(self, spans: Sequence[SpanRecord], pending: Sequence[SpanEvent]) -> Trace:
-        new = object.__new__(Trace)
-        _set(new, "trace_id", self.trace_id)
-        _set(new, "span_id", self.span_id)
-        _set(new, "spans", spans)
-        _set(new, "pending_events", pending)
+        new = _new(Trace)
+        _S_TRACE_ID(new, self.trace_id)
+        _S_SPAN_ID(new, self.span_id)
+        _S_SPANS(new, spans)
+        _S_PENDING(new, pending)
         return new
 
     def with_span(self, record: SpanRecord) -> Trace:
@@ -121,3 +120,11 @@ class Trace:
             "spans": [s.to_dict() for s in self.spans],
             "pending_events": [e.to_dict() for e in self.pending_events],
         }
+
+
+# Slot setters of the frozen Trace (see context.py: cheaper than object.__setattr__).
+_new = object.__new__
+_S_TRACE_ID = Trace.__dict__["trace_id"].__set__
+_S_SPAN_ID = Trace.__dict__["span_id"].__set__
+_S_SPANS = Trace.__dict__["spans"].__set__
+_S_PENDING = Trace.__dict__["pending_events"].__set__
