@@ -165,3 +165,4 @@ def test_processor_counts_what_a_full_queue_drops() -> None:
     assert report.exported == received == 200 - report.dropped
     tracer.start_span("late").end()  # after shutdown: refused and counted
     assert handle.stats()["dropped"] == report.dropped + 1
+    assert not handle.tracer_provider.force_flush(100)  # nothing can be sent any more

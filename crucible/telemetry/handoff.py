@@ -134,10 +134,11 @@ class OffloadSpanProcessor(SpanProcessor):
             asked = self._flush_asked
         self._wake.set()
         with self._cond:
-            return self._cond.wait_for(
+            self._cond.wait_for(
                 lambda: self._flush_done >= asked or not self._thread.is_alive(),
                 timeout_millis / 1000,
             )
+            return self._flush_done >= asked
 
     def shutdown(self) -> None:
         """Refuse new spans, send the queued ones, stop the writer and the child."""
