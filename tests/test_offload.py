@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import pickle
 import threading
 import time
@@ -151,7 +152,8 @@ def test_processor_exports_every_span_from_many_threads() -> None:
     assert got[0].scope_name == "threads"
 
 
-def test_processor_counts_what_a_full_queue_drops() -> None:
+def test_processor_counts_what_a_full_queue_drops(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="crucible.telemetry.dropcount")
     with OtlpHttpReceiver(delay_s=0.5) as receiver:
         handle = configure("handoff", "otlp", endpoint=receiver.endpoint, set_global=False,
                            max_queue_size=8, schedule_delay_ms=10)  # fmt: skip
@@ -163,6 +165,8 @@ def test_processor_counts_what_a_full_queue_drops() -> None:
     assert report.completed and report.ended == 200
     assert report.dropped > 0 and report.failed == 0 and report.unexported == 0
     assert report.exported == received == 200 - report.dropped
+    drops_logged = [r for r in caplog.records if "dropping spans" in r.getMessage()]
+    assert len(drops_logged) == 1  # the first drop is logged; the rest are only counted
     tracer.start_span("late").end()  # after shutdown: refused and counted
     assert handle.stats()["dropped"] == report.dropped + 1
     assert not handle.tracer_provider.force_flush(100)  # nothing can be sent any more

@@ -72,14 +72,21 @@ class SpanCounter:
         self._abandoning = False
 
     def admit(self, max_queued: int) -> bool:
-        """Count an ended span; True if it may be queued, False if it is dropped (and counted)."""
+        """Count an ended span; True if it may be queued, False if it is dropped (and counted).
+
+        The first drop is logged once; the rest are only counted.
+        """
         with self._lock:
             self._ended += 1
             queued = self._ended - 1 - self._refused - self._handed
             if self._closed or queued >= max_queued:
                 self._refused += 1
-                return False
-            return True
+                first = self._refused == 1
+            else:
+                return True
+        if first:
+            _log.warning("span export queue full or shut down; dropping spans (counted)")
+        return False
 
     def handed(self, n: int) -> bool:
         """Count a batch reaching the exporter; False if shutdown gave up and it must be dropped."""
@@ -161,7 +168,6 @@ class CountingSpanProcessor(SpanProcessor):
         self.inner = inner
         self.counter = counter
         self._max_queued = max_queued
-        self._warned = False
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         self.inner.on_start(span, parent_context=parent_context)
@@ -172,9 +178,6 @@ class CountingSpanProcessor(SpanProcessor):
             return  # the batch processor ignores unsampled spans too
         if self.counter.admit(self._max_queued):
             self.inner.on_end(span)
-        elif not self._warned:
-            self._warned = True
-            _log.warning("span export queue full or shut down; dropping spans (counted)")
 
     def shutdown(self) -> None:
         self.counter.close()

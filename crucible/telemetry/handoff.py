@@ -48,7 +48,6 @@ class OffloadSpanProcessor(SpanProcessor):
         self._max_queued = max_queued
         self._max_batch = min(max_batch, max_queued)
         self._delay = schedule_delay_s
-        self._warned = False
         self._start()
         ref = weakref.WeakMethod(self._after_fork)
         os.register_at_fork(after_in_child=lambda: (m := ref()) and m())
@@ -80,10 +79,7 @@ class OffloadSpanProcessor(SpanProcessor):
         if not flat[3] & _SAMPLED:
             return  # recorded but not sampled: the SDK's processors skip these too
         if not self.counter.admit(self._max_queued):
-            if not self._warned:
-                self._warned = True
-                _log.warning("span export queue full or shut down; dropping spans (counted)")
-            return
+            return  # dropped, counted (and the first drop logged) by the counter
         with self._lock:
             buf = self._buf
             buf.append(flat)

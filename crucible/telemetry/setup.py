@@ -17,7 +17,6 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from opentelemetry import metrics, trace
@@ -39,9 +38,6 @@ from crucible.telemetry.dropcount import (
     SpanCounts,
 )
 from crucible.telemetry.jsonl import DEFAULT_TRACES_FILE, OtlpJsonLinesExporter
-
-if TYPE_CHECKING:
-    from crucible.telemetry.offload import OffloadedOtlpExporter
 
 __all__ = [
     "DEFAULT_SERVICE_NAME",
@@ -332,17 +328,6 @@ def _otlp_exporters(
     )
 
 
-def _offloaded_exporter(exporter: SpanExporter) -> OffloadedOtlpExporter | None:
-    """The exporter if it is the offloaded OTLP one (imported only once offload is in use)."""
-    module = sys.modules.get("crucible.telemetry.offload")
-    offloaded_type: type[OffloadedOtlpExporter] | None = getattr(
-        module, "OffloadedOtlpExporter", None
-    )
-    if offloaded_type is None or not isinstance(exporter, offloaded_type):
-        return None
-    return exporter
-
-
 def _install_global(tracer_provider: TracerProvider, meter_provider: MeterProvider) -> bool:
     """Install both providers globally unless an application already installed one."""
     current = trace.get_tracer_provider()
@@ -401,12 +386,13 @@ def configure(
     readers: list[MetricReader] = []
     destinations: list[str] = []
     timeout_ms = export_timeout_s * 1000
+    offloaded = "otlp" in names and _offload(offload, env)
     for name in names:
         if name == "otlp":
             proto = _resolve_protocol(protocol, env)
             traces_url, metrics_url = _resolve_endpoints(endpoint, proto, env)
             span_exp, metric_exp = _otlp_exporters(
-                proto, traces_url, metrics_url, export_timeout_s, _offload(offload, env)
+                proto, traces_url, metrics_url, export_timeout_s, offloaded
             )
             span_exporters.append((name, span_exp))
             readers.append(
@@ -432,13 +418,15 @@ def configure(
     for name, span_exp in span_exporters:
         counter = SpanCounter()
         counters.append((name, counter))
-        offloaded = _offloaded_exporter(span_exp)
-        if offloaded is not None:
+        if name == "otlp" and offloaded:
+            # Imported here, as in _otlp_exporters: only offloading needs these modules.
             from crucible.telemetry.handoff import OffloadSpanProcessor
+            from crucible.telemetry.offload import OffloadedOtlpExporter
 
+            assert isinstance(span_exp, OffloadedOtlpExporter)
             tracer_provider.add_span_processor(
                 OffloadSpanProcessor(
-                    offloaded,
+                    span_exp,
                     counter,
                     max_queued=max_queue_size,
                     max_batch=_MAX_EXPORT_BATCH,
