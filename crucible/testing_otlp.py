@@ -222,6 +222,23 @@ class _Collector:
         self._request_count = 0
         self._failures_sent = 0
 
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
     @property
     def requests(self) -> list[trace_service_pb2.ExportTraceServiceRequest]:
         """Decoded trace export requests that were accepted (answered with success)."""
@@ -484,17 +501,6 @@ class OtlpHttpReceiver(_Collector):
             self._thread.join(timeout=5.0)
             self._thread = None
 
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
     @property
     def port(self) -> int:
         """The bound TCP port."""
@@ -619,17 +625,6 @@ class OtlpGrpcReceiver(_Collector):
         self._closing.set()
         server.stop(self.grace_s).wait(self.grace_s + 1.0)
         self._port = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     @property
     def port(self) -> int:
