@@ -41,6 +41,8 @@ from crucible.testing_otlp import (
     spans_from_request,
 )
 
+pytestmark = [pytest.mark.otlp]
+
 SERVICE = "crucible-test-svc"
 
 

@@ -16,9 +16,11 @@ import pytest
 
 from crucible.store import RunInfo, RunStore
 from crucible.telemetry.jsonl import read_otlp_jsonl
-from tests.cli_proc import interrupt_when_started, run_on_pty
+from tests.support.cli_proc import interrupt_when_started, run_on_pty
 
-REPO = Path(__file__).resolve().parents[1]
+pytestmark = [pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[2]
 TIMEOUT_S = 60
 
 GRID = """
@@ -44,9 +46,9 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     )
     (dist / "entry_points.txt").write_text(
         "[crucible.stages]\n"
-        "cli_ok = tests.cli_stages:ok_stage\n"
-        "cli_grid = tests.cli_stages:grid_stage\n"
-        "cli_slow = tests.cli_stages:slow_stage\n",
+        "cli_ok = tests.support.cli_stages:ok_stage\n"
+        "cli_grid = tests.support.cli_stages:grid_stage\n"
+        "cli_slow = tests.support.cli_stages:slow_stage\n",
         encoding="utf-8",
     )
     base = {

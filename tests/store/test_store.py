@@ -27,7 +27,7 @@ from crucible import Context, Experiment, SpanEvent, SpanRecord, StageDef, Trace
 from crucible.errors import CrucibleError
 from crucible.redact import REDACTED
 from crucible.store import RunStatus, RunStore, StoreError, normalize_url
-from tests.missing import missing_service
+from tests.support.missing import missing_service
 
 PG_HOST, PG_PORT = "127.0.0.1", 5432
 SECRET = "sk-123-do-not-store"
@@ -67,7 +67,7 @@ def pg_database() -> Iterator[str]:
         run_async(lambda: _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A fresh, empty database: a SQLite file (plain path) or a reset PostgreSQL schema."""
     if request.param == "sqlite":
@@ -554,6 +554,7 @@ async def test_unwritable_sqlite_location_raises_store_error(tmp_path: Path) -> 
         await RunStore(blocker / "runs.db").open()
 
 
+@pytest.mark.postgres
 async def test_unreachable_postgres_raises_store_error() -> None:
     with socket.socket() as sock:  # find a port nobody listens on
         sock.bind(("127.0.0.1", 0))

@@ -165,10 +165,10 @@ async def test_custom_extractor_errors_become_bench_failed() -> None:
 
 async def test_import_path_source_needs_allow_imports() -> None:
     with pytest.raises(StageFailed) as info:
-        await run_stage(bench, None, {"data_source": "tests.test_stage_bench:fixed_groups"})
+        await run_stage(bench, None, {"data_source": "tests.stages.test_bench:fixed_groups"})
     assert "allow_imports" in str(info.value.cause)
     out = await run_stage(
-        bench, None, {"data_source": "tests.test_stage_bench:fixed_groups"}, allow_imports=True
+        bench, None, {"data_source": "tests.stages.test_bench:fixed_groups"}, allow_imports=True
     )
     assert out.get_metric("bench")["groups"] == ["a", "b"]
 

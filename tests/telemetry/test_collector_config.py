@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 COLLECTOR_FILE = ROOT / "otel-collector.yaml"
 COMPOSE_FILE = ROOT / "compose.yaml"
 

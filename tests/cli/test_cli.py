@@ -16,9 +16,11 @@ import pytest
 
 from crucible.store import RunInfo, RunStore
 from crucible.telemetry.jsonl import read_otlp_jsonl
-from tests.cli_proc import interrupt_when_started, run_on_pty
+from tests.support.cli_proc import interrupt_when_started, run_on_pty
 
-REPO = Path(__file__).resolve().parents[1]
+pytestmark = [pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[2]
 RUN_TIMEOUT_S = 60
 
 
@@ -33,9 +35,9 @@ def plugin_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     (dist / "entry_points.txt").write_text(
         "[crucible.stages]\n"
-        "cli_ok = tests.cli_stages:ok_stage\n"
-        "cli_fail = tests.cli_stages:fail_stage\n"
-        "cli_needs = tests.cli_stages:needs_stage\n",
+        "cli_ok = tests.support.cli_stages:ok_stage\n"
+        "cli_fail = tests.support.cli_stages:fail_stage\n"
+        "cli_needs = tests.support.cli_stages:needs_stage\n",
         encoding="utf-8",
     )
     return site
@@ -100,9 +102,9 @@ def test_run_success_is_printed_stored_and_traced(tmp_path: Path, env: dict[str,
         id: exp-ok
         pipeline:
           - name: first
-            module: tests.cli_stages:ok_stage
+            module: tests.support.cli_stages:ok_stage
           - name: skipped
-            module: tests.cli_stages:fail_stage
+            module: tests.support.cli_stages:fail_stage
             enabled: false
         """,
     )
@@ -213,7 +215,7 @@ def test_bad_input_exits_2_and_runs_nothing(tmp_path: Path, env: dict[str, str])
     write(tmp_path / "missing.yaml", "id: x\npipeline:\n  - name: cli_needs\n")
     write(
         tmp_path / "imports.yaml",
-        "id: x\npipeline:\n  - name: a\n    module: tests.cli_stages:ok_stage\n",
+        "id: x\npipeline:\n  - name: a\n    module: tests.support.cli_stages:ok_stage\n",
     )
     write(tmp_path / "boom_module.py", "raise RuntimeError('broken plugin')\n")
     write(tmp_path / "boom.yaml", "id: x\npipeline:\n  - name: a\n    module: boom_module:x\n")
@@ -285,7 +287,7 @@ def test_stages_listing_detail_json_and_unknown(tmp_path: Path, env: dict[str, s
     assert listing.returncode == 0, listing.stderr
     out = listing.stdout
     assert out.startswith("Available stages:")
-    assert "cli_ok  (tests.cli_stages:ok_stage)" in out
+    assert "cli_ok  (tests.support.cli_stages:ok_stage)" in out
     assert "Description: Record its options as metrics" in out
     assert "count (integer, default 1)" in out and "fields (list[string], default [])" in out
     assert "Required: threshold (float)" in out
@@ -308,7 +310,7 @@ def test_stages_listing_detail_json_and_unknown(tmp_path: Path, env: dict[str, s
 def test_ctrl_c_cancels_the_run(tmp_path: Path, env: dict[str, str]) -> None:
     write(
         tmp_path / "slow.yaml",
-        "id: slow\npipeline:\n  - name: slow\n    module: tests.cli_stages:slow_stage\n",
+        "id: slow\npipeline:\n  - name: slow\n    module: tests.support.cli_stages:slow_stage\n",
     )
     code, out, err = interrupt_when_started(
         [sys.executable, "-m", "crucible", "run", "slow.yaml", "--allow-imports"],

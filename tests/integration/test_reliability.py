@@ -20,7 +20,9 @@ from crucible import Context, Experiment, Registry, StageDef, run, run_batch, st
 from crucible.store import RunStore
 from crucible.telemetry.setup import configure
 from crucible.testing_otlp import OtlpHttpReceiver
-from tests.missing import missing_service
+from tests.support.missing import missing_service
+
+pytestmark = [pytest.mark.slow]
 
 
 @stage("quick", description="Awaits once", register=False)
@@ -41,6 +43,7 @@ REG = Registry([quick])
 
 
 @pytest.mark.parametrize("endpoint_state", ["down", "slow"])
+@pytest.mark.otlp
 async def test_otlp_endpoint_down_or_slow(endpoint_state: str) -> None:
     receiver = OtlpHttpReceiver(delay_s=3.0)
     receiver.start()
@@ -72,6 +75,7 @@ async def test_otlp_endpoint_down_or_slow(endpoint_state: str) -> None:
     assert report.lost == expected, report
 
 
+@pytest.mark.postgres
 async def test_store_lost_mid_run_keeps_the_result() -> None:
     name = f"crucible_rel_{uuid.uuid4().hex[:10]}"
     try:

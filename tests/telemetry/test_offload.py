@@ -19,6 +19,8 @@ from crucible.telemetry.offload import OffloadedOtlpExporter, dumps, flatten, re
 from crucible.telemetry.setup import configure
 from crucible.testing_otlp import OtlpHttpReceiver
 
+pytestmark = [pytest.mark.otlp]
+
 
 def finished_spans() -> list[ReadableSpan]:
     memory = InMemorySpanExporter()

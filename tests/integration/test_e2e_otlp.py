@@ -19,6 +19,8 @@ from crucible.testing_otlp import (
     rotel_available,
 )
 
+pytestmark = [pytest.mark.otlp]
+
 SERVICE = "crucible-e2e"
 
 

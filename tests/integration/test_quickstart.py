@@ -8,10 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from crucible.store import RunStore
 from crucible.telemetry.jsonl import read_otlp_jsonl
 
-ROOT = Path(__file__).resolve().parent.parent
+pytestmark = [pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_quickstart_runs_every_built_in_stage(tmp_path: Path) -> None:

@@ -34,7 +34,7 @@ from crucible.testing import SpanCapture, capture_spans
 from examples.service import create_app, find_experiment_file
 from examples.service_stages import demo_registry
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SECRET = "sk-live-DO-NOT-ECHO-4242"
 DEMO_YAML = """\
 id: named-demo

@@ -352,7 +352,7 @@ async def test_validate_options_warn_and_off(reg: Registry) -> None:
 
 
 async def test_import_paths_need_explicit_permission() -> None:
-    e = exp(StageDef(name="imported", module="tests.test_engine:scale"))
+    e = exp(StageDef(name="imported", module="tests.engine.test_engine:scale"))
     with pytest.raises(InvalidPipeline, match="allow_imports=True"):
         await run(e, registry=Registry())
     ctx = await run(e, registry=Registry(), allow_imports=True)
