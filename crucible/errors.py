@@ -1,4 +1,7 @@
-"""The exception hierarchy: every error Crucible raises on purpose derives from CrucibleError."""
+"""Every exception Crucible raises on purpose; all derive from CrucibleError.
+
+Where a standard base helps callers (``except LookupError``), it is kept as a second base.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +15,18 @@ if TYPE_CHECKING:
 
 class CrucibleError(Exception):
     """Base class of every error raised by Crucible."""
+
+
+def format_location(loc: Sequence[int | str], *, empty: str = "(top level)") -> str:
+    """A pydantic-style location as a field path: ``("pipeline", 2, "timeout")`` becomes
+    ``pipeline[2].timeout``; an empty location becomes ``empty``."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or empty
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,11 +71,40 @@ class ExperimentFileError(CrucibleError):
         super().__init__("\n".join(f"{path}: {e}" for e in self.errors))
 
 
+class UnknownStage(CrucibleError, LookupError):
+    """No stage has that name (or an import path could not be loaded)."""
+
+
+class ImportsNotAllowed(CrucibleError, PermissionError):
+    """An experiment names code to import but the caller did not pass ``allow_imports=True``."""
+
+
+class OptionsError(CrucibleError, ValueError):
+    """Options did not validate; ``problems`` lists (option path, message)."""
+
+    def __init__(self, problems: Sequence[tuple[str, str]]) -> None:
+        self.problems = list(problems)
+        super().__init__("; ".join(f"{p}: {m}" for p, m in self.problems))
+
+
+class StageError(CrucibleError):
+    """Raised by a stage to fail and keep what it did: ``context`` is the stage's last Context.
+
+    The engine puts that Context's recorded events on the stage span and returns it (with the
+    attempt's trace record) as ``StageFailed.context``, so metrics and events survive the failure.
+    """
+
+    def __init__(self, message: str, *, context: Context) -> None:
+        self.context = context
+        super().__init__(message)
+
+
 class StageFailed(CrucibleError):
     """A stage raised, timed out, was cancelled or returned something that is not a Context.
 
-    ``context`` is the last good Context (the input of the failing stage, with the trace
-    record of the failed attempt appended), so nothing that already happened is lost.
+    ``context`` is the last good Context (the input of the failing stage, or the Context a
+    ``StageError`` carried, with the trace record of the failed attempt appended), so nothing
+    that already happened is lost.
     """
 
     def __init__(
@@ -78,5 +122,16 @@ class StageFailed(CrucibleError):
         super().__init__(f"stage {stage!r} failed ({result}): {type(cause).__name__}: {cause}")
 
 
-class DuplicateRun(CrucibleError):
+class StoreError(CrucibleError):
+    """A run-store operation failed; ``operation`` and ``run_id`` say which."""
+
+    def __init__(self, operation: str, message: str, *, run_id: str | None = None) -> None:
+        self.operation = operation
+        self.run_id = run_id
+        self.reason = message
+        where = f" for run {run_id!r}" if run_id is not None else ""
+        super().__init__(f"run store: {operation}{where} failed: {message}")
+
+
+class DuplicateRun(StoreError):
     """The run store already holds a run with this id; the run was not started."""

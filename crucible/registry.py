@@ -11,19 +11,12 @@ from typing import Any
 
 import structlog
 
+from crucible.errors import ImportsNotAllowed, UnknownStage
 from crucible.experiment import StageDef
 from crucible.stage import StageSpec, as_stage_spec
 
 ENTRY_POINT_GROUP = "crucible.stages"
 _log = structlog.get_logger("crucible.registry")
-
-
-class UnknownStage(LookupError):
-    """No stage has that name (or an import path could not be loaded)."""
-
-
-class ImportsNotAllowed(PermissionError):
-    """A StageDef names an import path but the caller did not pass ``allow_imports=True``."""
 
 
 class Registry:

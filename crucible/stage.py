@@ -16,6 +16,7 @@ from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
 from pydantic_core import PydanticUndefined
 
 from crucible.context import Context
+from crucible.errors import OptionsError, format_location
 
 SCHEMA_VERSION = "1.0"
 _SNAKE = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -71,7 +72,7 @@ class StageSpec:
             for e in err.errors():
                 if e["type"] == "extra_forbidden":
                     continue  # already reported as unknown option
-                problems.append((_loc(e["loc"]), e["msg"]))
+                problems.append((format_location(e["loc"], empty=""), e["msg"]))
             raise OptionsError(problems) from None
         if problems:
             raise OptionsError(problems)
@@ -86,21 +87,6 @@ class StageSpec:
             return self.options_model.model_validate(raw)
         except ValidationError:
             return self.options_model.model_construct(**raw)
-
-
-class OptionsError(ValueError):
-    """Options did not validate; ``problems`` lists (option path, message)."""
-
-    def __init__(self, problems: list[tuple[str, str]]) -> None:
-        self.problems = problems
-        super().__init__("; ".join(f"{p}: {m}" for p, m in problems))
-
-
-def _loc(loc: tuple[int | str, ...]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
 
 
 def _options_param(fn: Callable[..., Any]) -> tuple[bool, type[BaseModel] | None]:

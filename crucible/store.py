@@ -9,7 +9,6 @@ Every failure surfaces as :class:`StoreError`, naming the operation and the run.
 from __future__ import annotations
 
 import datetime as dt
-import enum
 import os
 import socket
 import sys
@@ -29,9 +28,10 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from crucible.context import Context
-from crucible.errors import CrucibleError, DuplicateRun
+from crucible.errors import DuplicateRun, StoreError
 from crucible.experiment import Experiment
 from crucible.serialize import to_jsonable
+from crucible.status import RunStatus
 from crucible.trace import SpanRecord
 
 __all__ = [
@@ -51,33 +51,7 @@ _SQLITE_BUSY_TIMEOUT_S: Final = 30.0
 _MAX_ERROR_CHARS: Final = 500
 
 
-class RunStatus(enum.StrEnum):
-    """Where a run is in its life; every status except ``running`` is final."""
-
-    RUNNING = "running"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    TIMED_OUT = "timed_out"
-    CANCELLED = "cancelled"
-    ABANDONED = "abandoned"
-
-
 _STATUSES: Final = frozenset(s.value for s in RunStatus)
-
-
-class StoreError(CrucibleError):
-    """A run-store operation failed; ``operation`` and ``run_id`` say which."""
-
-    def __init__(self, operation: str, message: str, *, run_id: str | None = None) -> None:
-        self.operation = operation
-        self.run_id = run_id
-        self.reason = message
-        where = f" for run {run_id!r}" if run_id is not None else ""
-        super().__init__(f"run store: {operation}{where} failed: {message}")
-
-
-class DuplicateRunError(StoreError, DuplicateRun):
-    """``start_run`` found a run with the same id: running it would overwrite that record."""
 
 
 # --- schema ----------------------------------------------------------------------------------
@@ -680,7 +654,7 @@ class RunStore:
             cause = err.__cause__
             if isinstance(cause, IntegrityError):
                 msg = f"a run with this id already exists ({_describe(cause)})"
-                raise DuplicateRunError("start_run", msg, run_id=run_id) from cause
+                raise DuplicateRun("start_run", msg, run_id=run_id) from cause
             raise
 
     async def _upsert_experiment(self, conn: AsyncConnection, row: dict[str, Any]) -> None:

@@ -58,7 +58,7 @@ from crucible import (
     load_experiment,
 )
 from crucible.engine import new_run_id
-from crucible.experiment import format_loc
+from crucible.errors import format_location
 from crucible.serialize import to_jsonable
 from crucible.store import RunStore, StoreError
 from crucible.telemetry import setup as telemetry_setup
@@ -144,7 +144,7 @@ def _detail(status: int, detail: str, **extra: Any) -> JSONResponse:
 def _field_of(loc: Sequence[int | str]) -> str:
     """``("body", "experiment", "pipeline", 0, "name")`` -> ``experiment.pipeline[0].name``."""
     inner = list(loc[1:]) if loc and loc[0] == "body" else list(loc)
-    return format_loc(inner) if inner else "body"
+    return format_location(inner, empty="body")
 
 
 def validation_problems(errors: Sequence[Any]) -> list[Problem]:

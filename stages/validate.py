@@ -16,16 +16,15 @@ import structlog
 from pydantic import BaseModel, ConfigDict, Field
 
 from crucible.context import Context
-from crucible.errors import CrucibleError, Problem
+from crucible.errors import CrucibleError, OptionsError, Problem, UnknownStage
 from crucible.experiment import Experiment, StageDef
 from crucible.registry import (
     Registry,
-    UnknownStage,
     default_registry,
     imports_allowed,
     load_import_path,
 )
-from crucible.stage import OptionsError, StageSpec, as_stage_spec, stage
+from crucible.stage import StageSpec, as_stage_spec, stage
 
 __all__ = [
     "OUTPUT_FORMATS",

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from crucible import Context, Experiment, Registry, StageDef, run, stage
-from crucible.registry import ImportsNotAllowed, UnknownStage, default_registry
+from crucible.errors import ImportsNotAllowed, UnknownStage
+from crucible.registry import default_registry
 
 
 @stage("one", description="first", register=False)

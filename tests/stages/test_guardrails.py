@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from crucible import Context, Experiment, InvalidPipeline, Registry, StageDef, StageFailed, run
-from crucible.registry import ImportsNotAllowed
+from crucible.errors import ImportsNotAllowed
 from crucible.testing import SpanCapture, make_context, run_stage
 from stages.guardrails import (
     GuardrailAdapter,

@@ -21,19 +21,21 @@ from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
 from crucible.context import Context
-from crucible.errors import DuplicateRun, InvalidPipeline, Problem, StageFailed
+from crucible.errors import (
+    DuplicateRun,
+    ImportsNotAllowed,
+    InvalidPipeline,
+    OptionsError,
+    Problem,
+    StageFailed,
+    UnknownStage,
+)
 from crucible.experiment import Experiment, StageDef, experiment_from_mapping
 from crucible.frozen import FrozenMap
 from crucible.logging import run_context
-from crucible.registry import (
-    ImportsNotAllowed,
-    Registry,
-    UnknownStage,
-    _imports_allowed,
-    default_registry,
-)
+from crucible.registry import Registry, _imports_allowed, default_registry
 from crucible.serialize import to_jsonable
-from crucible.stage import OptionsError, StageSpec
+from crucible.stage import StageSpec
 from crucible.telemetry import spans as tel
 from crucible.trace import SpanEvent, SpanRecord, StageResult, Trace
 from crucible.watchdog import threshold_from_env, watchdog_for_current_loop

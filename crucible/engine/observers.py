@@ -1,0 +1,228 @@
+"""The one seam for following runs live: observers the engine calls as runs start and end.
+
+The run store, the CLI's live boards and the blocked-loop watchdog are observers; so is anything
+a user plugs in with ``run(..., observers=[...])`` or ``run_batch(..., observers=[...])``.
+Hooks take keyword-only arguments holding immutable event records, so records can grow fields
+without breaking observers. A hook may be a plain method or ``async``; the engine awaits it
+between stages, never while a stage runs.
+
+Errors: an exception from ``on_run_start`` refuses the run (nothing runs; the store uses this
+for duplicate run ids). Exceptions from every other hook are logged and never change a run's
+result.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import inspect
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import anyio
+import structlog
+
+from crucible.status import RunStatus
+from crucible.trace import SpanRecord
+
+if TYPE_CHECKING:
+    from crucible.context import Context
+    from crucible.errors import StageFailed
+    from crucible.experiment import Experiment
+
+__all__ = [
+    "AttemptStart",
+    "BatchEnd",
+    "BatchStart",
+    "RunEnd",
+    "RunObserver",
+    "RunStart",
+    "StageInfo",
+]
+
+_log = structlog.get_logger("crucible.observers")
+
+
+@dataclass(frozen=True, slots=True)
+class StageInfo:
+    """One pipeline entry as planned: position, name, and whether it will run."""
+
+    index: int
+    name: str
+    enabled: bool
+
+
+@dataclass(frozen=True, slots=True)
+class RunStart:
+    """A run that is starting. ``trace_id`` is None only for a batch run that never started."""
+
+    experiment: Experiment
+    run_id: str
+    trace_id: str | None
+    span_id: str | None
+    batch_id: str | None
+    stages: tuple[StageInfo, ...]
+    started_at: dt.datetime
+    url: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptStart:
+    """A stage attempt that is starting (``attempt`` 0 is a skipped, disabled stage)."""
+
+    run: RunStart
+    stage: str
+    index: int
+    attempt: int
+    span_id: str
+    start_ns: int
+    trace_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RunEnd:
+    """A finished run: its status, its final (or last good) Context and the failure, if any."""
+
+    run: RunStart
+    status: RunStatus
+    context: Context | None
+    failure: StageFailed | None
+    finished_at: dt.datetime
+    message: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BatchStart:
+    """A batch that is starting: its id, name, size and its ``BATCH`` span's ids."""
+
+    batch_id: str
+    name: str
+    size: int
+    max_concurrency: int
+    trace_id: str
+    span_id: str
+    runs_are_children: bool
+
+
+@dataclass(frozen=True, slots=True)
+class BatchEnd:
+    """A finished (or cancelled) batch with its outcomes in input order."""
+
+    batch: BatchStart
+    outcomes: Sequence[Any] = field(default_factory=tuple)
+    cancelled: bool = False
+
+
+HookResult = Awaitable[None] | None
+
+
+class RunObserver:
+    """Base class for observers: every hook does nothing; override the ones you need."""
+
+    def on_batch_start(self, *, batch: BatchStart) -> HookResult:
+        """A batch is starting (before any of its runs)."""
+        return None
+
+    def on_run_start(self, *, run: RunStart) -> HookResult:
+        """A run is starting (before its first stage). Raise to refuse the run."""
+        return None
+
+    def on_attempt_start(self, *, attempt: AttemptStart) -> HookResult:
+        """A stage attempt is starting; its span is open."""
+        return None
+
+    def on_attempt_end(self, *, attempt: AttemptStart, record: SpanRecord) -> HookResult:
+        """A stage attempt ended; ``record`` is what ``ctx.trace`` keeps of it."""
+        return None
+
+    def on_run_end(self, *, run: RunEnd) -> HookResult:
+        """A run ended (also when cancelled: this hook is shielded from cancellation)."""
+        return None
+
+    def on_batch_end(self, *, batch: BatchEnd) -> HookResult:
+        """A batch ended (completed or cancelled)."""
+        return None
+
+
+_HOOKS = (
+    "on_batch_start",
+    "on_run_start",
+    "on_attempt_start",
+    "on_attempt_end",
+    "on_run_end",
+    "on_batch_end",
+)
+
+
+class Observers:
+    """The engine's view of a set of observers: for each hook, the methods that implement it.
+
+    Only hooks an observer overrides are called, so an observer that follows runs costs
+    nothing per stage.
+    """
+
+    __slots__ = _HOOKS
+    EMPTY: ClassVar[Observers]
+
+    def __init__(self, observers: Iterable[Any] = ()) -> None:
+        found: dict[str, list[Callable[..., Any]]] = {h: [] for h in _HOOKS}
+        for obs in observers:
+            for hook in _HOOKS:
+                method = getattr(obs, hook, None)
+                if method is None or not callable(method):
+                    continue
+                if getattr(type(obs), hook, None) is getattr(RunObserver, hook):
+                    continue  # the base class's no-op
+                found[hook].append(method)
+        for hook in _HOOKS:
+            object.__setattr__(self, hook, tuple(found[hook]))
+
+    def __bool__(self) -> bool:
+        return any(getattr(self, h) for h in _HOOKS)
+
+    @staticmethod
+    def combine(*groups: Iterable[Any]) -> Observers:
+        """One Observers over every observer of ``groups``, in order, each once."""
+        seen: list[Any] = []
+        for group in groups:
+            for obs in group:
+                if not any(obs is s for s in seen):
+                    seen.append(obs)
+        return Observers(seen) if seen else Observers.EMPTY
+
+
+Observers.EMPTY = Observers()
+
+
+async def notify(hooks: Sequence[Callable[..., Any]], **event: Any) -> None:
+    """Call each hook, awaiting async ones; log and swallow what they raise."""
+    for hook in hooks:
+        try:
+            result = hook(**event)
+            if result is not None and inspect.isawaitable(result):
+                await result
+        except anyio.get_cancelled_exc_class():
+            raise
+        except Exception as err:
+            _log.error("run observer failed", hook=_name(hook), error=repr(err))
+
+
+async def notify_strict(hooks: Sequence[Callable[..., Any]], **event: Any) -> None:
+    """Call each hook, awaiting async ones; what they raise propagates (``on_run_start``)."""
+    for hook in hooks:
+        result = hook(**event)
+        if result is not None and inspect.isawaitable(result):
+            await result
+
+
+async def notify_shielded(hooks: Sequence[Callable[..., Any]], **event: Any) -> None:
+    """``notify`` inside a shielded cancel scope: end-of-run hooks run even when cancelled."""
+    if hooks:
+        with anyio.CancelScope(shield=True):
+            await notify(hooks, **event)
+
+
+def _name(hook: Callable[..., Any]) -> str:
+    owner = getattr(hook, "__self__", None)
+    prefix = f"{type(owner).__qualname__}." if owner is not None else ""
+    return prefix + getattr(hook, "__name__", repr(hook))
