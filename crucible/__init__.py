@@ -9,11 +9,14 @@ from crucible.errors import (
     ExperimentFileError,
     InvalidPipeline,
     Problem,
+    StageError,
     StageFailed,
 )
 from crucible.experiment import Experiment, OutputSpec, StageDef, load_experiment
+from crucible.observers import RunObserver
 from crucible.registry import Registry, default_registry
 from crucible.stage import Stage, StageSpec, stage
+from crucible.status import RunStatus
 from crucible.trace import SpanEvent, SpanRecord, Trace
 
 __all__ = [
@@ -27,11 +30,14 @@ __all__ = [
     "OutputSpec",
     "Problem",
     "Registry",
+    "RunObserver",
     "RunOutcome",
+    "RunStatus",
     "SpanEvent",
     "SpanRecord",
     "Stage",
     "StageDef",
+    "StageError",
     "StageFailed",
     "StageSpec",
     "Trace",

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import itertools
+import datetime as dt
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import anyio
 import structlog
@@ -16,14 +16,28 @@ from opentelemetry import trace
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
 from crucible.context import Context
-from crucible.engine import coerce_experiment, new_run_id, run, status_of
-from crucible.errors import CrucibleError, StageFailed
-from crucible.experiment import Experiment
+from crucible.engine import coerce_experiment, new_run_id, run
+from crucible.errors import StageFailed
+from crucible.experiment import Experiment, matrix_points
+from crucible.observers import (
+    BatchEnd,
+    BatchStart,
+    Observers,
+    RunEnd,
+    RunObserver,
+    RunStart,
+    StageInfo,
+    notify,
+    notify_shielded,
+)
+from crucible.status import RunStatus, status_for_result
+from crucible.telemetry import conventions as names
 from crucible.telemetry import spans as tel
+from crucible.telemetry.carrier import parent_context
 
-Status_ = Literal["completed", "failed", "timed_out", "cancelled"]
 _log = structlog.get_logger("crucible.batch")
 DEFAULT_TRACE_CHILDREN = 100
+NEVER_STARTED = "batch cancelled before the run started"
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,9 +51,12 @@ class BatchItem:
 
 @dataclass(frozen=True, slots=True)
 class RunOutcome:
-    """What happened to one item: status, final (or last good) Context, error, ids."""
+    """What happened to one item: status, final (or last good) Context, error, ids.
 
-    status: Status_
+    ``duration_s`` counts from the moment the run started, not from when it was queued.
+    """
+
+    status: RunStatus
     context: Context | None
     error: BaseException | None
     run_id: str
@@ -50,7 +67,7 @@ class RunOutcome:
 
     @property
     def ok(self) -> bool:
-        return self.status == "completed"
+        return self.status is RunStatus.COMPLETED
 
 
 @dataclass
@@ -72,8 +89,8 @@ def _trace_id(ctx: Context | None) -> str | None:
     return ctx.trace.trace_id if ctx is not None and ctx.trace is not None else None
 
 
-def _outcome_for(err: BaseException) -> Status_:
-    return status_of(err) if isinstance(err, StageFailed) else "failed"
+def _outcome_for(err: BaseException) -> RunStatus:
+    return status_for_result(err.result) if isinstance(err, StageFailed) else RunStatus.FAILED
 
 
 async def run_batch(
@@ -84,14 +101,16 @@ async def run_batch(
     name: str = "batch",
     trace_children: int = DEFAULT_TRACE_CHILDREN,
     progress: Callable[[BatchProgress], None] | None = None,
+    observers: Iterable[RunObserver] = (),
     **run_kwargs: Any,
 ) -> list[RunOutcome]:
     """Run every item (at most ``max_concurrency`` at once) and return outcomes in input order.
 
     One failing run never stops the others. Runs are children of a ``BATCH {name}`` span when
     the batch has at most ``trace_children`` items; beyond that each run starts its own trace
-    with a span link to the batch span. Every keyword argument of ``run`` is accepted.
-    Cancelling the batch cancels every run; each is recorded ``cancelled`` in the store.
+    with a span link to the batch span. Every keyword argument of ``run`` is accepted, and
+    ``observers`` follow every run and the batch itself. Cancelling the batch cancels every
+    run; each (also one still waiting for a slot) is recorded ``cancelled``.
     """
     if max_concurrency < 1:
         raise ValueError(f"max_concurrency must be at least 1, got {max_concurrency}")
@@ -102,21 +121,27 @@ async def run_batch(
     experiments = [coerce_experiment(b.experiment) for b in batch]
     run_ids = [b.run_id or new_run_id() for b in batch]
     batch_id = batch_id or str(uuid.uuid4())
+    user_observers = tuple(observers)
+    store = run_kwargs.get("store")
+    watchers = Observers.combine(() if store is None else (store.observer,), user_observers)
     telemetry = tel.telemetry_for(
         run_kwargs.get("tracer_provider"), run_kwargs.get("meter_provider")
     )
-    parent = tel.parent_context(run_kwargs.pop("parent", None))
+    parent = parent_context(run_kwargs.pop("parent", None))
     batch_span = telemetry.tracer.start_span(
-        f"BATCH {name}",
+        names.batch_span_name(name),
         context=parent,
         kind=SpanKind.INTERNAL,
-        attributes={"crucible.batch.id": batch_id, "crucible.batch.size": len(batch),
-                    "crucible.batch.max_concurrency": max_concurrency},
+        attributes={names.BATCH_ID: batch_id, names.BATCH_SIZE: len(batch),
+                    names.BATCH_MAX_CONCURRENCY: max_concurrency},
     )  # fmt: skip
     batch_ctx = trace.set_span_in_context(batch_span, parent)
     as_children = len(batch) <= trace_children
-    link = [Link(batch_span.get_span_context(), {"crucible.batch.id": batch_id})]
-    store = run_kwargs.get("store")
+    link = [Link(batch_span.get_span_context(), {names.BATCH_ID: batch_id})]
+    trace_hex, span_hex = tel.hex_ids(batch_span)
+    started = BatchStart(batch_id, name, len(batch), max_concurrency, trace_hex, span_hex,
+                         as_children)  # fmt: skip
+    await notify(watchers.on_batch_start, batch=started)
     limiter = anyio.CapacityLimiter(max_concurrency)
     outcomes: list[RunOutcome | None] = [None] * len(batch)
     state = BatchProgress(total=len(batch))
@@ -130,11 +155,10 @@ async def run_batch(
 
     async def one(i: int) -> None:
         exp, rid = experiments[i], run_ids[i]
-        started = False
-        t0 = time.perf_counter()
+        t0: float | None = None
         try:
             async with limiter:
-                started = True
+                t0 = time.perf_counter()
                 state.running += 1
                 report()
                 try:
@@ -145,10 +169,11 @@ async def run_batch(
                         batch_id=batch_id,
                         parent=batch_ctx if as_children else otel_context.Context(),
                         links=() if as_children else link,
+                        observers=user_observers,
                         **run_kwargs,
                     )
-                    outcomes[i] = RunOutcome("completed", ctx, None, rid, _trace_id(ctx), i,
-                                             exp.id, time.perf_counter() - t0)  # fmt: skip
+                    outcomes[i] = RunOutcome(RunStatus.COMPLETED, ctx, None, rid, _trace_id(ctx),
+                                             i, exp.id, time.perf_counter() - t0)  # fmt: skip
                     state.completed += 1
                 except Exception as err:  # isolated: one failing run never stops the others
                     last: Context | None = getattr(err, "context", None)
@@ -160,10 +185,11 @@ async def run_batch(
                     report()
         except anyio.get_cancelled_exc_class():
             if outcomes[i] is None:
-                outcomes[i] = RunOutcome("cancelled", None, None, rid, None, i, exp.id,
-                                         time.perf_counter() - t0)  # fmt: skip
-                if not started and store is not None:
-                    await _record_never_started(store, exp, rid, batch_id)
+                took = 0.0 if t0 is None else time.perf_counter() - t0
+                outcomes[i] = RunOutcome(RunStatus.CANCELLED, None, None, rid, None, i, exp.id,
+                                         took)  # fmt: skip
+                if t0 is None:
+                    await _never_started(watchers, exp, rid, batch_id)
             raise
 
     try:
@@ -172,66 +198,51 @@ async def run_batch(
                 tg.start_soon(one, i)
     except BaseException:
         batch_span.set_status(Status(StatusCode.ERROR, "batch cancelled"))
-        batch_span.set_attribute("crucible.batch.failed", state.failed)
+        batch_span.set_attribute(names.BATCH_FAILED, state.failed)
         batch_span.end()
+        done = [o for o in outcomes if o is not None]
+        await notify_shielded(watchers.on_batch_end, batch=BatchEnd(started, done, True))
         raise
-    batch_span.set_attribute("crucible.batch.completed", state.completed)
-    batch_span.set_attribute("crucible.batch.failed", state.failed)
+    batch_span.set_attribute(names.BATCH_COMPLETED, state.completed)
+    batch_span.set_attribute(names.BATCH_FAILED, state.failed)
     if state.failed:
         batch_span.set_status(
             Status(StatusCode.ERROR, f"{state.failed} of {len(batch)} runs failed")
         )
     batch_span.end()
-    return [o for o in outcomes if o is not None]
+    final = [o for o in outcomes if o is not None]
+    await notify(watchers.on_batch_end, batch=BatchEnd(started, final))
+    return final
 
 
-async def _record_never_started(store: Any, exp: Experiment, run_id: str, batch_id: str) -> None:
-    """A run cancelled while waiting for a slot is still recorded, as cancelled."""
-    try:
-        with anyio.CancelScope(shield=True), anyio.fail_after(10):
-            await store.start_run(exp, run_id, batch_id=batch_id)
-            await store.finish_run(
-                run_id, "cancelled", failure_message="batch cancelled before the run started"
-            )
-    except Exception as err:
-        _log.error("run store write failed", operation="cancel", run_id=run_id, error=repr(err))
+async def _never_started(watchers: Observers, exp: Experiment, run_id: str, batch_id: str) -> None:
+    """A run cancelled while waiting for a slot is still reported (and stored) as cancelled."""
+    if not (watchers.on_run_start or watchers.on_run_end):
+        return
+    now = dt.datetime.now(dt.UTC)
+    stages = tuple(StageInfo(i, sd.name, sd.enabled) for i, sd in enumerate(exp.pipeline))
+    start = RunStart(exp, run_id, None, None, batch_id, stages, now)
+    with anyio.CancelScope(shield=True):
+        await notify(watchers.on_run_start, run=start)
+        end = RunEnd(start, RunStatus.CANCELLED, None, None, now, message=NEVER_STARTED)
+        await notify(watchers.on_run_end, run=end)
 
 
 def expand_matrix(experiment: Experiment) -> list[BatchItem]:
-    """The cartesian product of ``experiment.matrix`` as batch items (one per option set).
+    """The sweep of ``experiment.matrix`` as batch items, the point in ``assigns["matrix"]``.
 
-    ``matrix: {"bench.alpha": [0.01, 0.05], "bench.tests": [[ttest], [welch]]}`` gives four
-    runs; each sets the options on every pipeline stage with that name. The point of the sweep
-    is kept in ``assigns["matrix"]``. An experiment without a matrix gives one item.
+    An experiment without a matrix gives one item.
     """
+    points = matrix_points(experiment)
     if not experiment.matrix:
         return [BatchItem(experiment)]
-    keys = list(experiment.matrix)
-    names = {sd.name for sd in experiment.pipeline}
-    missing = sorted({k.split(".", 1)[0] for k in keys} - names)
-    if missing:
-        raise CrucibleError(
-            f"{experiment.id}: matrix names stages not in the pipeline: {', '.join(missing)}"
-        )
-    items: list[BatchItem] = []
-    for values in itertools.product(*(experiment.matrix[k] for k in keys)):
-        point = dict(zip(keys, values, strict=True))
-        pipeline = []
-        for sd in experiment.pipeline:
-            options = dict(sd.options or {})
-            for key, value in point.items():
-                stage_name, option = key.split(".", 1)
-                if stage_name == sd.name:
-                    options[option] = value
-            pipeline.append(sd.model_copy(update={"options": options}) if options else sd)
-        variant = experiment.model_copy(update={"pipeline": pipeline, "matrix": None})
-        items.append(BatchItem(variant, assigns={"matrix": point}))
-    return items
+    return [BatchItem(variant, assigns={"matrix": point}) for variant, point in points]
 
 
 def summarize(outcomes: Sequence[RunOutcome]) -> dict[str, int]:
-    """Count outcomes by status."""
-    counts = {"completed": 0, "failed": 0, "timed_out": 0, "cancelled": 0}
+    """Count outcomes by final status."""
+    counts = {s.value: 0 for s in (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.TIMED_OUT,
+                                   RunStatus.CANCELLED)}  # fmt: skip
     for o in outcomes:
         counts[o.status] += 1
     return counts

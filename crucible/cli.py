@@ -62,7 +62,7 @@ from crucible.registry import ENTRY_POINT_GROUP, Registry, default_registry
 from crucible.serialize import to_jsonable
 from crucible.stage import StageSpec
 from crucible.store import RunInfo, RunStatus, RunStore, normalize_url
-from crucible.telemetry import spans as tel
+from crucible.telemetry import conventions as tel
 from crucible.telemetry.setup import TelemetryHandle, configure
 
 __all__ = ["app", "main"]

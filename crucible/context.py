@@ -13,16 +13,18 @@ from typing import Any, overload
 
 from pyrsistent import PVector, pvector
 
-from crucible.experiment import Experiment
-from crucible.frozen import FrozenMap, StageList
+from crucible.experiment.models import Experiment
+from crucible.frozen import FrozenMap, StageList, slot_setters
 from crucible.serialize import to_jsonable
 from crucible.trace import SpanEvent, Trace
 
 COMPLETED_STAGES = "completed_stages"
+FIELDS = (
+    "experiment_id", "run_id", "experiment", "outputs", "metrics", "artifacts", "trace",
+    "telemetry_context", "assigns",
+)  # fmt: skip
 _MISSING: Any = object()
 _EMPTY: FrozenMap[str, Any] = FrozenMap()
-_set = object.__setattr__
-_EMPTY_LIST: PVector[Any] = pvector()
 _NO_STAGES = StageList()
 _FROZEN_TYPES: dict[str, Any] = {
     "experiment_id": object,
@@ -75,52 +77,25 @@ class Context:
 
     def __post_init__(self) -> None:
         # Conversion only happens for plain values a caller passed; helpers pass frozen ones.
-        s = object.__setattr__
         if not isinstance(self.outputs, PVector):
             if isinstance(self.outputs, str | bytes) or not isinstance(self.outputs, Iterable):
                 raise TypeError(f"outputs must be a list, got {type(self.outputs).__name__}")
-            s(self, "outputs", pvector(self.outputs))
+            _S_OUTPUTS(self, pvector(self.outputs))
         if not isinstance(self.metrics, FrozenMap):
-            s(self, "metrics", _freeze_map(self.metrics, "metrics"))
+            _S_METRICS(self, _freeze_map(self.metrics, "metrics"))
         if not isinstance(self.artifacts, FrozenMap):
-            s(self, "artifacts", _freeze_map(self.artifacts, "artifacts"))
+            _S_ARTIFACTS(self, _freeze_map(self.artifacts, "artifacts"))
         if not isinstance(self.telemetry_context, FrozenMap):
-            s(self, "telemetry_context", _freeze_map(self.telemetry_context, "telemetry_context"))
+            _S_TELEMETRY(self, _freeze_map(self.telemetry_context, "telemetry_context"))
         if not isinstance(self.assigns, FrozenMap):
             assigns = _freeze_map(self.assigns, "assigns")
             seed = assigns.get(COMPLETED_STAGES)
             if seed is not None and not isinstance(seed, StageList):
                 assigns = assigns.set(COMPLETED_STAGES, StageList(seed))
-            s(self, "assigns", assigns)
-
-    @staticmethod
-    def fresh(
-        experiment_id: str,
-        run_id: str,
-        experiment: Experiment,
-        *,
-        assigns: Mapping[str, Any] | None,
-        trace: Trace,
-        telemetry_context: FrozenMap[str, str],
-    ) -> Context:
-        """The engine's starting Context (skips re-checking values it built itself)."""
-        if assigns:
-            return Context(experiment_id, run_id, experiment, assigns=assigns, trace=trace,
-                           telemetry_context=telemetry_context)  # fmt: skip
-        new = object.__new__(Context)
-        _set(new, "experiment_id", experiment_id)
-        _set(new, "run_id", run_id)
-        _set(new, "experiment", experiment)
-        _set(new, "outputs", _EMPTY_LIST)
-        _set(new, "metrics", _EMPTY)
-        _set(new, "artifacts", _EMPTY)
-        _set(new, "trace", trace)
-        _set(new, "telemetry_context", telemetry_context)
-        _set(new, "assigns", _EMPTY)
-        return new
+            _S_ASSIGNS(self, assigns)
 
     def evolve(self, **changes: Any) -> Context:
-        """A copy with some fields replaced (like ``dataclasses.replace``, plain values frozen)."""
+        """A copy with some fields replaced (like ``dataclasses.replace``); plain values frozen."""
         new = self._evolve(**changes)
         if any(not isinstance(v, _FROZEN_TYPES[k]) for k, v in changes.items()):
             new.__post_init__()  # a plain dict/list was passed: freeze and check it
@@ -137,24 +112,8 @@ class Context:
         _S_METRICS(new, get("metrics", self.metrics))
         _S_ARTIFACTS(new, get("artifacts", self.artifacts))
         _S_TRACE(new, get("trace", self.trace))
-        _S_TELEMETRY_CONTEXT(new, get("telemetry_context", self.telemetry_context))
+        _S_TELEMETRY(new, get("telemetry_context", self.telemetry_context))
         _S_ASSIGNS(new, get("assigns", self.assigns))
-        return new
-
-    def _with_run_state(
-        self, trace: Trace | None, telemetry_context: Mapping[str, str], assigns: Mapping[str, Any]
-    ) -> Context:
-        # The engine's per-stage copy: the three fields it owns, set without keyword lookups.
-        new = _new(Context)
-        _S_EXPERIMENT_ID(new, self.experiment_id)
-        _S_RUN_ID(new, self.run_id)
-        _S_EXPERIMENT(new, self.experiment)
-        _S_OUTPUTS(new, self.outputs)
-        _S_METRICS(new, self.metrics)
-        _S_ARTIFACTS(new, self.artifacts)
-        _S_TRACE(new, trace)
-        _S_TELEMETRY_CONTEXT(new, telemetry_context)
-        _S_ASSIGNS(new, assigns)
         return new
 
     # --- metrics ---------------------------------------------------------------------------
@@ -257,24 +216,8 @@ class Context:
     def mark_stage_complete(self, stage: str) -> Context:
         """Record ``stage`` as completed, once, in ``assigns['completed_stages']``."""
         _check_key(stage, "stage name")
-        assigns = self._assigns_with_completed(stage)
+        assigns = with_completed_stage(self.assigns, stage)
         return self if assigns is self.assigns else self._evolve(assigns=assigns)
-
-    def _completed(self, stage: str, trace: Trace) -> Context:
-        # The engine marks completion and sets the trace in one copy.
-        assigns = self._assigns_with_completed(stage)
-        return self._with_run_state(trace, self.telemetry_context, assigns)
-
-    def _assigns_with_completed(self, stage: str) -> Mapping[str, Any]:
-        current = self.assigns.get(COMPLETED_STAGES)
-        if current is None:
-            stages = _NO_STAGES
-        else:
-            stages = current if isinstance(current, StageList) else StageList(current)
-        updated = stages.add(stage)
-        if updated is current:
-            return self.assigns
-        return self._pm(self.assigns).set(COMPLETED_STAGES, updated)
 
     def stage_completed(self, stage: str) -> bool:
         _check_key(stage, "stage name")
@@ -317,14 +260,21 @@ class Context:
         return v  # type: ignore[return-value]  # always a PVector after __post_init__
 
 
-# Slot setters of the frozen Context: half the cost of object.__setattr__ on the hot paths.
+def with_completed_stage(assigns: Mapping[str, Any], stage: str) -> Mapping[str, Any]:
+    """``assigns`` with ``stage`` added to its completed stages (the same object if present)."""
+    current = assigns.get(COMPLETED_STAGES)
+    if current is None:
+        stages = _NO_STAGES
+    else:
+        stages = current if isinstance(current, StageList) else StageList(current)
+    updated = stages.add(stage)
+    if updated is current:
+        return assigns
+    return Context._pm(assigns).set(COMPLETED_STAGES, updated)
+
+
 _new = object.__new__
-_S_EXPERIMENT_ID = Context.__dict__["experiment_id"].__set__
-_S_RUN_ID = Context.__dict__["run_id"].__set__
-_S_EXPERIMENT = Context.__dict__["experiment"].__set__
-_S_OUTPUTS = Context.__dict__["outputs"].__set__
-_S_METRICS = Context.__dict__["metrics"].__set__
-_S_ARTIFACTS = Context.__dict__["artifacts"].__set__
-_S_TRACE = Context.__dict__["trace"].__set__
-_S_TELEMETRY_CONTEXT = Context.__dict__["telemetry_context"].__set__
-_S_ASSIGNS = Context.__dict__["assigns"].__set__
+(
+    _S_EXPERIMENT_ID, _S_RUN_ID, _S_EXPERIMENT, _S_OUTPUTS, _S_METRICS, _S_ARTIFACTS, _S_TRACE,
+    _S_TELEMETRY, _S_ASSIGNS,
+) = slot_setters(Context, FIELDS)  # fmt: skip

@@ -1,8 +1,8 @@
-"""Persistent read-only collections behind Context: cheap updates that share structure."""
+"""Persistent read-only collections behind Context, and the cheap way to fill frozen slots."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar, overload
 
 import immutables
@@ -147,3 +147,15 @@ class StageList(Iterable[str]):
 
     def __repr__(self) -> str:
         return f"StageList({list(self._order)!r})"
+
+
+SlotSetter = Callable[[Any, Any], None]
+
+
+def slot_setters(cls: type, names: Sequence[str]) -> tuple[SlotSetter, ...]:
+    """The ``__set__`` of each named slot of a frozen, slotted dataclass.
+
+    Filling a fresh ``object.__new__(cls)`` through these costs half of ``object.__setattr__``;
+    Context and Trace build their copies this way and nothing else sets their slots.
+    """
+    return tuple(cls.__dict__[name].__set__ for name in names)

@@ -8,7 +8,9 @@ from typing import Any, Literal, NamedTuple
 
 from pyrsistent import PVector, pvector
 
-_NO_EVENTS: PVector[Any] = pvector()
+from crucible.frozen import slot_setters
+
+NO_EVENTS: PVector[Any] = pvector()
 StageResult = Literal["success", "failure", "error", "timeout", "cancellation", "skip"]
 
 
@@ -76,19 +78,9 @@ class Trace:
 
     def __post_init__(self) -> None:
         if not isinstance(self.spans, PVector):
-            object.__setattr__(self, "spans", pvector(self.spans))
+            _S_SPANS(self, pvector(self.spans))
         if not isinstance(self.pending_events, PVector):
-            object.__setattr__(self, "pending_events", pvector(self.pending_events))
-
-    @staticmethod
-    def start(trace_id: str, span_id: str) -> Trace:
-        """An empty trace for a run whose span has these ids."""
-        new = _new(Trace)
-        _S_TRACE_ID(new, trace_id)
-        _S_SPAN_ID(new, span_id)
-        _S_SPANS(new, _NO_EVENTS)
-        _S_PENDING(new, _NO_EVENTS)
-        return new
+            _S_PENDING(self, pvector(self.pending_events))
 
     def _with(self, spans: Sequence[SpanRecord], pending: Sequence[SpanEvent]) -> Trace:
         new = _new(Trace)
@@ -111,7 +103,7 @@ class Trace:
         """Return (trace without pending events, the pending events)."""
         if not self.pending_events:
             return self, ()
-        return self._with(self.spans, _NO_EVENTS), tuple(self.pending_events)
+        return self._with(self.spans, NO_EVENTS), tuple(self.pending_events)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -122,9 +114,6 @@ class Trace:
         }
 
 
-# Slot setters of the frozen Trace (see context.py: cheaper than object.__setattr__).
+TRACE_FIELDS = ("trace_id", "span_id", "spans", "pending_events")
 _new = object.__new__
-_S_TRACE_ID = Trace.__dict__["trace_id"].__set__
-_S_SPAN_ID = Trace.__dict__["span_id"].__set__
-_S_SPANS = Trace.__dict__["spans"].__set__
-_S_PENDING = Trace.__dict__["pending_events"].__set__
+_S_TRACE_ID, _S_SPAN_ID, _S_SPANS, _S_PENDING = slot_setters(Trace, TRACE_FIELDS)

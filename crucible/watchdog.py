@@ -2,23 +2,25 @@
 
 A daemon thread pings the loop with ``call_soon_threadsafe``; when a ping goes unanswered for
 longer than the threshold, the loop thread is executing something that never awaits. The
-thread then reads the loop thread's stack, finds the engine frame running a stage, and logs
-a warning with the stage, experiment and run. One watchdog per event loop; it stops itself
-when no run has been active for a while.
+watchdog is a run observer: it knows which attempt each task is running, so it names the
+stage (with its run, trace and span ids) of the task the loop is executing. One watchdog per
+event loop; it stops itself when no run has been active for a while.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-import sys
 import threading
 import time
 import weakref
 from dataclasses import dataclass
-from types import FrameType
+from typing import Any
 
 import structlog
+
+from crucible.observers import AttemptStart, RunEnd, RunObserver, RunStart
+from crucible.trace import SpanRecord
 
 _log = structlog.get_logger("crucible.watchdog")
 DEFAULT_THRESHOLD_S = 0.5
@@ -51,29 +53,18 @@ class BlockReport:
     stage: str | None
     experiment_id: str | None
     run_id: str | None
+    trace_id: str | None = None
+    span_id: str | None = None
 
 
-def _find_stage(frame: FrameType | None) -> tuple[str | None, str | None, str | None]:
-    """Walk a stack from the innermost frame out, to the engine frame running a stage."""
-    while frame is not None:
-        if frame.f_code.co_name == "_attempt" and "step" in frame.f_locals:
-            runner = frame.f_locals.get("self")
-            step = frame.f_locals.get("step")
-            stage = getattr(getattr(step, "definition", None), "name", None)
-            exp = getattr(getattr(runner, "experiment", None), "id", None)
-            return stage, exp, getattr(runner, "run_id", None)
-        frame = frame.f_back
-    return None, None, None
-
-
-class LoopWatchdog:
-    """Watches one event loop from a daemon thread."""
+class LoopWatchdog(RunObserver):
+    """Watches one event loop from a daemon thread; follows its runs as an observer."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, threshold_s: float) -> None:
         self.loop = loop
         self.threshold_s = threshold_s
-        self.loop_thread_id = threading.get_ident()
-        self.active_runs = 0
+        self._runs: set[str] = set()
+        self._attempts: dict[Any, AttemptStart] = {}  # task -> the attempt it is running
         self.last_active = time.monotonic()
         self.reports: list[BlockReport] = []
         self._ack = threading.Event()
@@ -87,6 +78,32 @@ class LoopWatchdog:
 
     def stop(self) -> None:
         self._stop.set()
+
+    @property
+    def active_runs(self) -> int:
+        return len(self._runs)
+
+    # --- observer hooks (called on the loop thread) ---------------------------------------
+    def on_run_start(self, *, run: RunStart) -> None:
+        self._runs.add(run.run_id)
+
+    def on_run_end(self, *, run: RunEnd) -> None:
+        self._runs.discard(run.run.run_id)
+        self.last_active = time.monotonic()
+
+    def on_attempt_start(self, *, attempt: AttemptStart) -> None:
+        self._attempts[asyncio.current_task()] = attempt
+
+    def on_attempt_end(self, *, attempt: AttemptStart, record: SpanRecord) -> None:
+        self._attempts.pop(asyncio.current_task(), None)
+
+    def _running_now(self) -> AttemptStart | None:
+        """The attempt of the task the loop is executing (read from the watchdog thread)."""
+        task = asyncio.current_task(self.loop)
+        found = self._attempts.get(task)
+        if found is None and len(self._attempts) == 1:  # e.g. a task the stage spawned
+            found = next(iter(self._attempts.values()), None)
+        return found
 
     def _watch(self) -> None:
         interval = min(self.threshold_s / 2, 0.25)
@@ -104,19 +121,28 @@ class LoopWatchdog:
             if self._ack.wait(self.threshold_s):
                 self._stop.wait(interval)
                 continue
-            frame = sys._current_frames().get(self.loop_thread_id)
-            stage, exp, run_id = _find_stage(frame)
+            att = self._running_now()
             while not self._ack.wait(1.0):  # the episode ends when the loop answers again
                 if self.loop.is_closed() or self._stop.is_set():
                     return
-            report = BlockReport(time.monotonic() - sent, stage, exp, run_id)
+            report = BlockReport(
+                time.monotonic() - sent,
+                att.stage if att else None,
+                att.run.experiment.id if att else None,
+                att.run.run_id if att else None,
+                att.trace_id if att else None,
+                att.span_id if att else None,
+            )
             self.reports.append(report)
+            stage = report.stage
             _log.warning(
                 "event loop blocked" + (f" by stage {stage!r}" if stage else ""),
                 blocked_s=round(report.seconds, 3),
                 stage=stage,
-                experiment_id=exp,
-                run_id=run_id,
+                experiment_id=report.experiment_id,
+                run_id=report.run_id,
+                trace_id=report.trace_id,
+                span_id=report.span_id,
                 hint="use `await anyio.to_thread.run_sync(...)` or a sync stage for CPU work",
             )
 

@@ -1,22 +1,36 @@
 """The engine: plan a pipeline (resolve, validate), then run it under spans, telling observers."""
 
-from crucible.engine.observers import (
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry import trace
+from opentelemetry.metrics import MeterProvider
+from opentelemetry.trace import Link
+
+from crucible.context import Context
+from crucible.engine.plan import PlannedStage, ValidateMode, cached_plan, coerce_experiment, plan
+from crucible.engine.runner import Runner
+from crucible.experiment import Experiment
+from crucible.observers import (
     AttemptStart,
     BatchEnd,
     BatchStart,
+    Observers,
     RunEnd,
     RunObserver,
     RunStart,
     StageInfo,
 )
-from crucible.engine.runner import (
-    PlannedStage,
-    coerce_experiment,
-    new_run_id,
-    plan,
-    run,
-    status_of,
-)
+from crucible.registry import Registry, _imports_allowed, default_registry
+from crucible.telemetry import spans as tel
+from crucible.telemetry.carrier import parent_context
+from crucible.watchdog import threshold_from_env, watchdog_for_current_loop
+
+if TYPE_CHECKING:
+    from crucible.store import RunStore
 
 __all__ = [
     "AttemptStart",
@@ -27,9 +41,92 @@ __all__ = [
     "RunObserver",
     "RunStart",
     "StageInfo",
+    "ValidateMode",
     "coerce_experiment",
     "new_run_id",
+    "observers_for",
     "plan",
     "run",
-    "status_of",
 ]
+
+
+def new_run_id() -> str:
+    """A random UUID4 from the OS's randomness: a stage seeding ``random`` cannot repeat it."""
+    return str(uuid.uuid4())
+
+
+_last_observers: tuple[tuple[Any, ...], Observers] | None = None
+
+
+def observers_for(store: RunStore | None, observers: Iterable[Any]) -> Observers:
+    """The observers of a run: the store's, the caller's, then the loop watchdog (if on)."""
+    global _last_observers
+    threshold = threshold_from_env()
+    dog = watchdog_for_current_loop(threshold) if threshold else None
+    key = (store, dog, *observers)
+    last = _last_observers
+    if (
+        last is not None
+        and len(last[0]) == len(key)
+        and all(a is b for a, b in zip(last[0], key, strict=True))
+    ):
+        return last[1]
+    found = Observers.combine(
+        () if store is None else (store.observer,), key[2:], () if dog is None else (dog,)
+    )
+    _last_observers = (key, found)
+    return found
+
+
+async def run(
+    experiment: Experiment | Mapping[str, Any],
+    *,
+    run_id: str | None = None,
+    assigns: Mapping[str, Any] | None = None,
+    registry: Registry | None = None,
+    store: RunStore | None = None,
+    observers: Iterable[RunObserver] = (),
+    tracer_provider: trace.TracerProvider | None = None,
+    meter_provider: MeterProvider | None = None,
+    parent: Any = None,
+    validate_options: ValidateMode = "error",
+    timeout: float | None = None,  # noqa: ASYNC109 - the run-level deadline is part of the API
+    allow_imports: bool = False,
+    batch_id: str | None = None,
+    links: Sequence[Link] = (),
+    url: str | None = None,
+) -> Context:
+    """Run an experiment's stages in order and return the final Context.
+
+    Raises InvalidPipeline (nothing ran) or StageFailed (with the last good context). Outside
+    cancellation ends the spans with result ``cancellation`` and propagates. ``url`` is a link
+    to the run (``{run_id}``, ``{trace_id}`` and ``{span_id}`` are filled in), set on every stage
+    span as ``cicd.pipeline.task.run.url.full``.
+    """
+    exp = coerce_experiment(experiment)
+    if timeout is not None and timeout <= 0:
+        raise ValueError(f"timeout must be positive seconds, got {timeout!r}")
+    planned = cached_plan(
+        exp,
+        registry if registry is not None else default_registry(),
+        validate_options=validate_options,
+        allow_imports=allow_imports,
+    )
+    runner = Runner(
+        exp,
+        planned,
+        run_id=run_id or new_run_id(),
+        assigns=assigns,
+        observers=observers_for(store, observers),
+        telemetry=tel.telemetry_for(tracer_provider, meter_provider),
+        parent=parent_context(parent),
+        timeout=timeout,
+        batch_id=batch_id,
+        links=links,
+        url=url,
+    )
+    token = _imports_allowed.set(allow_imports)
+    try:
+        return await runner.execute()
+    finally:
+        _imports_allowed.reset(token)

@@ -1,205 +1,54 @@
-"""run(): resolve and validate every stage, then run them in order under OpenTelemetry spans."""
+"""Execute a planned pipeline: a run span, a span per stage attempt, observers between awaits."""
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import inspect
-import json
 import math
 import random
 import time
-import weakref
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from collections.abc import Sequence
+from typing import Any
 
 import anyio
 import structlog
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
 from crucible.context import Context
-from crucible.errors import (
-    DuplicateRun,
-    ImportsNotAllowed,
-    InvalidPipeline,
-    OptionsError,
-    Problem,
-    StageFailed,
-    UnknownStage,
-)
-from crucible.experiment import Experiment, StageDef, experiment_from_mapping
-from crucible.frozen import FrozenMap
+from crucible.engine import _fast
+from crucible.engine.plan import PlannedStage
+from crucible.errors import StageError, StageFailed
+from crucible.experiment import Experiment
 from crucible.logging import run_context
-from crucible.registry import Registry, _imports_allowed, default_registry
-from crucible.serialize import to_jsonable
+from crucible.observers import (
+    AttemptStart,
+    Observers,
+    RunEnd,
+    RunStart,
+    notify,
+    notify_shielded,
+    notify_strict,
+)
 from crucible.stage import StageSpec
+from crucible.status import RunStatus, status_for_result
+from crucible.telemetry import conventions as names
 from crucible.telemetry import spans as tel
-from crucible.trace import SpanEvent, SpanRecord, StageResult, Trace
-from crucible.watchdog import threshold_from_env, watchdog_for_current_loop
+from crucible.telemetry.carrier import StageCarriers
+from crucible.trace import SpanEvent, SpanRecord, StageResult
 
-ValidateMode = Literal["error", "warn", "off"]
-RunStatus = Literal["completed", "failed", "timed_out", "cancelled"]
 _log = structlog.get_logger("crucible.engine")
-_STORE_TIMEOUT_S = 10.0
-_MAX_OPTIONS_ATTR = 2048
 
 
-@dataclass(frozen=True, slots=True)
-class PlannedStage:
-    """A pipeline step after pre-flight: its spec (None when disabled) and validated options."""
-
-    index: int
-    definition: StageDef
-    spec: StageSpec | None
-    options: Any
-    span_attributes: Mapping[str, Any] = field(default_factory=dict)
-    metric_attributes: Mapping[str, Any] = field(default_factory=dict)
-    span_name: str = ""
-    first_attempt_attributes: Mapping[str, Any] = field(default_factory=dict)
-
-
-def coerce_experiment(experiment: Experiment | Mapping[str, Any]) -> Experiment:
-    if isinstance(experiment, Experiment):
-        return experiment
-    if isinstance(experiment, Mapping):
-        return experiment_from_mapping(experiment)
-    raise TypeError(f"run() expects an Experiment or a mapping, got {type(experiment).__name__}")
-
-
-def plan(
-    experiment: Experiment,
-    registry: Registry,
-    *,
-    validate_options: ValidateMode = "error",
-    allow_imports: bool = False,
-) -> list[PlannedStage]:
-    """Resolve every enabled stage and validate its options; raise InvalidPipeline if any fail."""
-    if validate_options not in ("error", "warn", "off"):
-        raise ValueError(
-            f"validate_options must be 'error', 'warn' or 'off', got {validate_options!r}"
-        )
-    fatal: list[Problem] = []
-    warnings: list[Problem] = []
-    planned: list[PlannedStage] = []
-    for i, sd in enumerate(experiment.pipeline):
-        attrs = {
-            tel.TASK_NAME: sd.name,
-            "crucible.stage.index": i,
-            "crucible.stage.option_keys": sorted((sd.options or {}).keys()),
-            "crucible.stage.options": _options_attr(sd.options),
-        }
-        extra: dict[str, Any] = {
-            "metric_attributes": {
-                tel.PIPELINE_NAME: experiment.id,
-                tel.TASK_NAME: sd.name,
-                tel.TASK_RUN_RESULT: "success",
-            },
-            "span_name": f"stage {sd.name}",
-            "first_attempt_attributes": {**attrs, "crucible.stage.attempt": 1},
-        }
-        if not sd.enabled:
-            planned.append(PlannedStage(i, sd, None, None, attrs, **extra))
-            continue
-        try:
-            spec = registry.resolve(sd, allow_imports=allow_imports)
-        except (UnknownStage, ImportsNotAllowed, TypeError) as err:
-            fatal.append(Problem(str(err), stage_index=i, stage=sd.name))
-            continue
-        if validate_options == "off":
-            planned.append(
-                PlannedStage(i, sd, spec, spec.unchecked_options(sd.options), attrs, **extra)
-            )
-            continue
-        try:
-            opts = spec.validate_options(sd.options)
-        except OptionsError as err:
-            probs = [Problem(m, stage_index=i, stage=sd.name, path=p) for p, m in err.problems]
-            (fatal if validate_options == "error" else warnings).extend(probs)
-            opts = spec.unchecked_options(sd.options)
-        planned.append(PlannedStage(i, sd, spec, opts, attrs, **extra))
-    if fatal:
-        raise InvalidPipeline(fatal + warnings, source=experiment.id)
-    for p in warnings:
-        _log.warning("invalid stage options", experiment_id=experiment.id, problem=str(p))
-    return planned
-
-
-_PLAN_CACHE_SIZE = 256
-_plan_cache: dict[int, tuple[Any, ...]] = {}
-
-
-def cached_plan(
-    experiment: Experiment,
-    registry: Registry,
-    *,
-    validate_options: ValidateMode,
-    allow_imports: bool,
-) -> list[PlannedStage]:
-    """plan(), reused while the same Experiment object runs again on an unchanged registry.
-
-    Experiments are frozen, so a batch running one experiment many times resolves and
-    validates it once. Entries hold a weak reference check (the object identity) and the
-    registry version; anything else re-plans.
-    """
-    if validate_options == "warn":  # warnings are logged by plan(): keep them per run
-        return plan(experiment, registry, validate_options="warn", allow_imports=allow_imports)
-    key = id(experiment)
-    hit = _plan_cache.get(key)
-    if hit is not None:
-        exp_ref, reg_ref, version, mode, imports, planned = hit
-        if (
-            exp_ref() is experiment
-            and reg_ref() is registry
-            and version == registry.version
-            and mode == validate_options
-            and imports == allow_imports
-        ):
-            return planned  # type: ignore[no-any-return]
-    planned = plan(
-        experiment, registry, validate_options=validate_options, allow_imports=allow_imports
-    )
-    if len(_plan_cache) >= _PLAN_CACHE_SIZE:
-        _plan_cache.pop(next(iter(_plan_cache)))
-    _plan_cache[key] = (
-        weakref.ref(experiment), weakref.ref(registry), registry.version,
-        validate_options, allow_imports, planned,
-    )  # fmt: skip
-    return planned
-
-
-_UUID4_CLEAR = ~(0xF000 << 64 | 0xC000 << 48)
-_UUID4_SET = 0x4000 << 64 | 0x8000 << 48
-
-
-def new_run_id() -> str:
-    """A random UUID4 string (from ``random``, not the OS entropy pool: ids, not secrets)."""
-    h = f"{random.getrandbits(128) & _UUID4_CLEAR | _UUID4_SET:032x}"
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+class _NotAContext(TypeError):
+    """A stage returned something other than a Context (an engine-level ``error``)."""
 
 
 def _backoff(base: float, attempt: int) -> float:
     """Exponential backoff with full jitter around the nominal delay (±50%)."""
     return float(base * (2 ** (attempt - 1)) * random.uniform(0.5, 1.5))
-
-
-_PIPELINE_RESULT: dict[RunStatus, str] = {
-    "completed": "success",
-    "failed": "failure",
-    "timed_out": "timeout",
-    "cancelled": "cancellation",
-}
-
-
-def status_of(failure: StageFailed) -> RunStatus:
-    """The run status a failed stage leaves: timed_out, cancelled or failed."""
-    if failure.result == "timeout":
-        return "timed_out"
-    if failure.result == "cancellation":
-        return "cancelled"
-    return "failed"
 
 
 def _result_for(exc: BaseException) -> StageResult:
@@ -210,65 +59,53 @@ def _result_for(exc: BaseException) -> StageResult:
     return "failure"
 
 
-class _NotAContext(TypeError):
-    """A stage returned something other than a Context."""
+def pipeline_result(status: RunStatus, failure: StageFailed | None) -> str:
+    """``cicd.pipeline.result`` of a finished run (``error`` when the engine itself failed)."""
+    if status is RunStatus.COMPLETED:
+        return names.RESULT_SUCCESS
+    if status is RunStatus.CANCELLED:
+        return names.RESULT_CANCELLATION
+    if status is RunStatus.TIMED_OUT:
+        return names.RESULT_TIMEOUT
+    if failure is not None and failure.result == names.RESULT_ERROR:
+        return names.RESULT_ERROR
+    return names.RESULT_FAILURE
 
 
-def _options_attr(options: Mapping[str, Any] | None) -> str:
-    text = json.dumps(to_jsonable(dict(options or {})), sort_keys=True)
-    return text if len(text) <= _MAX_OPTIONS_ATTR else text[: _MAX_OPTIONS_ATTR - 3] + "..."
-
-
-async def _store_call(store: Any, op: str, run_id: str, *args: Any, **kwargs: Any) -> None:
-    """Call a store method; failures are logged, never raised (the run's result comes first).
-
-    The one exception is a duplicate run id at start: running would overwrite that record.
-    """
-    if store is None:
-        return
-    try:
-        with anyio.CancelScope(shield=True), anyio.fail_after(_STORE_TIMEOUT_S):
-            await getattr(store, op)(*args, **kwargs)
-    except DuplicateRun:
-        raise
-    except Exception as err:
-        _log.error("run store write failed", operation=op, run_id=run_id, error=repr(err))
-
-
-class _Runner:
-    """State of one run; ``execute`` drives the stages."""
+class Runner:
+    """State of one run; ``execute`` drives the stages and tells the observers."""
 
     def __init__(
         self,
         experiment: Experiment,
-        planned: list[PlannedStage],
+        planned: Sequence[PlannedStage],
         *,
         run_id: str,
-        assigns: Mapping[str, Any] | None,
-        store: Any,
+        assigns: Any,
+        observers: Observers,
         telemetry: tel.Telemetry,
         parent: otel_context.Context | None,
         timeout: float | None,
         batch_id: str | None,
         links: Sequence[Link],
+        url: str | None,
     ) -> None:
         self.experiment = experiment
         self.planned = planned
         self.run_id = run_id
         self.assigns = assigns
-        self.store = store
+        self.obs = observers
         self.tel = telemetry
         self.parent = parent
         self.timeout = timeout
         self.batch_id = batch_id
         self.links = links
-        self._log: Any = None
-        self.block_warn_s = threshold_from_env()
-        self.has_baggage = False
-        self.carrier_head = self.carrier_tail = ""
-        self.carrier_state: str | None = None
-        self.run_carrier: FrozenMap[str, str] = FrozenMap()
+        self.url = url
+        self.trace_id = ""
+        self.carriers: StageCarriers | None = None
+        self.run_start: RunStart | None = None
         self.cancelled_at: StageFailed | None = None
+        self._log: Any = None
 
     @property
     def log(self) -> Any:
@@ -280,61 +117,55 @@ class _Runner:
     async def execute(self) -> Context:
         exp = self.experiment
         attrs: dict[str, Any] = {
-            tel.PIPELINE_NAME: exp.id,
-            tel.PIPELINE_RUN_ID: self.run_id,
-            "crucible.stage.count": len(self.planned),
+            names.PIPELINE_NAME: exp.id,
+            names.PIPELINE_RUN_ID: self.run_id,
+            names.STAGE_COUNT: len(self.planned),
         }
         if self.batch_id is not None:
-            attrs["crucible.batch.id"] = self.batch_id
+            attrs[names.BATCH_ID] = self.batch_id
         run_span = self.tel.tracer.start_span(
-            f"RUN {exp.id}",
+            names.run_span_name(exp.id),
             context=self.parent,
-            kind=SpanKind.INTERNAL,
+            kind=SpanKind.SERVER,
             attributes=attrs,
             links=self.links or None,
         )
         run_otel_ctx = trace.set_span_in_context(run_span, self.parent)
         trace_id, run_span_id = tel.hex_ids(run_span)
-        metric_attrs = {tel.PIPELINE_NAME: exp.id}
-        ins = self.tel.instruments
+        self.trace_id = trace_id
+        carriers = self.carriers = StageCarriers(run_span, run_otel_ctx)
+        ctx = _fast.start_context(
+            exp, self.run_id, assigns=self.assigns,
+            trace=_fast.start_trace(trace_id, run_span_id), telemetry_context=carriers.run,
+        )  # fmt: skip
+        start = self.run_start = RunStart(
+            experiment=exp, run_id=self.run_id, trace_id=trace_id, span_id=run_span_id,
+            batch_id=self.batch_id, stages=tuple(p.info for p in self.planned if p.info),
+            started_at=dt.datetime.now(dt.UTC), url=self.url,
+        )  # fmt: skip
+        metric_attrs = {
+            names.PIPELINE_NAME: exp.id,
+            names.PIPELINE_RUN_STATE: names.STATE_EXECUTING,
+        }
         metrics_on = self.tel.metrics_enabled
+        ins = self.tel.instruments
+        if self.obs.on_run_start:
+            try:
+                await notify_strict(self.obs.on_run_start, run=start)
+            except BaseException as err:
+                run_span.set_attribute(names.ERROR_TYPE, type(err).__qualname__)
+                run_span.set_status(Status(StatusCode.ERROR, str(err)))
+                run_span.end()
+                await notify_shielded(self.obs.on_run_end, run=RunEnd(
+                    start, RunStatus.FAILED, None, None, dt.datetime.now(dt.UTC),
+                    message=f"refused by an observer: {type(err).__name__}: {err}",
+                ))  # fmt: skip
+                raise
         if metrics_on:
             ins.run_active.add(1, metric_attrs)
         started = time.perf_counter()
-        run_carrier_dict = tel.carrier_for(run_span, run_otel_ctx)
-        run_carrier = self.run_carrier = FrozenMap(run_carrier_dict)
-        self.has_baggage = "baggage" in run_carrier
-        # Stage spans share the run's trace id, flags and trace state: build their carrier
-        # from these parts instead of re-deriving them per stage.
-        tp = run_carrier_dict["traceparent"]
-        self.carrier_head, self.carrier_tail = tp[:36], tp[52:]
-        self.carrier_state = run_carrier_dict.get("tracestate")
-        ctx = Context.fresh(
-            exp.id,
-            self.run_id,
-            exp,
-            assigns=self.assigns,
-            trace=Trace.start(trace_id, run_span_id),
-            telemetry_context=run_carrier,
-        )
-        if self.store is not None:
-            try:
-                await _store_call(
-                    self.store, "start_run", self.run_id, exp, self.run_id,
-                    trace_id=trace_id, batch_id=self.batch_id,
-                )  # fmt: skip
-            except DuplicateRun as err:
-                run_span.set_attribute(tel.ERROR_TYPE, type(err).__qualname__)
-                run_span.set_status(Status(StatusCode.ERROR, str(err)))
-                run_span.end()
-                if metrics_on:
-                    ins.run_active.add(-1, metric_attrs)
-                raise
-        dog = watchdog_for_current_loop(self.block_warn_s) if self.block_warn_s else None
-        if dog is not None:
-            dog.active_runs += 1
         token = otel_context.attach(run_otel_ctx)
-        status: RunStatus = "completed"
+        status = RunStatus.COMPLETED
         failure: StageFailed | None = None
         cancelled: BaseException | None = None
         log_token = run_context.set((exp.id, self.run_id, None))
@@ -342,63 +173,47 @@ class _Runner:
             deadline = math.inf if self.timeout is None else anyio.current_time() + self.timeout
             for step in self.planned:
                 ctx = await self._run_step(ctx, step, run_otel_ctx, run_span_id, deadline)
-            ctx = ctx._evolve(telemetry_context=run_carrier)
+            ctx = ctx._evolve(telemetry_context=carriers.run)
         except StageFailed as err:
             failure = err
-            status = status_of(err)
+            status = status_for_result(err.result)
         except anyio.get_cancelled_exc_class() as err:
-            cancelled = err  # re-raised below, after the spans and the store are finalised
-            status = "cancelled"
+            cancelled = err  # re-raised below, after the spans and the observers are done
+            status = RunStatus.CANCELLED
         finally:
             run_context.reset(log_token)
             otel_context.detach(token)
-            if dog is not None:
-                dog.active_runs -= 1
-                dog.last_active = time.monotonic()
-        result = _PIPELINE_RESULT[status]
-        run_span.set_attribute(tel.PIPELINE_RESULT, result)
+        result = pipeline_result(status, failure)
+        run_span.set_attribute(names.PIPELINE_RESULT, result)
         if failure is not None or cancelled is not None:
             cause = failure.cause if failure is not None else cancelled
             assert cause is not None
-            run_span.set_attribute(tel.ERROR_TYPE, type(cause).__qualname__)
+            run_span.set_attribute(names.ERROR_TYPE, type(cause).__qualname__)
             desc = str(failure) if failure is not None else "run cancelled"
             run_span.set_status(Status(StatusCode.ERROR, desc))
             if metrics_on:
-                ins.run_errors.add(1, {**metric_attrs, tel.ERROR_TYPE: type(cause).__qualname__})
+                ins.run_errors.add(
+                    1, {names.PIPELINE_NAME: exp.id, names.ERROR_TYPE: type(cause).__qualname__}
+                )
         run_span.end()
         if metrics_on:
             ins.run_active.add(-1, metric_attrs)
             ins.run_duration.record(
-                time.perf_counter() - started, {**metric_attrs, tel.PIPELINE_RESULT: result}
+                time.perf_counter() - started, {**metric_attrs, names.PIPELINE_RESULT: result}
             )
         final = failure.context if failure is not None and failure.context is not None else ctx
-        failure_for_store: StageFailed | None = failure
+        reported = failure
         if cancelled is not None and self.cancelled_at is not None:
-            failure_for_store = self.cancelled_at
+            reported = self.cancelled_at
             final = self.cancelled_at.context or ctx
-        await self._finish(status, final, failure_for_store)
+        if self.obs.on_run_end:
+            end = RunEnd(start, status, final, reported, dt.datetime.now(dt.UTC))
+            await notify_shielded(self.obs.on_run_end, run=end)
         if cancelled is not None:
             raise cancelled
         if failure is not None:
             raise failure
         return ctx
-
-    async def _finish(self, status: RunStatus, ctx: Context, failure: StageFailed | None) -> None:
-        if self.store is None:
-            return
-        for name, artifact in ctx.artifacts.items():
-            location = artifact.get("location") if isinstance(artifact, Mapping) else artifact
-            fmt = artifact.get("format") if isinstance(artifact, Mapping) else None
-            await _store_call(
-                self.store, "record_artifact", self.run_id, self.run_id, name,
-                location=str(location), format=fmt,
-            )  # fmt: skip
-        await _store_call(
-            self.store, "finish_run", self.run_id, self.run_id, status, context=ctx,
-            failure_stage=failure.stage if failure else None,
-            failure_message=str(failure.cause) if failure else None,
-            error_type=type(failure.cause).__qualname__ if failure else None,
-        )  # fmt: skip
 
     async def _run_step(
         self,
@@ -413,8 +228,9 @@ class _Runner:
             return await self._skip(ctx, step, run_otel_ctx, run_span_id)
         attempts = sd.retries + 1
         for attempt in range(1, attempts + 1):
-            ctx, outcome = await self._attempt(ctx, step, attempt, run_otel_ctx, run_span_id,
-                                               deadline)  # fmt: skip
+            ctx, outcome = await self._attempt(
+                ctx, step, attempt, run_otel_ctx, run_span_id, deadline
+            )
             if outcome is None:
                 return ctx
             if attempt == attempts or outcome.result == "cancellation":
@@ -422,37 +238,47 @@ class _Runner:
             if outcome.result == "timeout" and anyio.current_time() >= deadline:
                 raise outcome  # the run's own deadline passed: retrying cannot help
             delay = _backoff(sd.retry_backoff, attempt)
-            self.log.warning(
-                "stage attempt failed; retrying", stage=sd.name, attempt=attempt,
-                error=str(outcome.cause), retry_in_s=round(delay, 3),
-            )  # fmt: skip
             if anyio.current_time() + delay >= deadline:
                 raise outcome
+            failed_span = ctx.trace.spans[-1].span_id if ctx.trace and ctx.trace.spans else None
+            self.log.warning(
+                "stage attempt failed; retrying", stage=sd.name, attempt=attempt,
+                error=str(outcome.cause), retry_in_s=round(delay, 3), trace_id=self.trace_id,
+                span_id=failed_span,
+            )  # fmt: skip
             await anyio.sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _skip(
         self, ctx: Context, step: PlannedStage, run_otel_ctx: otel_context.Context, parent: str
     ) -> Context:
-        name = step.definition.name
         span = self.tel.tracer.start_span(
-            f"stage {name}",
+            step.span_name,
             context=run_otel_ctx,
             kind=SpanKind.INTERNAL,
-            attributes={**step.span_attributes, tel.TASK_RUN_RESULT: "skip"},
+            attributes={**step.span_attributes, names.TASK_RUN_RESULT: names.RESULT_SKIP},
         )
         t = time.time_ns()
         span.end()
         _, span_id = tel.hex_ids(span)
         start, end = tel.span_times(span, t, t)
         record = SpanRecord(
-            name=f"stage {name}", stage=name, span_id=span_id, parent_span_id=parent,
+            name=step.span_name, stage=step.name, span_id=span_id, parent_span_id=parent,
             start_ns=start, end_ns=end, result="skip", attempt=0, stage_index=step.index,
         )  # fmt: skip
-        if self.store is not None:
-            await _store_call(self.store, "record_attempt", self.run_id, self.run_id, record)
+        if self.obs.on_attempt_start or self.obs.on_attempt_end:
+            attempt = self._attempt_start(step, 0, span_id, start)
+            await notify(self.obs.on_attempt_start, attempt=attempt)
+            await notify(self.obs.on_attempt_end, attempt=attempt, record=record)
         assert ctx.trace is not None
         return ctx._evolve(trace=ctx.trace.with_span(record))
+
+    def _attempt_start(
+        self, step: PlannedStage, attempt: int, span_id: str, t: int
+    ) -> AttemptStart:
+        assert self.run_start is not None
+        return AttemptStart(self.run_start, step.name, step.index, attempt, span_id, t,
+                            self.trace_id)  # fmt: skip
 
     async def _attempt(
         self,
@@ -464,27 +290,26 @@ class _Runner:
         run_deadline: float,
     ) -> tuple[Context, StageFailed | None]:
         sd, spec = step.definition, step.spec
-        assert spec is not None and ctx.trace is not None
+        assert spec is not None and ctx.trace is not None and self.carriers is not None
         name = sd.name
-        span = self.tel.tracer.start_span(
-            step.span_name,
-            context=run_otel_ctx,
-            kind=SpanKind.INTERNAL,
-            attributes=step.first_attempt_attributes
+        attrs = (
+            step.first_attempt_attributes
             if attempt == 1
-            else {**step.span_attributes, "crucible.stage.attempt": attempt},
+            else {**step.span_attributes, names.STAGE_ATTEMPT: attempt}
+        )
+        span = self.tel.tracer.start_span(
+            step.span_name, context=run_otel_ctx, kind=SpanKind.INTERNAL, attributes=attrs
         )
         span_id = f"{span.get_span_context().span_id:016x}"
         stage_otel_ctx = trace.set_span_in_context(span, run_otel_ctx)
         base_trace, _ = ctx.trace.take_events()
-        if self.has_baggage or self.carrier_state is not None:
-            carrier = FrozenMap(tel.carrier_for(span, stage_otel_ctx if self.has_baggage else None))
-        else:  # the run's own carrier, with this stage's span id
-            carrier = self.run_carrier.set(
-                "traceparent", f"{self.carrier_head}{span_id}{self.carrier_tail}"
-            )
-        stage_in = ctx._with_run_state(base_trace, carrier, ctx.assigns)
+        stage_in = _fast.with_run_state(
+            ctx, base_trace, self.carriers.for_stage(span, span_id), ctx.assigns
+        )
         t0_ns, t0 = time.time_ns(), time.perf_counter()
+        watched: AttemptStart | None = None
+        if self.obs.on_attempt_start or self.obs.on_attempt_end:
+            watched = self._attempt_start(step, attempt, span_id, t0_ns)
         stage_deadline = run_deadline
         if sd.timeout is not None:
             stage_deadline = min(stage_deadline, anyio.current_time() + sd.timeout)
@@ -495,22 +320,17 @@ class _Runner:
         cancel_exc: BaseException | None = None
         log_token = run_context.set((self.experiment.id, self.run_id, name))
         try:
-            if stage_deadline == math.inf and spec.is_async:
-                out = (
-                    await spec.call(stage_in, step.options)
-                    if spec.takes_options
-                    else (await spec.call(stage_in))
-                )
-                if type(out) is not Context and inspect.isawaitable(out):
-                    out = await out
-            elif stage_deadline == math.inf:
-                out = await self._call(spec, stage_in, step.options)
+            if watched is not None and self.obs.on_attempt_start:
+                await notify(self.obs.on_attempt_start, attempt=watched)
+            if stage_deadline == math.inf:
+                out = await _invoke(spec, stage_in, step.options)
             else:
                 with anyio.CancelScope(deadline=stage_deadline) as scope:
-                    out = await self._call(spec, stage_in, step.options)
+                    out = await _invoke(spec, stage_in, step.options)
                 if scope.cancelled_caught:
-                    limit = sd.timeout if stage_deadline < run_deadline else self.timeout
-                    which = "stage" if stage_deadline < run_deadline else "run"
+                    by_stage = stage_deadline < run_deadline
+                    limit = sd.timeout if by_stage else self.timeout
+                    which = "stage" if by_stage else "run"
                     error = TimeoutError(f"{which} timeout of {limit}s exceeded in stage {name!r}")
                     result = "timeout"
             if error is None and not isinstance(out, Context):
@@ -527,31 +347,35 @@ class _Runner:
         finally:
             run_context.reset(log_token)
             otel_context.detach(token)
+        # What the stage left behind: its output, or the Context a StageError carried.
+        left = out if error is None else (error.context if isinstance(error, StageError) else None)
         events: tuple[SpanEvent, ...] = ()
         trace_after = None
-        if error is None:
-            trace_after, events = out.trace.take_events() if out.trace is not None else (None, ())
+        if left is not None and left.trace is not None:
+            trace_after, events = left.trace.take_events()
             for ev in events:
                 span.add_event(ev.name, tel.event_attributes(ev.attributes), ev.timestamp_ns)
-            span.set_attributes({tel.TASK_RUN_ID: span_id, tel.TASK_RUN_RESULT: "success"})
+        if error is None:
+            span.set_attributes({names.TASK_RUN_ID: span_id, names.TASK_RUN_RESULT: "success"})
         else:
-            span.set_attributes(
-                {
-                    tel.TASK_RUN_ID: span_id,
-                    tel.TASK_RUN_RESULT: result,
-                    tel.ERROR_TYPE: type(error).__qualname__,
-                }
-            )
+            span.set_attributes({
+                names.TASK_RUN_ID: span_id,
+                names.TASK_RUN_RESULT: result,
+                names.ERROR_TYPE: type(error).__qualname__,
+            })  # fmt: skip
             if cancel_exc is None:
                 span.record_exception(error)
             span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
+        if self.url is not None:
+            span.set_attribute(names.TASK_RUN_URL, self._url_for(span_id))
         span.end()
         if self.tel.metrics_enabled:
             self.tel.instruments.stage_duration.record(
-            time.perf_counter() - t0,
-            step.metric_attributes if error is None else {**step.metric_attributes,
-                                                          tel.TASK_RUN_RESULT: result},
-        )  # fmt: skip
+                time.perf_counter() - t0,
+                step.metric_attributes
+                if error is None
+                else {**step.metric_attributes, names.TASK_RUN_RESULT: result},
+            )
         start, end = tel.span_times(span, t0_ns, time.time_ns())
         record = SpanRecord(
             step.span_name, name, span_id, parent_span_id, start, end, result, attempt,
@@ -559,75 +383,43 @@ class _Runner:
             None if error is None else str(error),
             events, step.index,
         )  # fmt: skip
-        if self.store is not None:
-            await _store_call(self.store, "record_attempt", self.run_id, self.run_id, record)
+        if watched is not None and self.obs.on_attempt_end:
+            tell = notify if cancel_exc is None else notify_shielded  # cancelled: still record it
+            await tell(self.obs.on_attempt_end, attempt=watched, record=record)
         if error is None:
-            return out._completed(name, (trace_after or base_trace).with_span(record)), None
-        kept = ctx._evolve(trace=ctx.trace.with_span(record))
+            return _fast.completed(out, name, (trace_after or base_trace).with_span(record)), None
+        if isinstance(left, Context):
+            kept = _fast.with_run_state(
+                left, (trace_after or base_trace).with_span(record), self.carriers.run,
+                left.assigns,
+            )  # fmt: skip
+        else:
+            kept = _fast.with_run_state(
+                ctx, ctx.trace.with_span(record), self.carriers.run, ctx.assigns
+            )
         failed = StageFailed(name, error, kept, result=result)
         if cancel_exc is not None:
             # Record what happened, then let cancellation propagate: it is never swallowed.
             self.cancelled_at = failed
             raise cancel_exc
-        self.log.warning("stage failed", stage=name, attempt=attempt, result=result,
-                         error=f"{type(error).__name__}: {error}")  # fmt: skip
+        self.log.warning(
+            "stage failed", stage=name, attempt=attempt, result=result,
+            error=f"{type(error).__name__}: {error}", trace_id=self.trace_id, span_id=span_id,
+        )  # fmt: skip
         return kept, failed
 
-    async def _call(self, spec: StageSpec, ctx: Context, options: Any) -> Any:
+    def _url_for(self, span_id: str) -> str:
+        assert self.url is not None
+        return self.url.format(run_id=self.run_id, trace_id=self.trace_id, span_id=span_id)
+
+
+async def _invoke(spec: StageSpec, ctx: Context, options: Any) -> Any:
+    """Call the stage: async on the loop, sync in a worker thread; await what it returns."""
+    if spec.is_async:
+        out = await (spec.call(ctx, options) if spec.takes_options else spec.call(ctx))
+    else:
         args = (ctx, options) if spec.takes_options else (ctx,)
-        if spec.is_async:
-            out = await spec.call(*args)
-        else:
-            out = await anyio.to_thread.run_sync(functools.partial(spec.call, *args))
-        if inspect.isawaitable(out):
-            out = await out
-        return out
-
-
-async def run(
-    experiment: Experiment | Mapping[str, Any],
-    *,
-    run_id: str | None = None,
-    assigns: Mapping[str, Any] | None = None,
-    registry: Registry | None = None,
-    store: Any = None,
-    tracer_provider: trace.TracerProvider | None = None,
-    meter_provider: MeterProvider | None = None,
-    parent: Any = None,
-    validate_options: ValidateMode = "error",
-    timeout: float | None = None,  # noqa: ASYNC109 - the run-level deadline is part of the API
-    allow_imports: bool = False,
-    batch_id: str | None = None,
-    links: Sequence[Link] = (),
-) -> Context:
-    """Run an experiment's stages in order and return the final Context.
-
-    Raises InvalidPipeline (nothing ran) or StageFailed (with the last good context). Outside
-    cancellation ends the spans with result ``cancellation`` and propagates.
-    """
-    exp = coerce_experiment(experiment)
-    if timeout is not None and timeout <= 0:
-        raise ValueError(f"timeout must be positive seconds, got {timeout!r}")
-    planned = cached_plan(
-        exp,
-        registry if registry is not None else default_registry(),
-        validate_options=validate_options,
-        allow_imports=allow_imports,
-    )
-    runner = _Runner(
-        exp,
-        planned,
-        run_id=run_id or new_run_id(),
-        assigns=assigns,
-        store=store,
-        telemetry=tel.telemetry_for(tracer_provider, meter_provider),
-        parent=tel.parent_context(parent),
-        timeout=timeout,
-        batch_id=batch_id,
-        links=links,
-    )
-    token = _imports_allowed.set(allow_imports)
-    try:
-        return await runner.execute()
-    finally:
-        _imports_allowed.reset(token)
+        out = await anyio.to_thread.run_sync(functools.partial(spec.call, *args))
+    if type(out) is not Context and inspect.isawaitable(out):
+        out = await out
+    return out

@@ -5,6 +5,7 @@ from crucible.experiment.loading import (
     load_experiment,
     validation_messages,
 )
+from crucible.experiment.matrix import matrix_points
 from crucible.experiment.models import (
     BackendRef,
     DatasetRef,
@@ -33,5 +34,6 @@ __all__ = [
     "Stats",
     "experiment_from_mapping",
     "load_experiment",
+    "matrix_points",
     "validation_messages",
 ]

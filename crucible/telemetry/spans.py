@@ -1,17 +1,14 @@
-"""Engine-side OpenTelemetry: tracer choice, span records for ctx.trace, W3C carriers, metrics."""
+"""Engine-side OpenTelemetry: which tracer provider, span ids and times, metric instruments."""
 
 from __future__ import annotations
 
-import os
 import threading
 import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from opentelemetry import baggage, trace
-from opentelemetry import context as otel_context
-from opentelemetry.baggage.propagation import W3CBaggagePropagator
+from opentelemetry import trace
 from opentelemetry.metrics import (
     Counter,
     Histogram,
@@ -21,20 +18,8 @@ from opentelemetry.metrics import (
 )
 from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
 from opentelemetry.trace import Span
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-INSTRUMENTATION_NAME = "crucible"
-_TRACECONTEXT = TraceContextTextMapPropagator()
-_BAGGAGE = W3CBaggagePropagator()
-
-# Attribute names (OpenTelemetry CI/CD semantic conventions + our crucible.* namespace).
-PIPELINE_NAME = "cicd.pipeline.name"
-PIPELINE_RUN_ID = "cicd.pipeline.run.id"
-PIPELINE_RESULT = "cicd.pipeline.result"
-TASK_NAME = "cicd.pipeline.task.name"
-TASK_RUN_ID = "cicd.pipeline.task.run.id"
-TASK_RUN_RESULT = "cicd.pipeline.task.run.result"
-ERROR_TYPE = "error.type"
+from crucible.telemetry import conventions as names
 
 
 def _version() -> str:
@@ -109,20 +94,20 @@ def telemetry_for(
         _remember(tp, mp, hit)
         return hit
     with _cache_lock:
-        tracer = tp.get_tracer(INSTRUMENTATION_NAME, _version())
-        meter = mp.get_meter(INSTRUMENTATION_NAME, _version())
+        tracer = tp.get_tracer(names.INSTRUMENTATION_NAME, _version())
+        meter = mp.get_meter(names.INSTRUMENTATION_NAME, _version())
         instruments = Instruments(
             run_duration=meter.create_histogram(
-                "cicd.pipeline.run.duration", unit="s", description="Duration of a pipeline run."
+                names.METRIC_RUN_DURATION, unit="s", description="Duration of a pipeline run."
             ),
             run_active=meter.create_up_down_counter(
-                "cicd.pipeline.run.active", unit="{run}", description="Runs in progress."
+                names.METRIC_RUN_ACTIVE, unit="{run}", description="Runs in progress."
             ),
             run_errors=meter.create_counter(
-                "cicd.pipeline.run.errors", unit="{error}", description="Runs that did not succeed."
+                names.METRIC_RUN_ERRORS, unit="{error}", description="Runs that did not succeed."
             ),
             stage_duration=meter.create_histogram(
-                "crucible.stage.duration", unit="s", description="Duration of one stage attempt."
+                names.METRIC_STAGE_DURATION, unit="s", description="Duration of one stage attempt."
             ),
         )
         # With no SDK meter provider installed, recording would be a no-op: skip it entirely.
@@ -137,57 +122,6 @@ def _remember(tp: Any, mp: Any, tel: Telemetry) -> None:
     # One-entry fast path: most processes run everything on one pair of providers.
     global _last
     _last = (tp, mp, tel)
-
-
-def parent_context(parent: Any) -> otel_context.Context | None:
-    """Resolve ``parent=``: an OTel Context, a traceparent string, or a carrier mapping.
-
-    With None: the ambient current span if there is one, else the ``TRACEPARENT`` (and
-    ``TRACESTATE``/``BAGGAGE``) environment variables, else None (a new trace).
-    """
-    if isinstance(parent, otel_context.Context):
-        return parent
-    if isinstance(parent, str):
-        return _extract({"traceparent": parent}, parent_is_explicit=True)
-    if isinstance(parent, Mapping):
-        carrier = {str(k).lower(): str(v) for k, v in parent.items()}
-        return _extract(carrier, parent_is_explicit=True)
-    if parent is not None:
-        raise TypeError(
-            "parent must be an OpenTelemetry Context, a traceparent string or a carrier mapping; "
-            f"got {type(parent).__name__}"
-        )
-    if trace.get_current_span().get_span_context().is_valid:
-        return None  # the current context already carries the ambient span
-    env = os.environ.get("TRACEPARENT")
-    if env:
-        carrier = {"traceparent": env}
-        if os.environ.get("TRACESTATE"):
-            carrier["tracestate"] = os.environ["TRACESTATE"]
-        if os.environ.get("BAGGAGE"):
-            carrier["baggage"] = os.environ["BAGGAGE"]
-        return _extract(carrier, parent_is_explicit=False)
-    return None
-
-
-def _extract(carrier: dict[str, str], *, parent_is_explicit: bool) -> otel_context.Context:
-    ctx = _TRACECONTEXT.extract(carrier, context=otel_context.Context())
-    if parent_is_explicit and not trace.get_current_span(ctx).get_span_context().is_valid:
-        raise ValueError(f"parent traceparent is not a valid W3C traceparent: {carrier!r}")
-    return _BAGGAGE.extract(carrier, context=ctx)
-
-
-def carrier_for(span: Span, ctx: otel_context.Context | None = None) -> dict[str, str]:
-    """The W3C carrier (traceparent, and tracestate/baggage when present) of ``span``."""
-    sc = span.get_span_context()
-    carrier = {
-        "traceparent": f"00-{sc.trace_id:032x}-{sc.span_id:016x}-{int(sc.trace_flags) & 1:02x}"
-    }
-    if sc.trace_state:
-        carrier["tracestate"] = sc.trace_state.to_header()
-    if ctx is not None and baggage.get_all(ctx):
-        _BAGGAGE.inject(carrier, context=ctx)
-    return carrier
 
 
 def hex_ids(span: Span) -> tuple[str, str]:

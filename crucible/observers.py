@@ -154,6 +154,9 @@ _HOOKS = (
 )
 
 
+Hooks = tuple[Callable[..., Any], ...]
+
+
 class Observers:
     """The engine's view of a set of observers: for each hook, the methods that implement it.
 
@@ -174,8 +177,12 @@ class Observers:
                 if getattr(type(obs), hook, None) is getattr(RunObserver, hook):
                     continue  # the base class's no-op
                 found[hook].append(method)
-        for hook in _HOOKS:
-            object.__setattr__(self, hook, tuple(found[hook]))
+        self.on_batch_start: Hooks = tuple(found["on_batch_start"])
+        self.on_run_start: Hooks = tuple(found["on_run_start"])
+        self.on_attempt_start: Hooks = tuple(found["on_attempt_start"])
+        self.on_attempt_end: Hooks = tuple(found["on_attempt_end"])
+        self.on_run_end: Hooks = tuple(found["on_run_end"])
+        self.on_batch_end: Hooks = tuple(found["on_batch_end"])
 
     def __bool__(self) -> bool:
         return any(getattr(self, h) for h in _HOOKS)

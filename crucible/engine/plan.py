@@ -1,0 +1,171 @@
+"""Pre-flight: resolve every enabled stage and validate its options before anything runs."""
+
+from __future__ import annotations
+
+import json
+import weakref
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import structlog
+
+from crucible.errors import ImportsNotAllowed, InvalidPipeline, OptionsError, Problem, UnknownStage
+from crucible.experiment import Experiment, StageDef, experiment_from_mapping
+from crucible.observers import StageInfo
+from crucible.registry import Registry
+from crucible.serialize import to_jsonable
+from crucible.stage import StageSpec
+from crucible.telemetry import conventions as names
+
+ValidateMode = Literal["error", "warn", "off"]
+_log = structlog.get_logger("crucible.engine")
+_MAX_OPTIONS_ATTR = 2048
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedStage:
+    """A pipeline step after pre-flight: its spec (None when disabled) and validated options.
+
+    The span name and attributes are computed here once, so a batch that runs the same
+    experiment many times does not rebuild them per run.
+    """
+
+    index: int
+    definition: StageDef
+    spec: StageSpec | None
+    options: Any
+    span_attributes: Mapping[str, Any] = field(default_factory=dict)
+    metric_attributes: Mapping[str, Any] = field(default_factory=dict)
+    span_name: str = ""
+    first_attempt_attributes: Mapping[str, Any] = field(default_factory=dict)
+    info: StageInfo | None = None
+
+    @property
+    def name(self) -> str:
+        return self.definition.name
+
+
+def coerce_experiment(experiment: Experiment | Mapping[str, Any]) -> Experiment:
+    """An Experiment as given, or built from a mapping (ExperimentFileError on problems)."""
+    if isinstance(experiment, Experiment):
+        return experiment
+    if isinstance(experiment, Mapping):
+        return experiment_from_mapping(experiment)
+    raise TypeError(f"run() expects an Experiment or a mapping, got {type(experiment).__name__}")
+
+
+def options_attribute(options: Mapping[str, Any] | None) -> str:
+    """Options as sorted JSON with secrets redacted, cut to a span-friendly length."""
+    text = json.dumps(to_jsonable(dict(options or {})), sort_keys=True)
+    return text if len(text) <= _MAX_OPTIONS_ATTR else text[: _MAX_OPTIONS_ATTR - 3] + "..."
+
+
+def _planned(
+    experiment: Experiment, i: int, sd: StageDef, spec: StageSpec | None, options: Any
+) -> PlannedStage:
+    attrs = {
+        names.TASK_NAME: sd.name,
+        names.STAGE_INDEX: i,
+        names.STAGE_OPTION_KEYS: sorted((sd.options or {}).keys()),
+        names.STAGE_OPTIONS: options_attribute(sd.options),
+    }
+    return PlannedStage(
+        i,
+        sd,
+        spec,
+        options,
+        attrs,
+        metric_attributes={
+            names.PIPELINE_NAME: experiment.id,
+            names.TASK_NAME: sd.name,
+            names.TASK_RUN_RESULT: names.RESULT_SUCCESS,
+        },
+        span_name=names.stage_span_name(sd.name),
+        first_attempt_attributes={**attrs, names.STAGE_ATTEMPT: 1},
+        info=StageInfo(i, sd.name, spec is not None),
+    )
+
+
+def plan(
+    experiment: Experiment,
+    registry: Registry,
+    *,
+    validate_options: ValidateMode = "error",
+    allow_imports: bool = False,
+) -> list[PlannedStage]:
+    """Resolve every enabled stage and validate its options; raise InvalidPipeline if any fail."""
+    if validate_options not in ("error", "warn", "off"):
+        raise ValueError(
+            f"validate_options must be 'error', 'warn' or 'off', got {validate_options!r}"
+        )
+    fatal: list[Problem] = []
+    warnings: list[Problem] = []
+    planned: list[PlannedStage] = []
+    for i, sd in enumerate(experiment.pipeline):
+        if not sd.enabled:
+            planned.append(_planned(experiment, i, sd, None, None))
+            continue
+        try:
+            spec = registry.resolve(sd, allow_imports=allow_imports)
+        except (UnknownStage, ImportsNotAllowed, TypeError) as err:
+            fatal.append(Problem(str(err), stage_index=i, stage=sd.name))
+            continue
+        if validate_options == "off":
+            planned.append(_planned(experiment, i, sd, spec, spec.unchecked_options(sd.options)))
+            continue
+        try:
+            opts = spec.validate_options(sd.options)
+        except OptionsError as err:
+            probs = [Problem(m, stage_index=i, stage=sd.name, path=p) for p, m in err.problems]
+            (fatal if validate_options == "error" else warnings).extend(probs)
+            opts = spec.unchecked_options(sd.options)
+        planned.append(_planned(experiment, i, sd, spec, opts))
+    if fatal:
+        raise InvalidPipeline(fatal + warnings, source=experiment.id)
+    for p in warnings:
+        _log.warning("invalid stage options", experiment_id=experiment.id, problem=str(p))
+    return planned
+
+
+_PLAN_CACHE_SIZE = 256
+_plan_cache: dict[int, tuple[Any, ...]] = {}
+
+
+def cached_plan(
+    experiment: Experiment,
+    registry: Registry,
+    *,
+    validate_options: ValidateMode,
+    allow_imports: bool,
+) -> list[PlannedStage]:
+    """plan(), reused while the same Experiment object runs again on an unchanged registry.
+
+    Experiments are frozen, so a batch running one experiment many times resolves and
+    validates it once. Entries check the object's identity (through a weak reference) and the
+    registry's version; anything else re-plans.
+    """
+    if validate_options == "warn":  # warnings are logged by plan(): keep them per run
+        return plan(experiment, registry, validate_options="warn", allow_imports=allow_imports)
+    key = id(experiment)
+    hit = _plan_cache.get(key)
+    if hit is not None:
+        exp_ref, reg_ref, version, mode, imports, planned = hit
+        if (
+            exp_ref() is experiment
+            and reg_ref() is registry
+            and version == registry.version
+            and mode == validate_options
+            and imports == allow_imports
+        ):
+            return planned  # type: ignore[no-any-return]
+    planned = plan(
+        experiment, registry, validate_options=validate_options, allow_imports=allow_imports
+    )
+    if len(_plan_cache) >= _PLAN_CACHE_SIZE:
+        _plan_cache.pop(next(iter(_plan_cache)))
+    _plan_cache[key] = (
+        weakref.ref(experiment), weakref.ref(registry), registry.version,
+        validate_options, allow_imports, planned,
+    )  # fmt: skip
+    return planned

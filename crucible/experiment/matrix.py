@@ -1,0 +1,39 @@
+"""Sweeps: the cartesian product of an experiment's ``matrix`` as experiment variants."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+from crucible.errors import CrucibleError
+from crucible.experiment.models import Experiment
+
+
+def matrix_points(experiment: Experiment) -> list[tuple[Experiment, dict[str, Any]]]:
+    """One (variant, point) per combination of ``experiment.matrix``; itself when there is none.
+
+    ``matrix: {"bench.alpha": [0.01, 0.05], "bench.tests": [[ttest], [welch]]}`` gives four
+    variants; each sets the options on every pipeline stage with that name.
+    """
+    if not experiment.matrix:
+        return [(experiment, {})]
+    keys = list(experiment.matrix)
+    names = {sd.name for sd in experiment.pipeline}
+    missing = sorted({k.split(".", 1)[0] for k in keys} - names)
+    if missing:
+        raise CrucibleError(
+            f"{experiment.id}: matrix names stages not in the pipeline: {', '.join(missing)}"
+        )
+    out: list[tuple[Experiment, dict[str, Any]]] = []
+    for values in itertools.product(*(experiment.matrix[k] for k in keys)):
+        point = dict(zip(keys, values, strict=True))
+        pipeline = []
+        for sd in experiment.pipeline:
+            options = dict(sd.options or {})
+            for key, value in point.items():
+                stage_name, option = key.split(".", 1)
+                if stage_name == sd.name:
+                    options[option] = value
+            pipeline.append(sd.model_copy(update={"options": options}) if options else sd)
+        out.append((experiment.model_copy(update={"pipeline": pipeline, "matrix": None}), point))
+    return out
