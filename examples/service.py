@@ -397,6 +397,8 @@ def create_app(
         if body.run_id is not None and store is not None and await store.get_run(run_id):
             return _detail(409, f"run {run_id!r} already exists", run_id=run_id)
 
+        run_url = str(request.url_for("get_run", run_id=run_id))
+
         async def work() -> Context:
             return await crucible.run(
                 experiment,
@@ -406,6 +408,7 @@ def create_app(
                 store=svc.store,
                 tracer_provider=svc.tracer_provider,
                 timeout=body.timeout,
+                url=run_url.replace("{", "{{").replace("}", "}}"),
             )
 
         outcome = await run_until_disconnect(request.receive, work)

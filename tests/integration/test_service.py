@@ -189,7 +189,7 @@ async def test_concurrent_runs_keep_their_traces_logs_and_metrics(service: Servi
     assert set(by_trace) == {c["trace_id"] for c in calls}
     for c, body in zip(calls, bodies, strict=True):
         spans = by_trace[c["trace_id"]]
-        servers = [s for s in spans if s.kind == SpanKind.SERVER]
+        servers = [s for s in spans if s.kind == SpanKind.SERVER and not s.name.startswith("RUN ")]
         assert len(servers) == 1
         server = servers[0]
         assert server.parent is not None and server.parent.is_remote
@@ -197,7 +197,7 @@ async def test_concurrent_runs_keep_their_traces_logs_and_metrics(service: Servi
         runs = [s for s in spans if s.name.startswith("RUN ")]
         assert len(runs) == 1, "exactly one run per request trace: no span of another run here"
         run = runs[0]
-        assert run.name == "RUN service-demo"
+        assert run.name == "RUN service-demo" and run.kind == SpanKind.SERVER
         assert (run.attributes or {})["cicd.pipeline.run.id"] == body["run_id"]
         assert run.parent is not None and run.parent.span_id == server.context.span_id
         stages = [s for s in spans if s.name.startswith("stage ")]
@@ -207,6 +207,8 @@ async def test_concurrent_runs_keep_their_traces_logs_and_metrics(service: Servi
             "stage tally",
         ]
         assert all(s.parent is not None and s.parent.span_id == run.context.span_id for s in stages)
+        urls = {(s.attributes or {}).get("cicd.pipeline.task.run.url.full") for s in stages}
+        assert len(urls) == 1 and str(urls.pop()).endswith(f"/runs/{body['run_id']}")
         assert len(spans) == 5  # server, run, three stages
 
     # Logs: every line carries its own run's ids; the stage's lines say which run they saw.
@@ -332,7 +334,7 @@ async def test_client_disconnect_cancels_the_run(
     assert (run.attributes or {})["cicd.pipeline.result"] == "cancellation"
     stage = next(s for s in spans if s.name == "stage nap")
     assert (stage.attributes or {})["cicd.pipeline.task.run.result"] == "cancellation"
-    server = next(s for s in spans if s.kind == SpanKind.SERVER)
+    server = next(s for s in spans if s.kind == SpanKind.SERVER and s is not run)
     assert run.parent is not None and run.parent.span_id == server.context.span_id
     attrs = server.attributes or {}
     assert attrs.get("http.response.status_code", attrs.get("http.status_code")) == 499
@@ -433,7 +435,8 @@ async def test_without_tracing_runs_still_get_spans_but_no_server_span() -> None
                 resp = await http.post("/runs", json={"experiment": experiment(("nap", {}))})
         assert resp.status_code == 200, resp.text
         assert resp.json()["trace_id"] == f"{cap.one('RUN service-demo').context.trace_id:032x}"
-        assert not [s for s in cap.spans() if s.kind == SpanKind.SERVER]
+        servers = [s for s in cap.spans() if s.kind == SpanKind.SERVER]
+        assert [s.name for s in servers] == ["RUN service-demo"]  # the run's own, no request span
 
 
 async def test_without_a_store_get_answers_503() -> None:
