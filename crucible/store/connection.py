@@ -96,6 +96,19 @@ class Database:
             self._write_lock = anyio.Lock()
         return self._engine
 
+    async def create_tables(self, metadata: sa.MetaData) -> None:
+        """Create the missing tables of ``metadata`` (StoreError names the ``open`` operation)."""
+        # Two processes may race to create the same tables; the loser retries and finds them.
+        for attempt in range(3):
+            try:
+                async with self.write("open", None) as conn:
+                    await conn.run_sync(metadata.create_all)
+                return
+            except StoreError:
+                if attempt == 2:
+                    raise
+                await anyio.sleep(0.1 * (attempt + 1))
+
     async def dispose(self) -> None:
         """Drop the engine and its connections; the next use creates them again."""
         engine, self._engine = self._engine, None

@@ -99,28 +99,16 @@ class RunStore:
                 return
             try:
                 if self._db.is_sqlite:  # waits at most the busy timeout per statement
-                    await self._create_tables()
+                    await self._db.create_tables(metadata)
                 else:
                     with anyio.fail_after(self._db.connect_timeout + 5):
-                        await self._create_tables()
+                        await self._db.create_tables(metadata)
             except TimeoutError:
                 raise StoreError(
                     "open", f"no answer from {self.url} within {self._db.connect_timeout + 5:g} s"
                 ) from None
             self._opened = True
         await self.mark_abandoned()
-
-    async def _create_tables(self) -> None:
-        # Two processes may race to create the same tables; the loser retries and finds them.
-        for attempt in range(3):
-            try:
-                async with self._db.write("open", None) as conn:
-                    await conn.run_sync(metadata.create_all)
-                return
-            except StoreError:
-                if attempt == 2:
-                    raise
-                await anyio.sleep(0.1 * (attempt + 1))
 
     async def close(self) -> None:
         """Dispose of the engine and its connections; the store can be opened again."""
