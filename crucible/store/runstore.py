@@ -25,6 +25,7 @@ from crucible.experiment import Experiment
 from crucible.serialize import to_jsonable
 from crucible.status import RunStatus
 from crucible.store.connection import Database, describe
+from crucible.store.observer import StoreObserver
 from crucible.store.process import host_name, process_alive
 from crucible.store.records import (
     ExperimentInfo,
@@ -61,6 +62,7 @@ class RunStore:
         self._open_lock: anyio.Lock | None = None
         self._opened = False
         self._host = host_name()
+        self._observer: StoreObserver | None = None
 
     @property
     def url(self) -> str:
@@ -86,6 +88,13 @@ class RunStore:
         tb: TracebackType | None,
     ) -> None:
         await self.close()
+
+    @property
+    def observer(self) -> StoreObserver:
+        """The RunObserver that records runs in this store (one per store)."""
+        if self._observer is None:
+            self._observer = StoreObserver(self)
+        return self._observer
 
     # --- lifecycle -----------------------------------------------------------------------
     async def open(self) -> None:
