@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import datetime as dt
 import itertools
@@ -12,13 +11,10 @@ import secrets
 import socket
 import sqlite3
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import anyio
-import asyncpg  # type: ignore[import-untyped]
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -27,71 +23,12 @@ from crucible import Context, Experiment, SpanEvent, SpanRecord, StageDef, Trace
 from crucible.errors import CrucibleError
 from crucible.redact import REDACTED
 from crucible.store import RunStatus, RunStore, StoreError, normalize_url
-from tests.support.missing import missing_service
 
-PG_HOST, PG_PORT = "127.0.0.1", 5432
 SECRET = "sk-123-do-not-store"
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
 
 
-# --- fixtures --------------------------------------------------------------------------------
-
-
-async def _pg_admin(sql: str) -> None:
-    conn = await asyncpg.connect(
-        host=PG_HOST, port=PG_PORT, user="postgres", database="postgres", timeout=5
-    )
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
-def run_async(fn: Callable[[], Awaitable[None]]) -> None:
-    """Run admin coroutines on a private loop in a worker thread, away from the test's loop."""
-    with ThreadPoolExecutor(1) as pool:
-        pool.submit(asyncio.run, fn()).result()  # type: ignore[arg-type]
-
-
-@pytest.fixture(scope="session")
-def pg_database() -> Iterator[str]:
-    """A uniquely named PostgreSQL database for this test session, dropped at the end."""
-    name = f"crucible_test_{secrets.token_hex(6)}"
-    try:
-        run_async(lambda: _pg_admin(f'CREATE DATABASE "{name}"'))
-    except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
-        missing_service(f"PostgreSQL at {PG_HOST}:{PG_PORT} is unreachable ({exc!r})")
-    try:
-        yield f"postgresql://postgres@{PG_HOST}:{PG_PORT}/{name}"
-    finally:
-        run_async(lambda: _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A fresh, empty database: a SQLite file (plain path) or a reset PostgreSQL schema."""
-    if request.param == "sqlite":
-        return str(tmp_path / "runs.db")
-    url: str = request.getfixturevalue("pg_database")
-    name = url.rsplit("/", 1)[1]
-
-    async def reset() -> None:
-        conn = await asyncpg.connect(
-            host=PG_HOST, port=PG_PORT, user="postgres", database=name, timeout=5
-        )
-        try:
-            await conn.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
-        finally:
-            await conn.close()
-
-    run_async(reset)
-    return url
-
-
-@pytest.fixture
-async def store(store_url: str) -> AsyncIterator[RunStore]:
-    async with RunStore(store_url) as s:
-        yield s
+# --- helpers ---------------------------------------------------------------------------------
 
 
 async def raw(url: str, sql: str, **params: Any) -> list[tuple[Any, ...]]:

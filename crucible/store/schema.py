@@ -1,0 +1,121 @@
+"""The run store's tables (SQLAlchemy Core) and the UTC datetime type they share.
+
+One schema serves SQLite and PostgreSQL: JSON columns become JSONB on PostgreSQL, and
+auto-increment ids use SQLite's rowid alias there.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as pg_dialect
+from sqlalchemy.engine import Dialect
+
+__all__ = ["UTCDateTime", "artifacts", "experiments", "metadata", "runs", "stage_attempts"]
+
+
+class UTCDateTime(sa.TypeDecorator[dt.datetime]):
+    """A timezone-aware UTC datetime with microseconds, on SQLite (naive text) and PostgreSQL."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetimes are not stored; pass a timezone-aware one")
+        value = value.astimezone(dt.UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        when = value if isinstance(value, dt.datetime) else dt.datetime.fromisoformat(str(value))
+        if when.tzinfo is None:
+            return when.replace(tzinfo=dt.UTC)
+        return when.astimezone(dt.UTC)
+
+
+_JSON = sa.JSON().with_variant(pg_dialect.JSONB(), "postgresql")
+_AUTO_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")  # SQLite rowid alias
+
+metadata = sa.MetaData()
+
+experiments = sa.Table(
+    "experiments",
+    metadata,
+    sa.Column("id", sa.String(255), primary_key=True),
+    sa.Column("definition", _JSON, nullable=False),
+    sa.Column("owner", sa.String(255)),
+    sa.Column("tags", _JSON, nullable=False),
+    sa.Column("metadata", _JSON, nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+runs = sa.Table(
+    "runs",
+    metadata,
+    sa.Column("id", sa.String(255), primary_key=True),
+    sa.Column("experiment_id", sa.String(255), sa.ForeignKey("experiments.id"), nullable=False),
+    sa.Column("status", sa.String(32), nullable=False),
+    sa.Column("started_at", UTCDateTime(), nullable=False),
+    sa.Column("finished_at", UTCDateTime()),
+    sa.Column("trace_id", sa.String(64)),
+    sa.Column("batch_id", sa.String(255)),
+    sa.Column("metrics", _JSON, nullable=False),
+    sa.Column("outputs", _JSON, nullable=False),
+    sa.Column("assigns", _JSON, nullable=False),
+    sa.Column("failure_stage", sa.String(255)),
+    sa.Column("failure_message", sa.Text()),
+    sa.Column("error_type", sa.String(255)),
+    sa.Column("owner_pid", sa.Integer()),
+    sa.Column("owner_host", sa.String(255)),
+    sa.Index("ix_runs_experiment_id", "experiment_id"),
+    sa.Index("ix_runs_status", "status"),
+    sa.Index("ix_runs_batch_id", "batch_id"),
+    sa.Index("ix_runs_started_at", "started_at"),
+)
+
+stage_attempts = sa.Table(
+    "stage_attempts",
+    metadata,
+    sa.Column("id", _AUTO_ID, primary_key=True, autoincrement=True),
+    sa.Column(
+        "run_id", sa.String(255), sa.ForeignKey("runs.id", ondelete="CASCADE"), nullable=False
+    ),
+    sa.Column("stage", sa.String(255), nullable=False),
+    sa.Column("name", sa.String(255)),
+    sa.Column("stage_index", sa.Integer()),
+    sa.Column("attempt", sa.Integer(), nullable=False),
+    sa.Column("result", sa.String(32), nullable=False),
+    sa.Column("start_ns", sa.BigInteger(), nullable=False),
+    sa.Column("end_ns", sa.BigInteger(), nullable=False),
+    sa.Column("duration_s", sa.Float(), nullable=False),
+    sa.Column("span_id", sa.String(32)),
+    sa.Column("parent_span_id", sa.String(32)),
+    sa.Column("error_type", sa.String(255)),
+    sa.Column("error_message", sa.Text()),
+    sa.Column("events", _JSON, nullable=False),
+    sa.Index("ix_stage_attempts_run_id", "run_id"),
+)
+
+artifacts = sa.Table(
+    "artifacts",
+    metadata,
+    sa.Column("id", _AUTO_ID, primary_key=True, autoincrement=True),
+    sa.Column(
+        "run_id", sa.String(255), sa.ForeignKey("runs.id", ondelete="CASCADE"), nullable=False
+    ),
+    sa.Column("name", sa.String(255), nullable=False),
+    sa.Column("type", sa.String(64), nullable=False),
+    sa.Column("location", sa.Text()),
+    sa.Column("format", sa.String(64)),
+    sa.Column("metadata", _JSON, nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Index("ix_artifacts_run_id", "run_id"),
+    sa.Index("ix_artifacts_type", "type"),
+)
