@@ -14,8 +14,8 @@ import anyio
 import structlog
 
 from crucible.artifact import Artifact
-from crucible.engine.observers import AttemptStart, RunEnd, RunObserver, RunStart
 from crucible.errors import DuplicateRun
+from crucible.observers import AttemptStart, RunEnd, RunObserver, RunStart
 from crucible.trace import SpanRecord
 
 if TYPE_CHECKING:
@@ -36,6 +36,7 @@ class StoreObserver(RunObserver):
 
     def __init__(self, store: RunStore) -> None:
         self.store = store
+        self._started: set[str] = set()  # runs whose row this observer wrote
 
     def __repr__(self) -> str:
         return f"StoreObserver({self.store!r})"
@@ -50,6 +51,7 @@ class StoreObserver(RunObserver):
             batch_id=run.batch_id,
         )
         await self._write("start_run", run.run_id, write)
+        self._started.add(run.run_id)
 
     async def on_attempt_end(self, *, attempt: AttemptStart, record: SpanRecord) -> None:
         """Store the finished attempt's trace record."""
@@ -60,6 +62,9 @@ class StoreObserver(RunObserver):
     async def on_run_end(self, *, run: RunEnd) -> None:
         """Store the final context's artifacts, then the status, results and failure."""
         run_id = run.run.run_id
+        if run_id not in self._started:
+            return  # refused at start (e.g. a duplicate id): that row belongs to another run
+        self._started.discard(run_id)
         ctx = run.context
         for name, value in (ctx.artifacts if ctx is not None else {}).items():
             art = Artifact.from_value(name, value)

@@ -1,4 +1,4 @@
-"""The CI/CD semantic conventions as the release candidate states them, and logs naming the right span."""
+"""CI/CD semantic conventions as the release candidate states them; logs name the right span."""
 
 from __future__ import annotations
 
@@ -54,8 +54,10 @@ async def test_run_span_is_server_and_stage_spans_internal(spans: SpanCapture) -
 
 
 async def test_task_url_only_when_a_url_is_known(spans: SpanCapture) -> None:
-    ctx = await run(exp("fine"), registry=REG, tracer_provider=spans.provider, run_id="r-url",
-                    url="http://svc.local/runs/{run_id}?trace={trace_id}&span={span_id}")  # fmt: skip
+    template = "http://svc.local/runs/{run_id}?trace={trace_id}&span={span_id}"
+    ctx = await run(
+        exp("fine"), registry=REG, tracer_provider=spans.provider, run_id="r-url", url=template
+    )
     stage_span = spans.one("stage fine")
     assert ctx.trace is not None
     sid = ctx.trace.spans[0].span_id

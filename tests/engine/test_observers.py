@@ -1,4 +1,4 @@
-"""The observer seam: what run() and run_batch() tell observers, in which order, and what if one breaks."""
+"""The observer seam: what run() and run_batch() tell observers, in order, and when one breaks."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 import structlog
 
@@ -59,11 +60,11 @@ class Recorder(RunObserver):
         self.calls.append(("run_start", run))
 
     async def on_attempt_start(self, *, attempt: AttemptStart) -> None:
-        await anyio.sleep(0)
+        await anyio.lowlevel.checkpoint()
         self.calls.append(("attempt_start", attempt))
 
     async def on_attempt_end(self, *, attempt: AttemptStart, record: SpanRecord) -> None:
-        await anyio.sleep(0)
+        await anyio.lowlevel.checkpoint()
         self.calls.append(("attempt_end", (attempt, record)))
 
     def on_run_end(self, *, run: RunEnd) -> None:
@@ -78,9 +79,7 @@ class Recorder(RunObserver):
 
 async def test_run_tells_observers_each_step_in_order() -> None:
     rec = Recorder()
-    exp = Experiment(
-        id="e", pipeline=[StageDef(name="ok"), StageDef(name="ok", enabled=False)]
-    )
+    exp = Experiment(id="e", pipeline=[StageDef(name="ok"), StageDef(name="ok", enabled=False)])
     ctx = await run(exp, registry=REG, run_id="r1", observers=[rec])
     assert rec.kinds() == [
         "run_start", "attempt_start", "attempt_end", "attempt_start", "attempt_end", "run_end",

@@ -16,7 +16,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from crucible import Context, DuplicateRun, Experiment, Registry, StageDef, StageFailed, run, stage
-from crucible.engine.observers import (
+from crucible.observers import (
     AttemptStart,
     Observers,
     RunEnd,
@@ -203,12 +203,24 @@ async def test_run_cancelled_before_it_started_keeps_the_message(store: RunStore
 async def test_no_context_at_the_end_keeps_the_stored_results(store: RunStore) -> None:
     ctx = await run(_exp("keep", "score"), registry=REG, run_id="keep-1")
     start = run_start(ctx)
-    await record_whole_run(store.observer, start, ctx, run_end(start, RunStatus.COMPLETED, ctx))
+    await store.observer.on_run_start(run=start)
+    await store.finish_run("keep-1", RunStatus.COMPLETED, context=ctx)  # results stored earlier
     await store.observer.on_run_end(run=run_end(start, RunStatus.CANCELLED, None, None, "stop"))
 
     info = await store.get_run("keep-1")
     assert info is not None and info.status == "cancelled" and info.failure_message == "stop"
     assert info.metrics == {"score": 0.75} and info.outputs == ["scored"]
+
+
+async def test_a_refused_run_never_touches_the_stored_one(store: RunStore) -> None:
+    ctx = await run(_exp("dup", "score"), registry=REG, run_id="dup-1")
+    start = run_start(ctx)
+    await record_whole_run(store.observer, start, ctx, run_end(start, RunStatus.COMPLETED, ctx))
+    with pytest.raises(DuplicateRun):
+        await store.observer.on_run_start(run=start)
+    await store.observer.on_run_end(run=run_end(start, RunStatus.FAILED, None, None, "refused"))
+    info = await store.get_run("dup-1")
+    assert info is not None and info.status == "completed" and info.failure_message is None
 
 
 async def test_the_end_is_recorded_even_inside_a_cancelled_scope(store: RunStore) -> None:
