@@ -22,6 +22,8 @@ from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
+from crucible.telemetry.anyvalue import attributes
+
 __all__ = ["DEFAULT_TRACES_FILE", "OtlpJsonLinesExporter", "read_otlp_jsonl", "spans_to_otlp_json"]
 
 DEFAULT_TRACES_FILE = "traces.jsonl"
@@ -109,32 +111,9 @@ def _id_to_hex(value: object) -> str | None:
     return value.lower()
 
 
-def _any_value(value: Mapping[str, Any]) -> Any:
-    """Decode an OTLP/JSON AnyValue into a plain Python value."""
-    if "stringValue" in value:
-        return value["stringValue"]
-    if "boolValue" in value:
-        return bool(value["boolValue"])
-    if "intValue" in value:
-        return int(value["intValue"])
-    if "doubleValue" in value:
-        return float(value["doubleValue"])
-    if "arrayValue" in value:
-        return [_any_value(v) for v in value["arrayValue"].get("values", [])]
-    if "kvlistValue" in value:
-        return _attributes(value["kvlistValue"].get("values", []))
-    if "bytesValue" in value:
-        return base64.b64decode(value["bytesValue"])
-    return None
-
-
-def _attributes(items: Sequence[Mapping[str, Any]] | None) -> dict[str, Any]:
-    return {item["key"]: _any_value(item.get("value", {})) for item in items or ()}
-
-
 def _flatten(doc: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
     for resource_spans in doc.get("resourceSpans", []):
-        resource = _attributes(resource_spans.get("resource", {}).get("attributes"))
+        resource = attributes(resource_spans.get("resource", {}).get("attributes"))
         for scope_spans in resource_spans.get("scopeSpans", []):
             scope = scope_spans.get("scope", {}).get("name", "")
             for span in scope_spans.get("spans", []):
@@ -147,14 +126,14 @@ def _flatten(doc: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
                     "kind": int(span.get("kind", 0)),
                     "start_time_unix_nano": int(span.get("startTimeUnixNano", 0)),
                     "end_time_unix_nano": int(span.get("endTimeUnixNano", 0)),
-                    "attributes": _attributes(span.get("attributes")),
+                    "attributes": attributes(span.get("attributes")),
                     "status_code": int(status.get("code", 0)),
                     "status_message": status.get("message", ""),
                     "events": [
                         {
                             "name": event.get("name", ""),
                             "time_unix_nano": int(event.get("timeUnixNano", 0)),
-                            "attributes": _attributes(event.get("attributes")),
+                            "attributes": attributes(event.get("attributes")),
                         }
                         for event in span.get("events", [])
                     ],
@@ -162,7 +141,7 @@ def _flatten(doc: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
                         {
                             "trace_id": _id_to_hex(link.get("traceId")),
                             "span_id": _id_to_hex(link.get("spanId")),
-                            "attributes": _attributes(link.get("attributes")),
+                            "attributes": attributes(link.get("attributes")),
                         }
                         for link in span.get("links", [])
                     ],

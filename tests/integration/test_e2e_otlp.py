@@ -11,7 +11,7 @@ import pytest
 from crucible import Context, Experiment, Registry, StageDef, StageFailed, run, stage
 from crucible.telemetry.jsonl import read_otlp_jsonl
 from crucible.telemetry.setup import TelemetryHandle, configure
-from crucible.testing_otlp import (
+from crucible.testing.otlp import (
     OtlpGrpcReceiver,
     OtlpHttpReceiver,
     ReceivedSpan,

@@ -19,7 +19,7 @@ import crucible.logging
 from crucible import Context, Experiment, Registry, StageDef, run, run_batch, stage
 from crucible.store import RunStore
 from crucible.telemetry.setup import configure
-from crucible.testing_otlp import OtlpHttpReceiver
+from crucible.testing.otlp import OtlpHttpReceiver
 from tests.support.missing import missing_service
 
 pytestmark = [pytest.mark.slow]

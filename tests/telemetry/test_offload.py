@@ -17,7 +17,7 @@ from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 from crucible.telemetry import offload
 from crucible.telemetry.offload import OffloadedOtlpExporter, dumps, flatten, rebuild
 from crucible.telemetry.setup import configure
-from crucible.testing_otlp import OtlpHttpReceiver
+from crucible.testing.otlp import OtlpHttpReceiver
 
 pytestmark = [pytest.mark.otlp]
 

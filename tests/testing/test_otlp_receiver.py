@@ -9,10 +9,12 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import grpc  # type: ignore[import-untyped, unused-ignore]
 import pytest
+from google.protobuf import json_format  # type: ignore[import-untyped, unused-ignore]
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
     OTLPSpanExporter as GrpcSpanExporter,
 )
@@ -32,7 +34,8 @@ from opentelemetry.sdk.trace.export import (
 )
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from crucible.testing_otlp import (
+from crucible.telemetry.jsonl import read_otlp_jsonl
+from crucible.testing.otlp import (
     OtlpGrpcReceiver,
     OtlpHttpReceiver,
     ReceivedSpan,
@@ -327,6 +330,34 @@ def test_spans_from_request_decodes_every_value_kind() -> None:
     assert (decoded.kind, decoded.status_code) == ("UNSPECIFIED", "UNSET")
     assert decoded.attributes == {"s": "x", "b": b"\x00", "empty": None, "kv": {"i": 3}}
     assert decoded.service_name is None
+
+
+def test_protobuf_values_decode_like_the_json_lines_reader(tmp_path: Path) -> None:
+    """Both paths share one AnyValue decoder; only arrays differ (tuples here, lists there)."""
+    request = ExportTraceServiceRequest()
+    span = request.resource_spans.add().scope_spans.add().spans.add()
+    span.trace_id, span.span_id, span.name = b"\x01" * 16, b"\x02" * 8, "s"
+    span.attributes.append(KeyValue(key="i", value=AnyValue(int_value=-(2**53) - 1)))
+    span.attributes.append(KeyValue(key="d", value=AnyValue(double_value=0.5)))
+    span.attributes.append(KeyValue(key="f", value=AnyValue(bool_value=False)))
+    span.attributes.append(KeyValue(key="raw", value=AnyValue(bytes_value=b"\x00\xff")))
+    xs = span.attributes.add(key="xs").value.array_value.values
+    xs.add(string_value="a")
+    xs.add().array_value.values.add(int_value=2)
+    span.attributes.add(key="kv").value.kvlist_value.values.add(key="k").value.string_value = ""
+    path = tmp_path / "one.jsonl"
+    path.write_text(json_format.MessageToJson(request, indent=None) + "\n", encoding="utf-8")
+    [from_json] = read_otlp_jsonl(path)
+    [received] = spans_from_request(request)
+    assert received.attributes == {
+        "i": -(2**53) - 1,
+        "d": 0.5,
+        "f": False,
+        "raw": b"\x00\xff",
+        "xs": ("a", (2,)),
+        "kv": {"k": ""},
+    }
+    assert from_json["attributes"] == {**received.attributes, "xs": ["a", [2]]}
 
 
 needs_rotel = pytest.mark.skipif(not rotel_available(), reason="rotel is not installed")

@@ -1,4 +1,8 @@
-"""Helpers for users' tests: capture the spans of a run, run one stage through the real engine."""
+"""Helpers for users' tests: capture the spans of a run, run one stage through the real engine.
+
+Real OTLP receivers live in ``crucible.testing.otlp`` (the ``testing`` extra); importing this
+package does not load them, so it needs nothing beyond crucible itself.
+"""
 
 from __future__ import annotations
 
