@@ -87,6 +87,10 @@ class OptionsError(CrucibleError, ValueError):
         super().__init__("; ".join(f"{p}: {m}" for p, m in self.problems))
 
 
+class FileAccessError(CrucibleError, PermissionError):
+    """A path is outside the folders the run may read or write, or the file is missing."""
+
+
 class StageError(CrucibleError):
     """Raised by a stage to fail and keep what it did: ``context`` is the stage's last Context.
 

@@ -1,0 +1,170 @@
+"""Where a run may read and write files: allowed roots, path-typed options, the run's access.
+
+Defaults: reads inside the working directory and the experiment file's folder, writes inside
+``reports/`` under the working directory. Relative read paths resolve against the experiment
+file's folder (the working directory for experiments built in Python), relative write paths
+against the working directory. Paths are resolved (symlinks followed, ``..`` removed) before
+the check, so neither can leave a root.
+
+Stage options declare paths with :data:`ReadFile` and :data:`WriteDir`; pre-flight resolves and
+checks them, so a refused path fails before anything runs. Stages that open other files call
+``current_access().readable(...)`` / ``writable(...)`` first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterable, Iterator
+from contextvars import ContextVar
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import AfterValidator, ValidationInfo
+from pydantic_core import PydanticCustomError
+
+from crucible.errors import FileAccessError
+
+__all__ = [
+    "DEFAULT_WRITE_DIR",
+    "FileAccess",
+    "ReadFile",
+    "WriteDir",
+    "current_access",
+    "using_access",
+]
+
+DEFAULT_WRITE_DIR = "reports"
+
+
+def _real(path: str | os.PathLike[str], base: Path) -> Path:
+    return (base / Path(path).expanduser()).resolve()
+
+
+@dataclass(frozen=True, slots=True)
+class FileAccess:
+    """The folders a run may read from and write to, and where relative paths start."""
+
+    read_roots: tuple[Path, ...]
+    write_roots: tuple[Path, ...]
+    read_base: Path
+    write_base: Path
+
+    @classmethod
+    def default(
+        cls,
+        *,
+        experiment_dir: str | os.PathLike[str] | None = None,
+        cwd: str | os.PathLike[str] | None = None,
+        write_dir: str | os.PathLike[str] = DEFAULT_WRITE_DIR,
+        allow_read: Iterable[str | os.PathLike[str]] = (),
+        allow_write: Iterable[str | os.PathLike[str]] = (),
+    ) -> FileAccess:
+        """The default roots, widened by ``allow_read``/``allow_write`` folders."""
+        here = Path(cwd).resolve() if cwd is not None else Path.cwd().resolve()
+        exp_dir = _real(experiment_dir, here) if experiment_dir is not None else None
+        reads = [here] + ([exp_dir] if exp_dir is not None else [])
+        access = cls(
+            read_roots=tuple(dict.fromkeys(reads)),
+            write_roots=(_real(write_dir, here),),
+            read_base=exp_dir or here,
+            write_base=here,
+        )
+        return access.widened(read=allow_read, write=allow_write)
+
+    def widened(
+        self,
+        *,
+        read: Iterable[str | os.PathLike[str]] = (),
+        write: Iterable[str | os.PathLike[str]] = (),
+    ) -> FileAccess:
+        """This access with more read and write roots (written folders are readable too)."""
+        extra_write = tuple(_real(p, self.write_base) for p in write)
+        extra_read = tuple(_real(p, self.read_base) for p in read) + extra_write
+        return FileAccess(
+            read_roots=tuple(dict.fromkeys(self.read_roots + extra_read)),
+            write_roots=tuple(dict.fromkeys(self.write_roots + extra_write)),
+            read_base=self.read_base,
+            write_base=self.write_base,
+        )
+
+    def readable(
+        self, path: str | os.PathLike[str], *, option: str | None = None, must_exist: bool = True
+    ) -> Path:
+        """``path`` resolved for reading; FileAccessError when outside every read root."""
+        target = _real(path, self.read_base)
+        if not _inside(target, self.read_roots):
+            raise FileAccessError(
+                _what(option, path, target)
+                + f" is outside the folders this run may read ({_list(self.read_roots)}); "
+                "allow it with --allow-read DIR or run(..., file_access=...)"
+            )
+        if must_exist and not target.is_file():
+            state = "is not a file" if target.exists() else "does not exist"
+            raise FileAccessError(_what(option, path, target) + f" {state}")
+        return target
+
+    def writable(self, path: str | os.PathLike[str], *, option: str | None = None) -> Path:
+        """``path`` resolved for writing; FileAccessError when outside every write root."""
+        target = _real(path, self.write_base)
+        if not _inside(target, self.write_roots):
+            raise FileAccessError(
+                _what(option, path, target)
+                + f" is outside the folders this run may write ({_list(self.write_roots)}); "
+                "allow it with --allow-write DIR or run(..., file_access=...)"
+            )
+        return target
+
+
+def _inside(target: Path, roots: tuple[Path, ...]) -> bool:
+    return any(target == root or target.is_relative_to(root) for root in roots)
+
+
+def _what(option: str | None, raw: str | os.PathLike[str], target: Path) -> str:
+    shown = f"{os.fspath(raw)!r}" + (f" ({target})" if os.fspath(raw) != str(target) else "")
+    return f"option {option!r}: {shown}" if option else shown
+
+
+def _list(roots: tuple[Path, ...]) -> str:
+    return ", ".join(str(r) for r in roots) or "none"
+
+
+_current: ContextVar[FileAccess | None] = ContextVar("crucible_file_access", default=None)
+
+
+def current_access() -> FileAccess:
+    """The access of the run (or pre-flight) in progress; the defaults outside any run."""
+    access = _current.get()
+    return access if access is not None else FileAccess.default()
+
+
+@contextlib.contextmanager
+def using_access(access: FileAccess) -> Iterator[FileAccess]:
+    """Make ``access`` current for the block (the engine does this for pre-flight and runs)."""
+    token = _current.set(access)
+    try:
+        yield access
+    finally:
+        _current.reset(token)
+
+
+def _check_read(value: Path, info: ValidationInfo) -> Path:
+    try:
+        return current_access().readable(value)
+    except FileAccessError as err:
+        raise PydanticCustomError("file_access", str(err)) from None
+
+
+def _check_write_dir(value: Path, info: ValidationInfo) -> Path:
+    try:
+        return current_access().writable(value)
+    except FileAccessError as err:
+        raise PydanticCustomError("file_access", str(err)) from None
+
+
+ReadFile = Annotated[Path, AfterValidator(_check_read)]
+"""An option naming a file to read: resolved and checked against the run's read roots."""
+
+WriteDir = Annotated[Path, AfterValidator(_check_write_dir)]
+"""An option naming a folder to write into: resolved and checked against the write roots."""
