@@ -15,13 +15,8 @@ from typing import Any
 import pytest
 
 from crucible.registry import ENTRY_POINT_GROUP, default_registry
-from crucible.stage import (
-    OptionsError,
-    StageSpec,
-    as_stage_spec,
-    valid_type_spec,
-    validate_schema,
-)
+from crucible.stage import OptionsError, StageSpec, as_stage_spec
+from tests.support.schema import valid_type_spec, validate_schema
 
 BUILTINS = ("bench", "data_checks", "guardrails", "report", "validate")
 ALL_STAGES = (*BUILTINS, "load_examples")  # the quickstart's loader lives in stages.dataset
