@@ -38,7 +38,6 @@ from crucible.telemetry.otlp_wire import encode_request
 
 _log = logging.getLogger(__name__)
 _HEADER = struct.Struct("!I")
-_START_TIMEOUT_S = 30.0
 
 
 _SpanCtx = tuple[int, int, int, str, bool]
