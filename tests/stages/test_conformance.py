@@ -1,8 +1,8 @@
 """Every built-in stage, found through its ``crucible.stages`` entry point, honours the contract.
 
-The original's conformance suite (items 30-34): each stage can run and describe itself; its
-schema has the right shape, validates, has no required/optional overlap, types every required
-key with a valid type spec, keeps defaults within optional keys and uses snake_case names.
+Each stage can run and describe itself; its schema has the right shape, validates, has no
+required/optional overlap, types every required key with a valid type spec, keeps defaults
+within optional keys and uses snake_case names.
 """
 
 from __future__ import annotations
