@@ -75,7 +75,3 @@ def configure(
         logger_factory=structlog.PrintLoggerFactory(stream if stream is not None else sys.stderr),
         cache_logger_on_first_use=False,
     )
-
-
-def get_logger(name: str = "crucible") -> Any:
-    return structlog.get_logger(name)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import threading
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 from importlib.metadata import entry_points
 from typing import Any
@@ -13,7 +14,7 @@ import structlog
 
 from crucible.errors import ImportsNotAllowed, UnknownStage
 from crucible.experiment import StageDef
-from crucible.stage import StageSpec, as_stage_spec
+from crucible.stage import StageSpec, as_stage_spec, declared_since
 
 ENTRY_POINT_GROUP = "crucible.stages"
 _log = structlog.get_logger("crucible.registry")
@@ -28,7 +29,7 @@ class Registry:
 
     def __init__(self, stages: Iterable[Any] = (), *, discover: bool = False) -> None:
         self._stages: dict[str, StageSpec] = {}
-        self.version = 0  # bumped on every change, so cached pipeline plans can be reused safely
+        self._version = 0
         self._discover = discover
         self._discovered = False
         self._lock = threading.Lock()
@@ -36,8 +37,15 @@ class Registry:
         for s in stages:
             self.register(s)
 
+    @property
+    def version(self) -> int:
+        """Bumped on every change, so cached pipeline plans can be reused safely."""
+        self._take_declared()
+        return self._version
+
     def register(self, obj: Any, *, name: str | None = None, replace: bool = False) -> StageSpec:
         """Register a stage (decorated function, Stage class/instance or StageSpec)."""
+        self._take_declared()
         spec = as_stage_spec(obj, name=name)
         existing = self._stages.get(spec.name)
         if existing is not None and not replace and existing.origin != spec.origin:
@@ -45,11 +53,18 @@ class Registry:
                 f"stage {spec.name!r} is already registered by {existing.origin}; "
                 "pass replace=True to override"
             )
-        self._stages[spec.name] = spec
-        self.version += 1
+        self._put(spec)
         return spec
 
+    def _put(self, spec: StageSpec) -> None:
+        self._stages[spec.name] = spec
+        self._version += 1
+
+    def _take_declared(self) -> None:
+        """Add the stages declared elsewhere since the last call; an explicit registry has none."""
+
     def _ensure_discovered(self) -> None:
+        self._take_declared()
         if not self._discover or self._discovered:
             return
         with self._lock:
@@ -104,12 +119,45 @@ class Registry:
         return len(self.names())
 
 
+class _DefaultRegistry(Registry):
+    """Entry-point stages plus every ``@stage`` declared with ``register=True``, whenever.
+
+    Declarations are taken in order before every lookup or registration, so a stage decorated
+    after this registry exists is found, and a name decorated again is replaced.
+    """
+
+    def __init__(self) -> None:
+        self._declarations_seen = 0
+        self._declared_lock = threading.RLock()
+        super().__init__(discover=True)
+
+    def _take_declared(self) -> None:
+        with self._declared_lock:
+            self._declarations_seen, specs = declared_since(self._declarations_seen)
+            for spec in specs:
+                self._put(spec)
+
+
 _imports_allowed: ContextVar[bool] = ContextVar("crucible_imports_allowed", default=False)
 
 
 def imports_allowed() -> bool:
     """True inside a run started with ``allow_imports=True`` (stages may then import paths)."""
     return _imports_allowed.get()
+
+
+@contextmanager
+def imports_allowed_scope(allowed: bool) -> Iterator[None]:
+    """Make ``imports_allowed()`` answer ``allowed`` inside the block (a run's whole execution).
+
+    It is a contextvar, so concurrent runs each see their own value, and tasks started inside
+    the block inherit it.
+    """
+    token = _imports_allowed.set(allowed)
+    try:
+        yield
+    finally:
+        _imports_allowed.reset(token)
 
 
 def load_option_callable(value: Any, *, what: str) -> Any:
@@ -158,5 +206,5 @@ def default_registry() -> Registry:
     if _DEFAULT is None:
         with _DEFAULT_LOCK:
             if _DEFAULT is None:
-                _DEFAULT = Registry(discover=True)
+                _DEFAULT = _DefaultRegistry()
     return _DEFAULT

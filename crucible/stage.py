@@ -5,10 +5,12 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import re
+import threading
 import types
 import typing
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from itertools import takewhile
 from typing import Any, Literal, Protocol, get_args, get_origin, runtime_checkable
 
 from pydantic import BaseModel, ValidationError
@@ -20,11 +22,6 @@ from crucible.errors import OptionsError, format_location
 
 SCHEMA_VERSION = "1.0"
 _SNAKE = re.compile(r"^[a-z][a-z0-9_]*$")
-PRIMITIVES = frozenset(
-    {"string", "integer", "float", "boolean", "atom", "map", "list", "module", "any"}
-)
-
-StageFn = Callable[[Context, Any], Awaitable[Context] | Context]
 
 
 @runtime_checkable
@@ -52,7 +49,7 @@ class StageSpec:
     extensions: Mapping[str, Any] = field(default_factory=dict)
 
     def describe(self) -> dict[str, Any]:
-        """The option schema in the original's shape: name, required, optional, types, defaults."""
+        """The option schema: name, description, required, optional, types, defaults, version."""
         return describe_model(self.name, self.description, self.options_model, self.version)
 
     def validate_options(self, options: Mapping[str, Any] | None) -> Any:
@@ -138,12 +135,38 @@ def stage(
         )
         fn.__crucible_stage__ = spec  # type: ignore[attr-defined]
         if register:
-            from crucible.registry import default_registry
-
-            default_registry().register(spec, replace=True)
+            _declare(spec)
         return fn
 
     return decorate
+
+
+# Specs declared with register=True, oldest first, each with its declaration number. The default
+# registry reads them (crucible.registry); a name declared again moves to the end.
+_declared: dict[str, tuple[int, StageSpec]] = {}
+_declared_count = 0
+_declared_lock = threading.Lock()
+
+
+def _declare(spec: StageSpec) -> None:
+    global _declared_count
+    with _declared_lock:
+        _declared_count += 1
+        _declared.pop(spec.name, None)
+        _declared[spec.name] = (_declared_count, spec)
+
+
+def declared_since(seen: int) -> tuple[int, list[StageSpec]]:
+    """Specs ``@stage`` declared for the default registry after the first ``seen`` declarations.
+
+    Returns the number of declarations so far and those specs in declaration order; a name
+    declared twice since then appears once, as its latest spec.
+    """
+    if seen == _declared_count:
+        return seen, []
+    with _declared_lock:
+        newer = takewhile(lambda entry: entry[0] > seen, reversed(_declared.values()))
+        return _declared_count, [spec for _, spec in reversed(list(newer))]
 
 
 def as_stage_spec(obj: Any, *, name: str | None = None) -> StageSpec:
@@ -199,7 +222,7 @@ def as_stage_spec(obj: Any, *, name: str | None = None) -> StageSpec:
 
 
 def type_spec(annotation: Any) -> Any:
-    """Map a Python annotation to the original's type spec (``"string"``, ``("list", t)``, ...)."""
+    """Map a Python annotation to a schema type spec (``"string"``, ``("list", t)``, ...)."""
     if annotation is Any or annotation is object:
         return "any"
     origin = get_origin(annotation)
@@ -255,7 +278,7 @@ class _LenientJsonSchema(GenerateJsonSchema):
 def describe_model(
     name: str, description: str, model: type[BaseModel] | None, version: str | None = None
 ) -> dict[str, Any]:
-    """Build the original's schema map from a pydantic options model."""
+    """Build a stage's schema map (what ``describe`` returns) from its pydantic options model."""
     required: list[str] = []
     optional: list[str] = []
     types_: dict[str, Any] = {}
@@ -285,76 +308,3 @@ def describe_model(
     if model is not None:
         schema["json_schema"] = model.model_json_schema(schema_generator=_LenientJsonSchema)
     return schema
-
-
-def valid_type_spec(spec: Any) -> bool:
-    """True for the original's type specs: primitives and struct/enum/list/map/function/..."""
-    if isinstance(spec, str):
-        return spec in PRIMITIVES
-    if not isinstance(spec, tuple) or not spec:
-        return False
-    tag, *rest = spec
-    if tag == "struct":
-        return len(rest) == 1 and isinstance(rest[0], str | type)
-    if tag == "enum":
-        return len(rest) == 1 and isinstance(rest[0], list)
-    if tag == "list":
-        return len(rest) == 1 and valid_type_spec(rest[0])
-    if tag == "map":
-        return len(rest) == 2 and valid_type_spec(rest[0]) and valid_type_spec(rest[1])
-    if tag == "function":
-        return (
-            len(rest) == 1 and isinstance(rest[0], int) and not isinstance(rest[0], bool)
-            and rest[0] >= 0
-        )  # fmt: skip
-    if tag in ("union", "tuple"):
-        return len(rest) == 1 and isinstance(rest[0], list) and all(map(valid_type_spec, rest[0]))
-    return False
-
-
-def validate_schema(schema: Any) -> list[str]:
-    """Check a describe() schema like the original's Schema.validate; [] means valid."""
-    if not isinstance(schema, Mapping):
-        return ["schema must be a map"]
-    errors: list[str] = []
-    name = schema.get("name")
-    if not isinstance(name, str) or not name:
-        errors.append("name must be a non-empty string")
-    elif not _SNAKE.match(name):
-        errors.append(f"name {name!r} must be snake_case")
-    desc = schema.get("description")
-    if not isinstance(desc, str) or not desc.strip():
-        errors.append("description must be a non-empty string")
-    for key in ("required", "optional"):
-        val = schema.get(key)
-        if not isinstance(val, list):
-            errors.append(f"{key} must be a list")
-        elif any(not isinstance(v, str) for v in val):
-            errors.append(f"{key} must contain only strings")
-    types_ = schema.get("types")
-    if not isinstance(types_, Mapping):
-        errors.append("types must be a map")
-    else:
-        bad = [k for k, v in types_.items() if not valid_type_spec(v)]
-        if bad:
-            errors.append(f"types has invalid type specs for: {', '.join(map(str, bad))}")
-    req, opt = schema.get("required"), schema.get("optional")
-    if isinstance(req, list) and isinstance(opt, list):
-        overlap = sorted(set(req) & set(opt))
-        if overlap:
-            errors.append(f"required and optional overlap: {', '.join(overlap)}")
-    if isinstance(req, list) and isinstance(types_, Mapping):
-        missing = [k for k in req if k not in types_]
-        if missing:
-            errors.append(f"required keys without a type: {', '.join(map(str, missing))}")
-    defaults = schema.get("defaults")
-    if defaults is not None:
-        if not isinstance(defaults, Mapping):
-            errors.append("defaults must be a map")
-        elif isinstance(opt, list):
-            stray = [k for k in defaults if k not in opt]
-            if stray:
-                errors.append(f"defaults for keys not in optional: {', '.join(map(str, stray))}")
-    if "__schema_version__" in schema and not isinstance(schema["__schema_version__"], str):
-        errors.append("__schema_version__ must be a string")
-    return errors

@@ -1,8 +1,8 @@
 """The ``data_checks`` stage: find examples whose required fields are missing or empty.
 
 Reads ``ctx.assigns["examples"]``. Absent or None: the context is returned unchanged. Anything
-that is not a list (or other non-string sequence) fails the stage with DataChecksFailed, instead
-of the original's silent skip. The built-in check reports issues in example order and, with
+that is not a list (or other non-string sequence) fails the stage with DataChecksFailed rather
+than being skipped silently. The built-in check reports issues in example order and, with
 ``fail_fast``, really stops at the first one. A custom ``checker(examples, opts)`` replaces it.
 """
 

@@ -70,7 +70,8 @@ class ValidationReport:
     skipped: tuple[str, ...] = ()
 
     def metric(self) -> dict[str, object]:
-        """The ``metrics["validation"]`` value, in the original's layout."""
+        """The ``metrics["validation"]`` value: ``status`` ("passed" or "warnings"), the warning
+        messages and the knowingly skipped stages."""
         if not self.problems:
             out: dict[str, object] = {"status": "passed"}
             if self.skipped:

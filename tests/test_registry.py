@@ -7,11 +7,17 @@ import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
+import anyio
 import pytest
 
 from crucible import Context, Experiment, Registry, StageDef, run, stage
 from crucible.errors import ImportsNotAllowed, UnknownStage
-from crucible.registry import default_registry
+from crucible.registry import (
+    default_registry,
+    imports_allowed,
+    imports_allowed_scope,
+    load_option_callable,
+)
 
 
 @stage("one", description="first", register=False)
@@ -47,6 +53,93 @@ def test_decorated_stages_join_the_default_registry() -> None:
         return ctx
 
     assert default_registry().get("registered_by_decorator").call is member
+
+
+def test_the_default_registry_follows_declarations_made_after_it_exists() -> None:
+    reg = default_registry()
+    assert "declared_late" not in reg
+    before = reg.version
+
+    @stage("declared_late", description="first")
+    async def first(ctx: Context) -> Context:
+        return ctx
+
+    assert reg.get("declared_late").call is first and reg.version > before
+
+    @stage("declared_late", description="second")
+    async def second(ctx: Context) -> Context:
+        return ctx
+
+    @stage("declared_late", description="kept out", register=False)
+    async def unregistered(ctx: Context) -> Context:
+        return ctx
+
+    assert reg.get("declared_late").call is second
+    assert reg.names().count("declared_late") == 1
+
+
+def test_a_declaration_replaces_an_earlier_explicit_registration() -> None:
+    reg = default_registry()
+    reg.register(one, name="ordered_name")
+
+    @stage("ordered_name", description="declared after the explicit registration")
+    async def later(ctx: Context) -> Context:
+        return ctx
+
+    assert reg.get("ordered_name").call is later
+    with pytest.raises(ValueError, match="already registered"):
+        reg.register(one, name="ordered_name")
+
+
+async def test_a_run_uses_the_stage_declared_last() -> None:
+    experiment = Experiment(id="redeclared", pipeline=[StageDef(name="redeclared_stage")])
+
+    @stage("redeclared_stage", description="version one")
+    async def v1(ctx: Context) -> Context:
+        return ctx.put_metric("v", 1)
+
+    assert (await run(experiment)).get_metric("v") == 1
+
+    @stage("redeclared_stage", description="version two")
+    async def v2(ctx: Context) -> Context:
+        return ctx.put_metric("v", 2)
+
+    assert (await run(experiment)).get_metric("v") == 2  # the cached plan is not reused
+
+
+def test_imports_allowed_scope_sets_and_restores_the_flag() -> None:
+    path = "tests.test_registry:one"
+    assert imports_allowed() is False
+    with imports_allowed_scope(True):
+        assert imports_allowed() is True
+        assert load_option_callable(path, what="hook") is one
+        with imports_allowed_scope(False), pytest.raises(ImportsNotAllowed):
+            load_option_callable(path, what="hook")
+        assert imports_allowed() is True
+    assert imports_allowed() is False
+    with pytest.raises(RuntimeError), imports_allowed_scope(True):
+        raise RuntimeError("the block fails")
+    assert imports_allowed() is False
+
+
+async def test_concurrent_scopes_do_not_see_each_other() -> None:
+    both_inside = anyio.Event()
+    entered: list[bool] = []
+    seen: dict[bool, bool] = {}
+
+    async def probe(allowed: bool) -> None:
+        with imports_allowed_scope(allowed):
+            entered.append(allowed)
+            if len(entered) == 2:
+                both_inside.set()
+            await both_inside.wait()
+            seen[allowed] = imports_allowed()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(probe, True)
+        tg.start_soon(probe, False)
+    assert seen == {True: True, False: False}
+    assert imports_allowed() is False
 
 
 def test_import_paths_need_permission() -> None:

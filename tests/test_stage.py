@@ -9,14 +9,8 @@ import pytest
 from pydantic import BaseModel, ConfigDict, Field
 
 from crucible import Context
-from crucible.stage import (
-    OptionsError,
-    as_stage_spec,
-    stage,
-    type_spec,
-    valid_type_spec,
-    validate_schema,
-)
+from crucible.stage import OptionsError, as_stage_spec, stage, type_spec
+from tests.support.schema import valid_type_spec, validate_schema
 
 
 class Opts(BaseModel):
@@ -36,7 +30,7 @@ async def typed(ctx: Context, opts: Opts) -> Context:
     return ctx
 
 
-def test_describe_has_the_original_shape() -> None:
+def test_describe_lists_required_optional_types_and_defaults() -> None:
     schema = as_stage_spec(typed).describe()
     assert schema["name"] == "typed" and schema["description"] == "A stage with typed options"
     assert schema["required"] == ["name"]
@@ -119,7 +113,7 @@ def test_type_specs_of_plain_annotations() -> None:
     assert type_spec(int | str) == ("union", ["integer", "string"])
 
 
-# The original's Schema.validate and valid_type_spec (schema_test items 48-52).
+# The schema checker the conformance tests use: every rule, and every type spec shape.
 GOOD = {"name": "s", "description": "d", "required": ["a"], "optional": ["b"],
         "types": {"a": "string", "b": ("list", "integer")}, "defaults": {"b": [1]}}  # fmt: skip
 

@@ -3,9 +3,9 @@
 The SDK's BatchSpanProcessor queues the span objects themselves until its worker exports them.
 Under load those thousands of live objects survive several garbage collections and make every
 full collection slower, which costs more than the spans' own work. This processor keeps only
-the flat tuples of `offload.flatten` (about 1 µs a span), and a writer thread pickles full
-batches to the child process that encodes and sends them. Every span is counted: ended,
-exported, failed, or dropped when more than `max_queued` wait.
+the flat tuples of `offload.flatten`, and a writer thread pickles full batches to the child
+process that encodes and sends them. Every span is counted: ended, exported, failed, or
+dropped when more than `max_queued` wait.
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """Export spans over OTLP from a child process, so encoding and sending do not hold our GIL.
 
-``flatten`` turns a finished span into plain values (about 1 µs); batches of them are pickled
-to a child started with ``python -m crucible.telemetry.offload``. For http/protobuf the child
-writes the request bytes itself (``otlp_wire``) and posts them through the OpenTelemetry
-exporter's own transport (endpoint, headers, compression, TLS, retries); for grpc, or an
-exporter without that transport, it rebuilds the spans for the OpenTelemetry exporter. Every
+``flatten`` turns a finished span into plain values; batches of them are pickled to a child
+started with ``python -m crucible.telemetry.offload``. For http/protobuf the child writes the
+request bytes itself (``otlp_wire``) and posts them through the OpenTelemetry exporter's own
+transport (endpoint, headers, compression, TLS, retries); for grpc, or an exporter without
+that transport, it rebuilds the spans for the OpenTelemetry exporter. Every
 batch is answered with success or failure, so failures are counted. The child is our own
 program, started by us; nothing else writes to its pipe.
 """
@@ -38,7 +38,6 @@ from crucible.telemetry.otlp_wire import encode_request
 
 _log = logging.getLogger(__name__)
 _HEADER = struct.Struct("!I")
-_START_TIMEOUT_S = 30.0
 
 
 _SpanCtx = tuple[int, int, int, str, bool]

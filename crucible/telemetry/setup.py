@@ -92,7 +92,7 @@ class TelemetryHandle:
     service_name: str
     installed_global: bool = False
     span_exporters: tuple[SpanExporter, ...] = ()
-    _counters: tuple[tuple[str, SpanCounter], ...] = field(default=(), repr=False)
+    _counters: tuple[SpanCounter, ...] = field(default=(), repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _report: ShutdownReport | None = field(default=None, repr=False)
 
@@ -101,7 +101,7 @@ class TelemetryHandle:
 
     def _counts(self) -> SpanCounts:
         total = SpanCounts()
-        for _, counter in self._counters:
+        for counter in self._counters:
             total = total + counter.snapshot()
         return total
 
@@ -109,20 +109,11 @@ class TelemetryHandle:
         """Spans ended, exported, failed and dropped, summed over exporters (one per delivery)."""
         return self._counts().as_dict()
 
-    def stats_by_exporter(self) -> dict[str, dict[str, int]]:
-        """`stats()` for each configured exporter separately."""
-        return {name: counter.snapshot().as_dict() for name, counter in self._counters}
-
     @property
     def dropped_spans(self) -> int:
         """Spans that will never reach their destination: export failed or dropped."""
         counts = self._counts()
         return counts.failed + counts.dropped
-
-    @property
-    def is_shut_down(self) -> bool:
-        """True once `shutdown` has run."""
-        return self._report is not None
 
     def shutdown(self, timeout_s: float = 5.0) -> ShutdownReport:
         """Flush, then shut down both providers, waiting at most `timeout_s`; idempotent.
@@ -159,7 +150,7 @@ class TelemetryHandle:
                 work()
             completed = done.wait(max(timeout_s, 0.0))
             if not completed:
-                for _, counter in self._counters:
+                for counter in self._counters:
                     counter.abandon()
             counts = self._counts()
             report = ShutdownReport(
@@ -414,10 +405,10 @@ def configure(
             destinations.append(str(file_exp.path))
 
     tracer_provider = TracerProvider(resource=resource, shutdown_on_exit=False)
-    counters: list[tuple[str, SpanCounter]] = []
+    counters: list[SpanCounter] = []
     for name, span_exp in span_exporters:
         counter = SpanCounter()
-        counters.append((name, counter))
+        counters.append(counter)
         if name == "otlp" and offloaded:
             # Imported here, as in _otlp_exporters: only offloading needs these modules.
             from crucible.telemetry.handoff import OffloadSpanProcessor

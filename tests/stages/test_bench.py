@@ -17,9 +17,10 @@ from pydantic import ValidationError
 import crucible
 from crucible import Context, Experiment, InvalidPipeline, StageDef, StageFailed
 from crucible.experiment import Reliability, Stats
-from crucible.stage import as_stage_spec, validate_schema
+from crucible.stage import as_stage_spec
 from crucible.testing import make_context, run_stage
 from stages.bench import BenchFailed, BenchOptions, bench, groups_from_metrics
+from tests.support.schema import validate_schema
 
 A = [0.61, 0.64, 0.58, 0.66, 0.60, 0.63, 0.59, 0.65]
 B = [0.81, 0.79, 0.84, 0.78, 0.83, 0.80, 0.85, 0.82]

@@ -1,8 +1,8 @@
 """Every built-in stage, found through its ``crucible.stages`` entry point, honours the contract.
 
-The original's conformance suite (items 30-34): each stage can run and describe itself; its
-schema has the right shape, validates, has no required/optional overlap, types every required
-key with a valid type spec, keeps defaults within optional keys and uses snake_case names.
+Each stage can run and describe itself; its schema has the right shape, validates, has no
+required/optional overlap, types every required key with a valid type spec, keeps defaults
+within optional keys and uses snake_case names.
 """
 
 from __future__ import annotations
@@ -15,13 +15,8 @@ from typing import Any
 import pytest
 
 from crucible.registry import ENTRY_POINT_GROUP, default_registry
-from crucible.stage import (
-    OptionsError,
-    StageSpec,
-    as_stage_spec,
-    valid_type_spec,
-    validate_schema,
-)
+from crucible.stage import OptionsError, StageSpec, as_stage_spec
+from tests.support.schema import valid_type_spec, validate_schema
 
 BUILTINS = ("bench", "data_checks", "guardrails", "report", "validate")
 ALL_STAGES = (*BUILTINS, "load_examples")  # the quickstart's loader lives in stages.dataset

@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 
 from crucible import StageFailed
-from crucible.stage import as_stage_spec, validate_schema
+from crucible.stage import as_stage_spec
 from crucible.testing import make_context, run_stage
 from stages.dataset import DatasetError, load_examples
+from tests.support.schema import validate_schema
 
 
 @pytest.fixture

@@ -11,9 +11,10 @@ import pytest
 
 import crucible
 from crucible import Context, Experiment, OutputSpec, StageDef, StageFailed
-from crucible.stage import as_stage_spec, validate_schema
+from crucible.stage import as_stage_spec
 from crucible.testing import make_context, run_stage
 from stages.report import ReportError, ReportOptions, report
+from tests.support.schema import validate_schema
 
 
 def ctx_for(*outputs: OutputSpec, **metrics: Any) -> Context:
