@@ -24,7 +24,6 @@ from typing import Annotated, Any, NoReturn, TextIO, cast
 
 import anyio
 import typer
-import yaml
 from opentelemetry.context import Context as OtelContext
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from rich import box
@@ -57,7 +56,7 @@ from crucible.batch import (
 from crucible.context import Context
 from crucible.engine import PlannedStage, plan, run
 from crucible.errors import CrucibleError, ExperimentFileError, InvalidPipeline, StageFailed
-from crucible.experiment import Experiment, experiment_from_mapping, load_experiment
+from crucible.experiment import Experiment, load_with_overrides
 from crucible.registry import ENTRY_POINT_GROUP, Registry, default_registry
 from crucible.serialize import to_jsonable
 from crucible.stage import StageSpec
@@ -252,75 +251,6 @@ def _trace_id_of(ctx: Context | None) -> str | None:
 
 
 # --- experiments and --set -----------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Override:
-    """One ``--set stage.option.path=value``: the stage name, the option path and the value."""
-
-    raw: str
-    stage: str
-    path: tuple[str, ...]
-    value: Any
-
-
-def parse_override(raw: str) -> Override:
-    """Parse ``stage.option=value``; the value is read as a YAML scalar or flow collection."""
-    key, eq, text = raw.partition("=")
-    stage, dot, option = key.strip().partition(".")
-    path = tuple(p.strip() for p in option.split("."))
-    if not eq or not dot or not stage or not all(path):
-        raise CliError(f"--set {raw!r}: expected STAGE.OPTION=VALUE, e.g. bench.alpha=0.01")
-    if not text.strip():
-        return Override(raw, stage, path, "")
-    try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise CliError(f"--set {raw!r}: cannot read {text!r} as a YAML value: {problem}") from None
-    return Override(raw, stage, path, value)
-
-
-def apply_overrides(
-    experiment: Experiment, overrides: Sequence[Override], *, source: str
-) -> Experiment:
-    """Set each override on every pipeline entry with that stage name, then re-validate."""
-    if not overrides:
-        return experiment
-    data = experiment.model_dump(mode="python", by_alias=True, exclude_unset=True)
-    pipeline: list[dict[str, Any]] = list(data.get("pipeline") or [])
-    data["pipeline"] = pipeline
-    for ov in overrides:
-        targets = [i for i, sd in enumerate(pipeline) if sd.get("name") == ov.stage]
-        if not targets:
-            names = ", ".join(dict.fromkeys(str(sd.get("name")) for sd in pipeline)) or "(none)"
-            raise CliError(
-                f"--set {ov.raw!r}: the pipeline has no stage named {ov.stage!r} "
-                f"(its stages: {names})"
-            )
-        for i in targets:
-            entry = dict(pipeline[i])
-            node: dict[str, Any] = dict(entry.get("options") or {})
-            entry["options"] = node
-            for depth, part in enumerate(ov.path[:-1]):
-                child = node.get(part)
-                if child is None:
-                    child = {}
-                elif not isinstance(child, Mapping):
-                    where = ".".join(ov.path[: depth + 1])
-                    raise CliError(f"--set {ov.raw!r}: option {where!r} is not a mapping")
-                child = dict(child)
-                node[part] = child
-                node = child
-            node[ov.path[-1]] = ov.value
-            pipeline[i] = entry
-    return experiment_from_mapping(data, source=f"{source} (after --set)")
-
-
-def load_with_overrides(path: Path, sets: Sequence[str]) -> Experiment:
-    """Load an experiment file and apply ``--set`` values to it."""
-    overrides = [parse_override(raw) for raw in sets]
-    return apply_overrides(load_experiment(path), overrides, source=path.name)
 
 
 def preflight(
