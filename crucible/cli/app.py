@@ -45,7 +45,7 @@ class _State:
     log_level: LogLevel = LogLevel.warning
 
 
-STATE = _State()
+_STATE = _State()
 
 
 class CliError(Exception):
@@ -81,9 +81,9 @@ def guard() -> Iterator[None]:
         error("interrupted")
         raise typer.Exit(EXIT_INTERRUPTED) from None
     except Exception as err:
-        if STATE.debug:
+        if _STATE.debug:
             traceback.print_exc()
-        hint = "" if STATE.debug else " (run with --debug for the traceback)"
+        hint = "" if _STATE.debug else " (run with --debug for the traceback)"
         error(f"unexpected {type(err).__name__}: {err}{hint}")
         raise typer.Exit(EXIT_FAILED) from None
 
@@ -100,7 +100,7 @@ class _StderrProxy:
 
 def configure_logging(*, json_logs: bool) -> None:
     """structlog to stderr at the ``--log-level``; JSON lines with ``--json-logs``."""
-    level = STATE.log_level.value
+    level = _STATE.log_level.value
     crucible_logging.configure(json=json_logs, level=level, stream=cast(TextIO, _StderrProxy()))
 
 
@@ -207,8 +207,8 @@ def _root(
     ] = False,
 ) -> None:
     """Run experiment pipelines with OpenTelemetry traces and a run store."""
-    STATE.debug = debug
-    STATE.log_level = log_level
+    _STATE.debug = debug
+    _STATE.log_level = log_level
     configure_logging(json_logs=False)
     if ctx.invoked_subcommand is None:  # bare ``crucible``: show the commands, succeed
         typer.echo(ctx.get_help())

@@ -15,7 +15,7 @@ from rich.text import Text
 
 from crucible.serialize import to_jsonable
 
-VALUE_WIDTH = 80
+_VALUE_WIDTH = 80
 _PLAIN_WIDTH = 200
 
 # Stage-attempt results (span results plus the board's own pending/disabled/running) to styles.
@@ -93,7 +93,7 @@ def cut(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def short(value: Any, width: int = VALUE_WIDTH) -> str:
+def short(value: Any, width: int = _VALUE_WIDTH) -> str:
     """A JSON rendering of ``value`` (floats rounded for display), cut to ``width`` characters."""
     try:
         shown = _rounded(to_jsonable(value))
