@@ -71,6 +71,10 @@ class ExperimentFileError(CrucibleError):
         super().__init__("\n".join(f"{path}: {e}" for e in self.errors))
 
 
+class OverrideError(CrucibleError):
+    """A ``--set STAGE.OPTION=VALUE`` override is malformed or names no stage in the pipeline."""
+
+
 class UnknownStage(CrucibleError, LookupError):
     """No stage has that name (or an import path could not be loaded)."""
 

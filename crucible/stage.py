@@ -9,7 +9,7 @@ import threading
 import types
 import typing
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import takewhile
 from typing import Any, Literal, Protocol, get_args, get_origin, runtime_checkable
 
@@ -46,7 +46,6 @@ class StageSpec:
     takes_options: bool = True
     version: str | None = None
     origin: str = ""
-    extensions: Mapping[str, Any] = field(default_factory=dict)
 
     def describe(self) -> dict[str, Any]:
         """The option schema: name, description, required, optional, types, defaults, version."""

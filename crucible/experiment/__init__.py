@@ -19,6 +19,12 @@ from crucible.experiment.models import (
     StageDef,
     Stats,
 )
+from crucible.experiment.overrides import (
+    Override,
+    apply_overrides,
+    load_with_overrides,
+    parse_override,
+)
 
 __all__ = [
     "BackendRef",
@@ -29,11 +35,15 @@ __all__ = [
     "Guardrail",
     "Hedging",
     "OutputSpec",
+    "Override",
     "Reliability",
     "StageDef",
     "Stats",
+    "apply_overrides",
     "experiment_from_mapping",
     "load_experiment",
+    "load_with_overrides",
     "matrix_points",
+    "parse_override",
     "validation_messages",
 ]

@@ -391,10 +391,10 @@ def configure(
             )
             destinations.append(traces_url if proto != "grpc" else f"{traces_url} (grpc)")
         elif name == "console":
-            span_exporters.append((name, ConsoleSpanExporter(out=sys.stdout)))
+            span_exporters.append((name, ConsoleSpanExporter(out=sys.stderr)))
             readers.append(
                 PeriodicExportingMetricReader(
-                    ConsoleMetricExporter(out=sys.stdout), export_timeout_millis=timeout_ms
+                    ConsoleMetricExporter(out=sys.stderr), export_timeout_millis=timeout_ms
                 )
             )
             destinations.append("console")

@@ -301,9 +301,11 @@ def test_console_exporter_prints_spans(
     make_parent_child(handle.tracer_provider)
     report = handle.shutdown()
     assert report.exported == 2
-    out = capsys.readouterr().out
-    assert '"name": "parent"' in out and '"name": "child"' in out
-    assert "console-svc" in out
+    captured = capsys.readouterr()
+    err = captured.err
+    assert '"name": "parent"' in err and '"name": "child"' in err
+    assert "console-svc" in err
+    assert '"name"' not in captured.out  # stdout stays the application's own
 
 
 # --- OTLP failures: counted, and shutdown is bounded ----------------------------------------------
@@ -433,14 +435,14 @@ def collect_spans(n: int) -> list[ReadableSpan]:
     return list(memory.get_finished_spans())
 
 
-def test_console_exporter_uses_current_stdout(make: Callable[..., TelemetryHandle]) -> None:
+def test_console_exporter_uses_current_stderr(make: Callable[..., TelemetryHandle]) -> None:
     buffer = io.StringIO()
-    original = sys.stdout
-    sys.stdout = buffer
+    original = sys.stderr
+    sys.stderr = buffer
     try:
         handle = make(exporter="console")
     finally:
-        sys.stdout = original
+        sys.stderr = original
     make_parent_child(handle.tracer_provider)
     handle.shutdown()
     assert '"name": "child"' in buffer.getvalue()

@@ -1,0 +1,227 @@
+"""``crucible batch``: every point of an experiment's matrix as one batch, with a progress board."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Annotated, Any, cast
+
+import anyio
+import typer
+
+from crucible.batch import (
+    DEFAULT_TRACE_CHILDREN,
+    BatchItem,
+    RunOutcome,
+    expand_matrix,
+    run_batch,
+)
+from crucible.cli.app import (
+    DEFAULT_JAEGER_URL,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    AllowImportsOption,
+    CliError,
+    ExporterOption,
+    FileArgument,
+    JaegerOption,
+    JsonLogsOption,
+    JsonOption,
+    SetOption,
+    StoreOption,
+    TimeoutOption,
+    check_timeout,
+    configure_logging,
+    guard,
+)
+from crucible.cli.batch_summary import BatchReport, batch_json, point_text, print_batch_summary
+from crucible.cli.boards import BatchBoard
+from crucible.cli.output import console, error, print_json, warn
+from crucible.cli.preflight import imports_hint
+from crucible.cli.tracing import (
+    setup_telemetry,
+    shutdown_telemetry,
+    trace_destination,
+    trace_link,
+)
+from crucible.engine import plan
+from crucible.errors import CrucibleError, InvalidPipeline
+from crucible.experiment import Experiment, load_with_overrides
+from crucible.registry import Registry, default_registry
+from crucible.store import RunStore
+from crucible.telemetry.setup import TelemetryHandle
+
+DEFAULT_CONCURRENCY = 8
+
+
+def _point_of(item: BatchItem) -> Mapping[str, Any]:
+    point = (item.assigns or {}).get("matrix")
+    return point if isinstance(point, Mapping) else {}
+
+
+def expand_file_matrix(experiment: Experiment, *, source: str) -> list[BatchItem]:
+    """The experiment's matrix as batch items; a bad matrix is a CliError naming the file."""
+    try:
+        return expand_matrix(experiment)
+    except CrucibleError as err:
+        raise CliError(f"{source}: {err}; nothing was run") from None
+
+
+def preflight_batch(
+    items: Sequence[BatchItem], registry: Registry, *, allow_imports: bool, source: str
+) -> None:
+    """Resolve and validate every variant before any runs; problems name their matrix point."""
+    found: dict[str, list[str]] = {}
+    bad_variants = 0
+    for item in items:
+        experiment = cast(Experiment, item.experiment)
+        try:
+            plan(experiment, registry, allow_imports=allow_imports)
+        except InvalidPipeline as err:
+            bad_variants += 1
+            where = point_text(_point_of(item))
+            for problem in err.problems:
+                found.setdefault(str(problem), []).append(where)
+    if not found:
+        return
+    lines: list[str] = []
+    for text, points in found.items():
+        if len(items) > 1 and len(points) == len(items):
+            lines.append(f"{source} [every matrix point]: {text}")
+        else:
+            lines.extend(f"{source} [{p}]: {text}" if p else f"{source}: {text}" for p in points)
+    lines.extend(imports_hint(cast(Experiment, items[0].experiment), allow_imports=allow_imports))
+    scope = f" in {bad_variants} of {len(items)} matrix points" if len(items) > 1 else ""
+    raise CliError(f"{source}: invalid pipeline{scope}; nothing was run", lines=lines)
+
+
+async def _batch_async(
+    items: Sequence[BatchItem],
+    *,
+    store: RunStore,
+    registry: Registry,
+    handle: TelemetryHandle,
+    concurrency: int,
+    batch_id: str,
+    name: str,
+    board: BatchBoard,
+    run_timeout: float | None,
+    allow_imports: bool,
+) -> list[RunOutcome]:
+    try:
+        await store.open()
+        return await run_batch(
+            items,
+            max_concurrency=concurrency,
+            batch_id=batch_id,
+            name=name,
+            observers=[board],
+            store=store,
+            tracer_provider=handle.tracer_provider,
+            meter_provider=handle.meter_provider,
+            registry=registry,
+            timeout=run_timeout,
+            allow_imports=allow_imports,
+        )
+    finally:
+        with anyio.CancelScope(shield=True):
+            await store.close()
+
+
+def batch_command(
+    file: FileArgument,
+    concurrency: Annotated[
+        int, typer.Option("--concurrency", "-c", min=1, help="Most runs at once.")
+    ] = DEFAULT_CONCURRENCY,
+    set_: SetOption = None,
+    store: StoreOption = None,
+    exporter: ExporterOption = None,
+    json_logs: JsonLogsOption = False,
+    allow_imports: AllowImportsOption = False,
+    timeout: TimeoutOption = None,
+    batch_id: Annotated[
+        str | None, typer.Option("--batch-id", help="Batch id (default: a new UUID).")
+    ] = None,
+    json_: JsonOption = False,
+    jaeger_url: JaegerOption = DEFAULT_JAEGER_URL,
+) -> None:
+    """Run every point of the experiment's matrix as one batch; print a summary per run."""
+    with guard():
+        check_timeout(timeout)
+        if batch_id is not None and not batch_id.strip():
+            raise CliError("--batch-id must not be empty")
+        experiment = load_with_overrides(file, set_ or [])
+        for raw in set_ or []:
+            key = raw.partition("=")[0].strip()
+            if key in (experiment.matrix or {}):
+                warn(f"warning: --set {raw!r} is overridden by the matrix key {key!r}")
+        items = expand_file_matrix(experiment, source=file.name)
+        registry = default_registry()
+        preflight_batch(items, registry, allow_imports=allow_imports, source=file.name)
+        run_store = RunStore(store)
+        if json_logs:
+            configure_logging(json_logs=True)
+        bid = batch_id or str(uuid.uuid4())
+        handle = setup_telemetry(exporter)
+        shown_on = console(stderr=json_)  # keep stdout clean for --json
+        board = BatchBoard(experiment.id, len(items), shown_on, live=shown_on.is_interactive)
+        if not shown_on.is_interactive:
+            n = len(items)
+            shown_on.print(
+                f"batch {bid}: {n} run{'s' if n != 1 else ''} of {experiment.id}, "
+                f"at most {concurrency} at once",
+                markup=False,
+                soft_wrap=True,
+            )
+        code = EXIT_FAILED
+        try:
+            started = time.perf_counter()
+            try:
+                with board.display():
+                    outcomes = asyncio.run(
+                        _batch_async(
+                            items,
+                            store=run_store,
+                            registry=registry,
+                            handle=handle,
+                            concurrency=concurrency,
+                            batch_id=bid,
+                            name=experiment.id,
+                            board=board,
+                            run_timeout=timeout,
+                            allow_imports=allow_imports,
+                        )
+                    )
+            except KeyboardInterrupt:
+                last = board.last
+                rest = last.total - last.done
+                error(
+                    f"batch {bid} cancelled (interrupted): {last.completed} completed, "
+                    f"{last.failed} failed, {rest} recorded as cancelled"
+                )
+                warn(f"trace:    {trace_destination(handle)}", style="red")
+                warn(f"trace id: {board.trace_id or '-'}", style="red")
+                warn(f"store:    {run_store.url}", style="red")
+                code = EXIT_INTERRUPTED
+            else:
+                report = BatchReport(
+                    batch_id=bid,
+                    experiment_id=experiment.id,
+                    points=[_point_of(item) for item in items],
+                    trace_id=board.trace_id,
+                    as_children=len(items) <= DEFAULT_TRACE_CHILDREN,
+                    destination=trace_destination(handle),
+                    store_url=run_store.url,
+                    elapsed=time.perf_counter() - started,
+                    jaeger_link=trace_link(handle, jaeger_url, board.trace_id),
+                )
+                if json_:
+                    print_json(batch_json(outcomes, report))
+                else:
+                    print_batch_summary(outcomes, report)
+                code = 0 if all(o.ok for o in outcomes) else EXIT_FAILED
+        finally:
+            shutdown_telemetry(handle)
+    raise typer.Exit(code)

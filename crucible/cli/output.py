@@ -1,0 +1,148 @@
+"""What the CLI prints: the stdout/stderr consoles, value and duration formatting, metric tables."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+from rich import box
+from rich.console import Console, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from crucible.serialize import to_jsonable
+
+_VALUE_WIDTH = 80
+_PLAIN_WIDTH = 200
+
+# Stage-attempt results (span results plus the board's own pending/disabled/running) to styles.
+STATUS_STYLES = {
+    "pending": "dim",
+    "disabled": "dim",
+    "running": "yellow",
+    "success": "green",
+    "skip": "dim",
+    "failure": "red",
+    "error": "red",
+    "timeout": "red",
+    "cancellation": "magenta",
+}
+
+_consoles: dict[bool, Console] = {}
+
+
+def console(stderr: bool = False) -> Console:
+    """The stdout or stderr console; wide when not a terminal so piped lines do not wrap."""
+    con = _consoles.get(stderr)
+    if con is None:
+        con = Console(stderr=stderr, highlight=False)
+        if not con.is_terminal and "COLUMNS" not in os.environ:
+            con.width = _PLAIN_WIDTH
+        _consoles[stderr] = con
+    return con
+
+
+def say(text: str | Text = "", *, style: str | None = None) -> None:
+    """Print one line of plain text (no markup interpretation) to stdout."""
+    console().print(text, style=style, markup=False, soft_wrap=True)
+
+
+def warn(text: str, *, style: str = "yellow") -> None:
+    """Print one line of plain text to stderr."""
+    console(stderr=True).print(text, style=style, markup=False, soft_wrap=True)
+
+
+def error(text: str) -> None:
+    """Print ``error: text`` to stderr, in red."""
+    warn(f"error: {text}", style="red")
+
+
+def print_json(data: Any) -> None:
+    """Write ``data`` as indented JSON to stdout, bypassing rich (so it is never wrapped)."""
+    sys.stdout.write(json.dumps(to_jsonable(data), indent=2, ensure_ascii=False) + "\n")
+
+
+def format_duration(seconds: float | None) -> str:
+    """``850 ms``, ``2.50 s`` or ``3m 04.2s``; ``-`` when unknown."""
+    if seconds is None:
+        return "-"
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 60:
+        return f"{seconds:.2f} s"
+    minutes, secs = divmod(seconds, 60)
+    return f"{int(minutes)}m {secs:04.1f}s"
+
+
+def _rounded(value: Any) -> Any:
+    """Floats to 6 significant digits for display (0.6313000000000001 -> 0.6313)."""
+    if isinstance(value, float):
+        return float(f"{value:.6g}")
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_rounded(v) for v in value]
+    return value
+
+
+def cut(text: str, width: int) -> str:
+    """``text`` cut to ``width`` characters, ending in an ellipsis when cut."""
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def short(value: Any, width: int = _VALUE_WIDTH) -> str:
+    """A JSON rendering of ``value`` (floats rounded for display), cut to ``width`` characters."""
+    try:
+        shown = _rounded(to_jsonable(value))
+        text = json.dumps(shown, ensure_ascii=False, separators=(", ", ": "))
+    except (TypeError, ValueError):
+        text = repr(value)
+    return cut(text, width)
+
+
+def value_text(value: Any, width: int = 40) -> str:
+    """A value for a table cell: strings as they are, anything else as compact JSON."""
+    if isinstance(value, str):
+        return cut(value, width)
+    return short(value, width)
+
+
+def flatten_metrics(
+    metrics: Mapping[str, Any], prefix: str = "", *, max_depth: int | None = None
+) -> list[tuple[str, Any]]:
+    """Nested metric mappings as ``(dotted.key, value)`` pairs, in insertion order.
+
+    Below ``max_depth`` levels a mapping stays whole (shown as truncated JSON).
+    """
+    out: list[tuple[str, Any]] = []
+    for key, value in metrics.items():
+        name = f"{prefix}.{key}" if prefix else str(key)
+        deeper = max_depth is None or name.count(".") + 1 < max_depth
+        if isinstance(value, Mapping) and value and deeper:
+            out.extend(flatten_metrics(value, name, max_depth=max_depth))
+        else:
+            out.append((name, value))
+    return out
+
+
+def metrics_table(metrics: Mapping[str, Any], title: str) -> RenderableType:
+    """Metrics as a two-column table sorted by dotted key; ``title: (none)`` when empty."""
+    # Three levels keep the summary short (bench.test_results.ttest stays one row); the
+    # report and `crucible runs show --json` have everything.
+    rows = sorted(flatten_metrics(metrics, max_depth=3), key=lambda kv: kv[0])
+    if not rows:
+        return Text(f"{title}: (none)")
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, show_edge=False)
+    table.add_column("metric", no_wrap=True)
+    table.add_column("value", overflow="fold")
+    for key, value in rows:
+        table.add_row(Text(key), Text(short(value)))
+    return table
+
+
+def jaeger_link(base: str, trace_id: str | None) -> str | None:
+    """The Jaeger UI page of ``trace_id`` under ``base``; None without a trace id."""
+    return f"{base.rstrip('/')}/trace/{trace_id}" if trace_id else None

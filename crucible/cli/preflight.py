@@ -1,0 +1,35 @@
+"""Pre-flight for ``run`` and ``validate``: resolve and validate every stage before any runs."""
+
+from __future__ import annotations
+
+from crucible.cli.app import CliError
+from crucible.engine import PlannedStage, plan
+from crucible.errors import InvalidPipeline
+from crucible.experiment import Experiment
+from crucible.registry import Registry
+
+
+def imports_hint(experiment: Experiment, *, allow_imports: bool) -> list[str]:
+    """The ``--allow-imports`` hint, when the experiment names code to import and may not."""
+    if allow_imports or not any(sd.module and sd.enabled for sd in experiment.pipeline):
+        return []
+    return [
+        "hint: this experiment names code to import (module: ...); "
+        "pass --allow-imports if you trust it"
+    ]
+
+
+def preflight(
+    experiment: Experiment, registry: Registry, *, allow_imports: bool, source: str
+) -> list[PlannedStage]:
+    """Resolve and validate every stage; a bad pipeline becomes a CliError listing problems."""
+    try:
+        return plan(experiment, registry, allow_imports=allow_imports)
+    except InvalidPipeline as err:
+        n = len(err.problems)
+        lines = [f"{source}: {p}" for p in err.problems]
+        lines.extend(imports_hint(experiment, allow_imports=allow_imports))
+        raise CliError(
+            f"{source}: invalid pipeline ({n} problem{'s' if n != 1 else ''}); nothing was run",
+            lines=lines,
+        ) from None

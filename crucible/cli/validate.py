@@ -1,0 +1,27 @@
+"""``crucible validate``: load and pre-flight an experiment file without running anything."""
+
+from __future__ import annotations
+
+from crucible.cli.app import AllowImportsOption, FileArgument, SetOption, guard
+from crucible.cli.output import say
+from crucible.cli.preflight import preflight
+from crucible.experiment import load_with_overrides
+from crucible.registry import default_registry
+
+
+def validate_command(
+    file: FileArgument,
+    set_: SetOption = None,
+    allow_imports: AllowImportsOption = False,
+) -> None:
+    """Check an experiment file without running it: stages resolve, options validate."""
+    with guard():
+        experiment = load_with_overrides(file, set_ or [])
+        preflight(experiment, default_registry(), allow_imports=allow_imports, source=file.name)
+        n = len(experiment.pipeline)
+        disabled = sum(1 for sd in experiment.pipeline if not sd.enabled)
+        extra = f", {disabled} disabled" if disabled else ""
+        say(
+            f"ok: {n} stage{'s' if n != 1 else ''}{extra} "
+            f"(experiment {experiment.id!r}, {file.name})"
+        )
