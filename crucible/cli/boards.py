@@ -179,7 +179,7 @@ class BatchBoard(RunObserver):
         self.last.running -= 1
         if run.status is RunStatus.COMPLETED:
             self.last.completed += 1
-        else:
+        elif run.status is not RunStatus.CANCELLED:  # cancelled runs are not "done"
             self.last.failed += 1
         self._show()
 
