@@ -41,6 +41,7 @@ from crucible.cli.boards import BatchBoard
 from crucible.cli.output import console, error, print_json, warn
 from crucible.cli.preflight import imports_hint
 from crucible.cli.tracing import (
+    run_url,
     setup_telemetry,
     shutdown_telemetry,
     trace_destination,
@@ -109,6 +110,7 @@ async def _batch_async(
     board: BatchBoard,
     run_timeout: float | None,
     allow_imports: bool,
+    url: str | None,
 ) -> list[RunOutcome]:
     try:
         await store.open()
@@ -124,6 +126,7 @@ async def _batch_async(
             registry=registry,
             timeout=run_timeout,
             allow_imports=allow_imports,
+            url=url,
         )
     finally:
         with anyio.CancelScope(shield=True):
@@ -192,6 +195,7 @@ def batch_command(
                             board=board,
                             run_timeout=timeout,
                             allow_imports=allow_imports,
+                            url=run_url(handle, jaeger_url),
                         )
                     )
             except KeyboardInterrupt:

@@ -33,6 +33,7 @@ from crucible.cli.boards import StageBoard
 from crucible.cli.output import console, error, format_duration, metrics_table, say, short
 from crucible.cli.preflight import preflight
 from crucible.cli.tracing import (
+    run_url,
     setup_telemetry,
     shutdown_telemetry,
     trace_destination,
@@ -63,6 +64,7 @@ async def _run_async(
     run_timeout: float | None,
     allow_imports: bool,
     board: StageBoard,
+    url: str | None,
 ) -> _Outcome:
     store = RunStore(store_url)
     try:
@@ -80,6 +82,7 @@ async def _run_async(
                 timeout=run_timeout,
                 allow_imports=allow_imports,
                 observers=[board],
+                url=url,
             )
         except StageFailed as err:
             return _Outcome(failure=err)
@@ -194,6 +197,7 @@ def run_command(
                             run_timeout=timeout,
                             allow_imports=allow_imports,
                             board=board,
+                            url=run_url(handle, jaeger_url),
                         )
                     )
             except KeyboardInterrupt:

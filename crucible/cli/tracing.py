@@ -39,6 +39,13 @@ def trace_link(handle: TelemetryHandle, base: str, trace_id: str | None) -> str 
     return jaeger_link(base, trace_id) if handle.exporters else None
 
 
+def run_url(handle: TelemetryHandle, base: str) -> str | None:
+    """The ``run(url=...)`` template of a stage span's Jaeger page; None if nothing is exported."""
+    if not handle.exporters:
+        return None
+    return f"{base.rstrip('/')}/trace/{{trace_id}}?uiFind={{span_id}}"
+
+
 def shutdown_telemetry(handle: TelemetryHandle) -> None:
     """Flush and stop the providers, warning on stderr about spans that were not exported."""
     report = handle.shutdown(SHUTDOWN_TIMEOUT_S)

@@ -142,6 +142,9 @@ def test_run_success_is_printed_stored_and_traced(tmp_path: Path, env: dict[str,
     assert run_span["trace_id"] == trace_id
     stage_spans = [s for s in spans if s["name"] == "stage first"]
     assert stage_spans and stage_spans[0]["parent_span_id"] == run_span["span_id"]
+    assert stage_spans[0]["attributes"]["cicd.pipeline.task.run.url.full"] == (
+        f"http://localhost:16686/trace/{trace_id}?uiFind={stage_spans[0]['span_id']}"
+    )
 
     listed, listed_json, shown, shown_json, unknown, filtered = cli_many(
         tmp_path,
