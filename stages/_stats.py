@@ -21,6 +21,19 @@ import numpy as np
 import numpy.typing as npt
 from scipy import special, stats
 
+from stages._stat_names import (
+    CORRECTIONS,
+    EFFECT_SIZES,
+    MULTI_GROUP_TESTS,
+    TESTS,
+    TWO_GROUP_TESTS,
+    canonical_correction,
+    canonical_effect_size,
+    canonical_test,
+    canonical_tests,
+    name_key,
+)
+
 __all__ = [
     "CORRECTIONS",
     "EFFECT_SIZES",
@@ -40,117 +53,10 @@ __all__ = [
 FloatArray = npt.NDArray[np.float64]
 Result = dict[str, Any]
 
-TESTS: tuple[str, ...] = (
-    "ttest",
-    "welch",
-    "paired_ttest",
-    "wilcoxon",
-    "mann_whitney",
-    "anova",
-    "kruskal_wallis",
-    "bootstrap",
-)
-"""Canonical test names, in the order they are documented."""
-
-MULTI_GROUP_TESTS: frozenset[str] = frozenset({"anova", "kruskal_wallis"})
-"""Tests that accept any number (>= 2) of groups."""
-
-TWO_GROUP_TESTS: frozenset[str] = frozenset(TESTS) - MULTI_GROUP_TESTS
-"""Tests that need exactly two groups."""
-
-_TEST_ALIASES: dict[str, str] = {
-    "ttest": "ttest",
-    "t_test": "ttest",
-    "student": "ttest",
-    "student_t": "ttest",
-    "welch": "welch",
-    "welch_ttest": "welch",
-    "welch_t_test": "welch",
-    "paired_ttest": "paired_ttest",
-    "paired_t_test": "paired_ttest",
-    "paired": "paired_ttest",
-    "wilcoxon": "wilcoxon",
-    "wilcoxon_signed_rank": "wilcoxon",
-    "mann_whitney": "mann_whitney",
-    "mannwhitney": "mann_whitney",
-    "mann_whitney_u": "mann_whitney",
-    "mwu": "mann_whitney",
-    "anova": "anova",
-    "one_way_anova": "anova",
-    "oneway_anova": "anova",
-    "kruskal_wallis": "kruskal_wallis",
-    "kruskal": "kruskal_wallis",
-    "bootstrap": "bootstrap",
-}
-
-CORRECTIONS: tuple[str, ...] = ("holm", "bh", "bonferroni")
-"""Canonical multiple-comparison corrections."""
-
-_CORRECTION_ALIASES: dict[str, str] = {
-    "holm": "holm",
-    "bh": "bh",
-    "fdr_bh": "bh",
-    "benjamini_hochberg": "bh",
-    "bonferroni": "bonferroni",
-}
-
-EFFECT_SIZES: tuple[str, ...] = ("cohens_d", "hedges_g")
-"""Canonical effect-size measures."""
-
-_EFFECT_ALIASES: dict[str, str] = {
-    "cohens_d": "cohens_d",
-    "cohen_d": "cohens_d",
-    "hedges_g": "hedges_g",
-    "hedge_g": "hedges_g",
-}
-
 _BOOTSTRAP_METHODS: dict[str, str] = {"percentile": "percentile", "bca": "BCa", "basic": "basic"}
 
 # Upper bound on resampled values held in memory at once by one bootstrap batch.
 _BOOTSTRAP_BATCH_VALUES = 4_000_000
-
-
-def _key(name: str) -> str:
-    """Normalise a user-written name: case, spaces and dashes do not matter."""
-    return name.strip().lower().replace("-", "_").replace(" ", "_").replace("'", "")
-
-
-def canonical_test(name: str) -> str:
-    """Map a test name or alias to its canonical name; raise ``ValueError`` if unknown."""
-    found = _TEST_ALIASES.get(_key(name)) if isinstance(name, str) else None
-    if found is None:
-        raise ValueError(
-            f"unknown statistical test {name!r}; valid tests: {', '.join(TESTS)} "
-            f"(aliases: {', '.join(sorted(k for k in _TEST_ALIASES if k not in TESTS))})"
-        )
-    return found
-
-
-def canonical_tests(names: Iterable[str] | str) -> list[str]:
-    """Canonicalise a list of test names, dropping duplicates but keeping order."""
-    items = [names] if isinstance(names, str) else list(names)
-    return list(dict.fromkeys(canonical_test(n) for n in items))
-
-
-def canonical_correction(name: str | None) -> str | None:
-    """Map a correction name to ``holm``/``bh``/``bonferroni`` (``None``/``"none"`` -> ``None``)."""
-    if name is None or (isinstance(name, str) and _key(name) in ("", "none")):
-        return None
-    found = _CORRECTION_ALIASES.get(_key(name)) if isinstance(name, str) else None
-    if found is None:
-        raise ValueError(
-            f"unknown multiple-comparison correction {name!r}; valid: {', '.join(CORRECTIONS)}, "
-            "fdr_bh, or None"
-        )
-    return found
-
-
-def canonical_effect_size(name: str) -> str:
-    """Map an effect-size name to ``cohens_d`` or ``hedges_g``."""
-    found = _EFFECT_ALIASES.get(_key(name)) if isinstance(name, str) else None
-    if found is None:
-        raise ValueError(f"unknown effect size {name!r}; valid: {', '.join(EFFECT_SIZES)}")
-    return found
 
 
 def _is_number(value: object) -> bool:
@@ -508,7 +414,7 @@ def analyse(
     )
     method = canonical_correction(correction)
     kind = canonical_effect_size(effect_size)
-    boot_method = _BOOTSTRAP_METHODS.get(_key(bootstrap_method))
+    boot_method = _BOOTSTRAP_METHODS.get(name_key(bootstrap_method))
     if boot_method is None:
         raise ValueError(f"bootstrap_method must be one of {', '.join(_BOOTSTRAP_METHODS)}")
     if isinstance(bootstrap_iterations, bool) or not isinstance(bootstrap_iterations, int):
