@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -40,6 +39,7 @@ from crucible.cli.batch_summary import BatchReport, batch_json, point_text, prin
 from crucible.cli.boards import BatchBoard
 from crucible.cli.output import console, error, print_json, warn
 from crucible.cli.preflight import imports_hint
+from crucible.cli.signals import EXIT_TERMINATED, Terminated, run_cancellable
 from crucible.cli.tracing import (
     run_url,
     setup_telemetry,
@@ -183,7 +183,7 @@ def batch_command(
             started = time.perf_counter()
             try:
                 with board.display():
-                    outcomes = asyncio.run(
+                    outcomes = run_cancellable(
                         _batch_async(
                             items,
                             store=run_store,
@@ -198,17 +198,18 @@ def batch_command(
                             url=run_url(handle, jaeger_url),
                         )
                     )
-            except KeyboardInterrupt:
+            except (KeyboardInterrupt, Terminated) as stop:
                 last = board.last
                 rest = last.total - last.done
+                why = "terminated (SIGTERM)" if isinstance(stop, Terminated) else "interrupted"
                 error(
-                    f"batch {bid} cancelled (interrupted): {last.completed} completed, "
+                    f"batch {bid} cancelled ({why}): {last.completed} completed, "
                     f"{last.failed} failed, {rest} recorded as cancelled"
                 )
                 warn(f"trace:    {trace_destination(handle)}", style="red")
                 warn(f"trace id: {board.trace_id or '-'}", style="red")
                 warn(f"store:    {run_store.url}", style="red")
-                code = EXIT_INTERRUPTED
+                code = EXIT_TERMINATED if isinstance(stop, Terminated) else EXIT_INTERRUPTED
             else:
                 report = BatchReport(
                     batch_id=bid,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from crucible.cli.app import (
 from crucible.cli.boards import StageBoard
 from crucible.cli.output import console, error, format_duration, metrics_table, say, short
 from crucible.cli.preflight import preflight
+from crucible.cli.signals import EXIT_TERMINATED, Terminated, run_cancellable
 from crucible.cli.tracing import (
     run_url,
     setup_telemetry,
@@ -187,7 +187,7 @@ def run_command(
             started = time.perf_counter()
             try:
                 with board.display():
-                    outcome = asyncio.run(
+                    outcome = run_cancellable(
                         _run_async(
                             experiment,
                             run_id=rid,
@@ -200,10 +200,11 @@ def run_command(
                             url=run_url(handle, jaeger_url),
                         )
                     )
-            except KeyboardInterrupt:
-                error(f"run {rid} cancelled (interrupted); it is recorded as cancelled")
+            except (KeyboardInterrupt, Terminated) as stop:
+                why = "terminated (SIGTERM)" if isinstance(stop, Terminated) else "interrupted"
+                error(f"run {rid} cancelled ({why}); it is recorded as cancelled")
                 _print_where(rid, board.trace_id, handle, jaeger_url)
-                code = EXIT_INTERRUPTED
+                code = EXIT_TERMINATED if isinstance(stop, Terminated) else EXIT_INTERRUPTED
             else:
                 code = _report_outcome(
                     outcome,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -310,16 +311,19 @@ def test_stages_listing_detail_json_and_unknown(tmp_path: Path, env: dict[str, s
     assert "unknown stage 'x'" in unknown.stderr and "cli_ok" in unknown.stderr
 
 
-def test_ctrl_c_cancels_the_run(tmp_path: Path, env: dict[str, str]) -> None:
+@pytest.mark.parametrize(("sig", "exit_code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_ctrl_c_or_sigterm_cancels_the_run(
+    tmp_path: Path, env: dict[str, str], sig: int, exit_code: int
+) -> None:
     write(
         tmp_path / "slow.yaml",
         "id: slow\npipeline:\n  - name: slow\n    module: tests.support.cli_stages:slow_stage\n",
     )
     code, out, err = interrupt_when_started(
         [sys.executable, "-m", "crucible", "run", "slow.yaml", "--allow-imports"],
-        cwd=tmp_path, env=env, marker=tmp_path / "started",
+        cwd=tmp_path, env=env, marker=tmp_path / "started", sig=sig,
     )  # fmt: skip
-    assert code == 130, (out, err)
+    assert code == exit_code, (out, err)
     assert "cancelled" in err
     count, _ = stored(tmp_path)
     assert count == 1
@@ -327,6 +331,11 @@ def test_ctrl_c_cancels_the_run(tmp_path: Path, env: dict[str, str]) -> None:
     (run,) = json.loads(runs_json.stdout)
     assert run["status"] == "cancelled"
     assert run["attempts"] == [] and run["trace_id"]
+    # The run and the in-flight stage span were flushed to traces.jsonl before exiting.
+    spans = {s["name"]: s for s in read_otlp_jsonl(tmp_path / "traces.jsonl")}
+    assert spans["RUN slow"]["attributes"]["cicd.pipeline.result"] == "cancellation"
+    assert spans["stage slow"]["attributes"]["cicd.pipeline.task.run.result"] == "cancellation"
+    assert spans["RUN slow"]["trace_id"] == run["trace_id"]
 
 
 def test_live_display_on_a_terminal(tmp_path: Path, env: dict[str, str]) -> None:

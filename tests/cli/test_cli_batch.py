@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -232,7 +233,13 @@ def test_bad_input_exits_2_and_runs_nothing(tmp_path: Path, env: dict[str, str])
     assert len(runs) == 4 and {r.experiment_id for r in runs} == {"grid"}
 
 
-def test_ctrl_c_cancels_the_batch(tmp_path: Path, env: dict[str, str]) -> None:
+@pytest.mark.parametrize(
+    ("sig", "exit_code", "why"),
+    [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated (SIGTERM)")],
+)
+def test_ctrl_c_or_sigterm_cancels_the_batch(
+    tmp_path: Path, env: dict[str, str], sig: int, exit_code: int, why: str
+) -> None:
     cwd = workdir(
         tmp_path,
         "slow",
@@ -241,10 +248,10 @@ def test_ctrl_c_cancels_the_batch(tmp_path: Path, env: dict[str, str]) -> None:
     )  # fmt: skip
     code, _, err = interrupt_when_started(
         [sys.executable, "-m", "crucible", "batch", "slow.yaml", "--concurrency", "1"],
-        cwd=cwd, env=env, marker=cwd / "started",
+        cwd=cwd, env=env, marker=cwd / "started", sig=sig,
     )  # fmt: skip
-    assert code == 130, err
-    assert "cancelled (interrupted): 0 completed, 0 failed, 3 recorded as cancelled" in err
+    assert code == exit_code, err
+    assert f"cancelled ({why}): 0 completed, 0 failed, 3 recorded as cancelled" in err
     runs = stored_runs(cwd)
     assert len(runs) == 3 and {r.status for r in runs} == {"cancelled"}
     assert len({r.batch_id for r in runs}) == 1

@@ -1,4 +1,4 @@
-"""Drive the CLI as a user does: on a pseudo-terminal, or interrupted with Ctrl-C."""
+"""Drive the CLI as a user does: on a pseudo-terminal, or stopped by Ctrl-C or SIGTERM."""
 
 from __future__ import annotations
 
@@ -52,9 +52,14 @@ def run_on_pty(
 
 
 def interrupt_when_started(
-    args: Sequence[str], *, cwd: Path, env: Mapping[str, str], marker: Path
+    args: Sequence[str],
+    *,
+    cwd: Path,
+    env: Mapping[str, str],
+    marker: Path,
+    sig: int = signal.SIGINT,
 ) -> tuple[int, str, str]:
-    """Start ``args``, send SIGINT once ``marker`` exists; (exit code, stdout, stderr)."""
+    """Start ``args``, send ``sig`` once ``marker`` exists; (exit code, stdout, stderr)."""
     proc = subprocess.Popen(
         list(args), cwd=cwd, env=dict(env), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True,
@@ -65,7 +70,7 @@ def interrupt_when_started(
             assert proc.poll() is None, proc.communicate()
             assert time.monotonic() < deadline, "the slow stage never started"
             time.sleep(0.05)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
         out, err = proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:
