@@ -11,6 +11,7 @@ import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from itertools import takewhile
+from pathlib import PurePath
 from typing import Any, Literal, Protocol, get_args, get_origin, runtime_checkable
 
 from pydantic import BaseModel, ValidationError
@@ -254,7 +255,7 @@ def type_spec(annotation: Any) -> Any:
         return "integer"
     if annotation is float:
         return "float"
-    if annotation is str:
+    if annotation is str or (isinstance(annotation, type) and issubclass(annotation, PurePath)):
         return "string"
     if annotation in (dict, Mapping):
         return "map"

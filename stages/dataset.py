@@ -2,8 +2,10 @@
 
 Later stages find the rows in ``ctx.assigns["examples"]`` (``data_checks``, ``guardrails``);
 with ``as_outputs`` each row is also appended to the outputs, where ``bench`` groups scores by
-``prompt``. Relative paths are resolved against the current directory. Reading happens in a
-worker thread so the event loop stays free.
+``prompt``. A relative ``path`` starts at the experiment file's folder (the working directory
+for experiments built in Python) and must stay inside the folders the run may read (see
+``crucible.files``); pre-flight refuses a path outside them or a file that does not exist.
+Reading happens in a worker thread so the event loop stays free.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from crucible.context import Context
 from crucible.errors import CrucibleError
+from crucible.files import ReadFile, current_access
 from crucible.stage import stage
 
 __all__ = ["DatasetError", "LoadExamplesOptions", "load_examples", "parse_examples"]
@@ -31,7 +34,7 @@ class DatasetError(CrucibleError):
 class LoadExamplesOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    path: str = Field(min_length=1, description="File to read (relative to the current dir).")
+    path: ReadFile = Field(description="File to read (relative to the experiment file's folder).")
     format: Literal["auto", "jsonl", "json", "csv"] = Field(
         default="auto", description="File format; auto picks it from the extension."
     )
@@ -79,18 +82,24 @@ def parse_examples(text: str, fmt: str, source: str) -> list[Any]:
     "load_examples", description="Load a data set (JSONL, JSON or CSV) into assigns", version="1.0"
 )
 async def load_examples(ctx: Context, opts: LoadExamplesOptions) -> Context:
-    path = Path(opts.path)
+    path = current_access().readable(opts.path, option="path")  # again: it may have moved
     fmt = _format_of(path, opts.format)
     try:
         text = await anyio.Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise DatasetError(f"{path}: file not found (relative to {Path.cwd()})") from None
+        raise DatasetError(f"{path}: file not found") from None
     except (OSError, UnicodeDecodeError) as err:
         raise DatasetError(f"{path}: cannot read: {err}") from None
     rows = await anyio.to_thread.run_sync(parse_examples, text, fmt, str(path))
     if opts.limit is not None:
         rows = rows[: opts.limit]
-    ctx = ctx.assign(opts.into, rows).put_metric("dataset", {"path": str(path), "rows": len(rows)})
+    shown = _shown(path, current_access().read_base)
+    ctx = ctx.assign(opts.into, rows).put_metric("dataset", {"path": shown, "rows": len(rows)})
     if opts.as_outputs:
         ctx = ctx.add_outputs(rows)
     return ctx.record_event("dataset.loaded", path=str(path), rows=len(rows), format=fmt)
+
+
+def _shown(path: Path, base: Path) -> str:
+    """``path`` relative to where relative paths start, when it is inside; else absolute."""
+    return str(path.relative_to(base)) if path.is_relative_to(base) else str(path)

@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from crucible.context import Context
 from crucible.errors import CrucibleError
 from crucible.experiment import OutputSpec
+from crucible.files import DEFAULT_WRITE_DIR, WriteDir, current_access
 from crucible.serialize import to_jsonable
 from crucible.stage import stage
 
@@ -46,15 +47,17 @@ class ReportOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    out_dir: str = Field(
-        default="reports",
-        description="Folder for file reports; spec paths must stay inside it.",
+    out_dir: WriteDir = Field(
+        default=DEFAULT_WRITE_DIR,
+        validate_default=True,
+        description="Folder for file reports (inside the folders the run may write); spec "
+        "paths must stay inside it.",
     )
 
-    @field_validator("out_dir")
+    @field_validator("out_dir", mode="before")
     @classmethod
-    def _not_blank(cls, v: str) -> str:
-        if not v.strip():
+    def _not_blank(cls, v: Any) -> Any:
+        if isinstance(v, str) and not v.strip():
             raise ValueError("out_dir must not be empty")
         return v
 
@@ -284,7 +287,9 @@ def _formats(spec: OutputSpec) -> list[str]:
     return formats
 
 
-def plan_targets(ctx: Context, specs: list[OutputSpec], out_dir: str) -> list[_Target]:
+def plan_targets(
+    ctx: Context, specs: list[OutputSpec], out_dir: str | os.PathLike[str]
+) -> list[_Target]:
     """Every (spec, format) to produce, with its file path; raises ReportError on any problem."""
     base = Path(out_dir).expanduser().resolve()
     targets: list[_Target] = []
@@ -381,7 +386,8 @@ async def report(ctx: Context, opts: ReportOptions) -> Context:
     specs = list(ctx.experiment.outputs or [])
     if not specs:
         return ctx
-    targets = plan_targets(ctx, specs, opts.out_dir)
+    out_dir = current_access().writable(opts.out_dir, option="out_dir")  # again, as it runs
+    targets = plan_targets(ctx, specs, out_dir)
     produced = await anyio.to_thread.run_sync(_produce, ctx, targets)
 
     rendered: dict[str, list[dict[str, Any]]] = {spec.name: [] for spec in specs}

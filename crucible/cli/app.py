@@ -132,6 +132,25 @@ SetOption = Annotated[
         "Repeatable.",
     ),
 ]
+AllowReadOption = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--allow-read",
+        metavar="DIR",
+        help="Also let stages read files in DIR (default: the working directory and the "
+        "experiment file's folder). Repeatable.",
+        show_default=False,
+    ),
+]
+AllowWriteOption = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--allow-write",
+        metavar="DIR",
+        help="Also let stages write files in DIR (default: ./reports). Repeatable.",
+        show_default=False,
+    ),
+]
 AllowImportsOption = Annotated[
     bool,
     typer.Option("--allow-imports", help="Allow the experiment to import code it names."),

@@ -22,6 +22,8 @@ from crucible.cli.app import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     AllowImportsOption,
+    AllowReadOption,
+    AllowWriteOption,
     CliError,
     ExporterOption,
     FileArgument,
@@ -38,7 +40,7 @@ from crucible.cli.app import (
 from crucible.cli.batch_summary import BatchReport, batch_json, point_text, print_batch_summary
 from crucible.cli.boards import BatchBoard
 from crucible.cli.output import console, error, print_json, warn
-from crucible.cli.preflight import imports_hint
+from crucible.cli.preflight import file_access_for, imports_hint
 from crucible.cli.signals import EXIT_TERMINATED, Terminated, run_cancellable
 from crucible.cli.tracing import (
     run_url,
@@ -50,6 +52,7 @@ from crucible.cli.tracing import (
 from crucible.engine import plan
 from crucible.errors import CrucibleError, InvalidPipeline
 from crucible.experiment import Experiment, load_with_overrides
+from crucible.files import FileAccess, using_access
 from crucible.registry import Registry, default_registry
 from crucible.store import RunStore
 from crucible.telemetry.setup import TelemetryHandle
@@ -71,7 +74,12 @@ def expand_file_matrix(experiment: Experiment, *, source: str) -> list[BatchItem
 
 
 def preflight_batch(
-    items: Sequence[BatchItem], registry: Registry, *, allow_imports: bool, source: str
+    items: Sequence[BatchItem],
+    registry: Registry,
+    *,
+    allow_imports: bool,
+    source: str,
+    access: FileAccess,
 ) -> None:
     """Resolve and validate every variant before any runs; problems name their matrix point."""
     found: dict[str, list[str]] = {}
@@ -79,7 +87,8 @@ def preflight_batch(
     for item in items:
         experiment = cast(Experiment, item.experiment)
         try:
-            plan(experiment, registry, allow_imports=allow_imports)
+            with using_access(access):
+                plan(experiment, registry, allow_imports=allow_imports)
         except InvalidPipeline as err:
             bad_variants += 1
             where = point_text(_point_of(item))
@@ -111,6 +120,7 @@ async def _batch_async(
     run_timeout: float | None,
     allow_imports: bool,
     url: str | None,
+    access: FileAccess,
 ) -> list[RunOutcome]:
     try:
         await store.open()
@@ -127,6 +137,7 @@ async def _batch_async(
             timeout=run_timeout,
             allow_imports=allow_imports,
             url=url,
+            file_access=access,
         )
     finally:
         with anyio.CancelScope(shield=True):
@@ -143,6 +154,8 @@ def batch_command(
     exporter: ExporterOption = None,
     json_logs: JsonLogsOption = False,
     allow_imports: AllowImportsOption = False,
+    allow_read: AllowReadOption = None,
+    allow_write: AllowWriteOption = None,
     timeout: TimeoutOption = None,
     batch_id: Annotated[
         str | None, typer.Option("--batch-id", help="Batch id (default: a new UUID).")
@@ -162,7 +175,10 @@ def batch_command(
                 warn(f"warning: --set {raw!r} is overridden by the matrix key {key!r}")
         items = expand_file_matrix(experiment, source=file.name)
         registry = default_registry()
-        preflight_batch(items, registry, allow_imports=allow_imports, source=file.name)
+        access = file_access_for(file, allow_read, allow_write)
+        preflight_batch(
+            items, registry, allow_imports=allow_imports, source=file.name, access=access
+        )
         run_store = RunStore(store)
         if json_logs:
             configure_logging(json_logs=True)
@@ -196,6 +212,7 @@ def batch_command(
                             run_timeout=timeout,
                             allow_imports=allow_imports,
                             url=run_url(handle, jaeger_url),
+                            access=access,
                         )
                     )
             except (KeyboardInterrupt, Terminated) as stop:

@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
+
 from crucible.cli.app import CliError
 from crucible.engine import PlannedStage, plan
 from crucible.errors import InvalidPipeline
 from crucible.experiment import Experiment
+from crucible.files import FileAccess, using_access
 from crucible.registry import Registry
+
+
+def file_access_for(
+    file: Path, allow_read: Sequence[Path] | None, allow_write: Sequence[Path] | None
+) -> FileAccess:
+    """Where a run of ``file`` may read and write: the defaults plus ``--allow-read/-write``."""
+    return FileAccess.default(
+        experiment_dir=file.parent, allow_read=allow_read or (), allow_write=allow_write or ()
+    )
 
 
 def imports_hint(experiment: Experiment, *, allow_imports: bool) -> list[str]:
@@ -20,11 +33,17 @@ def imports_hint(experiment: Experiment, *, allow_imports: bool) -> list[str]:
 
 
 def preflight(
-    experiment: Experiment, registry: Registry, *, allow_imports: bool, source: str
+    experiment: Experiment,
+    registry: Registry,
+    *,
+    allow_imports: bool,
+    source: str,
+    access: FileAccess,
 ) -> list[PlannedStage]:
     """Resolve and validate every stage; a bad pipeline becomes a CliError listing problems."""
     try:
-        return plan(experiment, registry, allow_imports=allow_imports)
+        with using_access(access):
+            return plan(experiment, registry, allow_imports=allow_imports)
     except InvalidPipeline as err:
         n = len(err.problems)
         lines = [f"{source}: {p}" for p in err.problems]

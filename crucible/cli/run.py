@@ -16,6 +16,8 @@ from crucible.cli.app import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     AllowImportsOption,
+    AllowReadOption,
+    AllowWriteOption,
     CliError,
     ExporterOption,
     FileArgument,
@@ -30,7 +32,7 @@ from crucible.cli.app import (
 )
 from crucible.cli.boards import StageBoard
 from crucible.cli.output import console, error, format_duration, metrics_table, say, short
-from crucible.cli.preflight import preflight
+from crucible.cli.preflight import file_access_for, preflight
 from crucible.cli.signals import EXIT_TERMINATED, Terminated, run_cancellable
 from crucible.cli.tracing import (
     run_url,
@@ -43,6 +45,7 @@ from crucible.context import Context
 from crucible.engine import run
 from crucible.errors import StageFailed
 from crucible.experiment import Experiment, load_with_overrides
+from crucible.files import FileAccess
 from crucible.registry import Registry, default_registry
 from crucible.store import RunStore
 from crucible.telemetry.setup import TelemetryHandle
@@ -65,6 +68,7 @@ async def _run_async(
     allow_imports: bool,
     board: StageBoard,
     url: str | None,
+    access: FileAccess,
 ) -> _Outcome:
     store = RunStore(store_url)
     try:
@@ -83,6 +87,7 @@ async def _run_async(
                 allow_imports=allow_imports,
                 observers=[board],
                 url=url,
+                file_access=access,
             )
         except StageFailed as err:
             return _Outcome(failure=err)
@@ -168,6 +173,8 @@ def run_command(
     json_logs: JsonLogsOption = False,
     timeout: TimeoutOption = None,
     allow_imports: AllowImportsOption = False,
+    allow_read: AllowReadOption = None,
+    allow_write: AllowWriteOption = None,
     jaeger_url: JaegerOption = DEFAULT_JAEGER_URL,
 ) -> None:
     """Run an experiment: pre-flight, run every stage, store the run, print where it went."""
@@ -175,7 +182,10 @@ def run_command(
         check_timeout(timeout)
         experiment = load_with_overrides(file, set_ or [])
         registry = default_registry()
-        planned = preflight(experiment, registry, allow_imports=allow_imports, source=file.name)
+        access = file_access_for(file, allow_read, allow_write)
+        planned = preflight(
+            experiment, registry, allow_imports=allow_imports, source=file.name, access=access
+        )
         if json_logs:
             configure_logging(json_logs=True)
         rid = run_id or str(uuid.uuid4())
@@ -198,6 +208,7 @@ def run_command(
                             allow_imports=allow_imports,
                             board=board,
                             url=run_url(handle, jaeger_url),
+                            access=access,
                         )
                     )
             except (KeyboardInterrupt, Terminated) as stop:

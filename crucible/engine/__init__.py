@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
@@ -14,6 +15,7 @@ from crucible.context import Context
 from crucible.engine.plan import PlannedStage, ValidateMode, cached_plan, coerce_experiment, plan
 from crucible.engine.runner import Runner
 from crucible.experiment import Experiment
+from crucible.files import FileAccess, using_access
 from crucible.observers import (
     AttemptStart,
     BatchEnd,
@@ -24,7 +26,7 @@ from crucible.observers import (
     RunStart,
     StageInfo,
 )
-from crucible.registry import Registry, _imports_allowed, default_registry
+from crucible.registry import Registry, default_registry, imports_allowed_scope
 from crucible.telemetry import spans as tel
 from crucible.telemetry.carrier import parent_context
 from crucible.watchdog import threshold_from_env, watchdog_for_current_loop
@@ -53,6 +55,21 @@ __all__ = [
 def new_run_id() -> str:
     """A random UUID4 from the OS's randomness: a stage seeding ``random`` cannot repeat it."""
     return str(uuid.uuid4())
+
+
+_access_cache: dict[Any, FileAccess] = {}
+
+
+def access_for(experiment: Experiment) -> FileAccess:
+    """The default file access of a run of ``experiment`` (its file's folder, the cwd)."""
+    source = experiment.source
+    key = (None if source is None else source.parent, Path.cwd())
+    hit = _access_cache.get(key)
+    if hit is None:
+        if len(_access_cache) > 64:
+            _access_cache.clear()
+        hit = _access_cache[key] = FileAccess.default(experiment_dir=key[0])
+    return hit
 
 
 _last_observers: tuple[tuple[Any, ...], Observers] | None = None
@@ -95,23 +112,28 @@ async def run(
     batch_id: str | None = None,
     links: Sequence[Link] = (),
     url: str | None = None,
+    file_access: FileAccess | None = None,
 ) -> Context:
     """Run an experiment's stages in order and return the final Context.
 
     Raises InvalidPipeline (nothing ran) or StageFailed (with the last good context). Outside
     cancellation ends the spans with result ``cancellation`` and propagates. ``url`` is a link
     to the run (``{run_id}``, ``{trace_id}`` and ``{span_id}`` are filled in), set on every stage
-    span as ``cicd.pipeline.task.run.url.full``.
+    span as ``cicd.pipeline.task.run.url.full``. ``file_access`` says where stages may read and
+    write (default: :meth:`FileAccess.default` for the experiment's file).
     """
     exp = coerce_experiment(experiment)
     if timeout is not None and timeout <= 0:
         raise ValueError(f"timeout must be positive seconds, got {timeout!r}")
-    planned = cached_plan(
-        exp,
-        registry if registry is not None else default_registry(),
-        validate_options=validate_options,
-        allow_imports=allow_imports,
-    )
+    access = file_access if file_access is not None else access_for(exp)
+    with using_access(access):
+        planned = cached_plan(
+            exp,
+            registry if registry is not None else default_registry(),
+            validate_options=validate_options,
+            allow_imports=allow_imports,
+            file_access=access,
+        )
     runner = Runner(
         exp,
         planned,
@@ -125,8 +147,5 @@ async def run(
         links=links,
         url=url,
     )
-    token = _imports_allowed.set(allow_imports)
-    try:
+    with imports_allowed_scope(allow_imports), using_access(access):
         return await runner.execute()
-    finally:
-        _imports_allowed.reset(token)

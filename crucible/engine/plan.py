@@ -138,25 +138,28 @@ def cached_plan(
     *,
     validate_options: ValidateMode,
     allow_imports: bool,
+    file_access: Any = None,
 ) -> list[PlannedStage]:
     """plan(), reused while the same Experiment object runs again on an unchanged registry.
 
     Experiments are frozen, so a batch running one experiment many times resolves and
     validates it once. Entries check the object's identity (through a weak reference) and the
-    registry's version; anything else re-plans.
+    registry's version (and the file access that path options were checked against);
+    anything else re-plans.
     """
     if validate_options == "warn":  # warnings are logged by plan(): keep them per run
         return plan(experiment, registry, validate_options="warn", allow_imports=allow_imports)
     key = id(experiment)
     hit = _plan_cache.get(key)
     if hit is not None:
-        exp_ref, reg_ref, version, mode, imports, planned = hit
+        exp_ref, reg_ref, version, mode, imports, access, planned = hit
         if (
             exp_ref() is experiment
             and reg_ref() is registry
             and version == registry.version
             and mode == validate_options
             and imports == allow_imports
+            and (access is file_access or access == file_access)
         ):
             return planned  # type: ignore[no-any-return]
     planned = plan(
@@ -166,6 +169,6 @@ def cached_plan(
         _plan_cache.pop(next(iter(_plan_cache)))
     _plan_cache[key] = (
         weakref.ref(experiment), weakref.ref(registry), registry.version,
-        validate_options, allow_imports, planned,
+        validate_options, allow_imports, file_access, planned,
     )  # fmt: skip
     return planned

@@ -72,4 +72,4 @@ def load_experiment(path: str | Path) -> Experiment:
         raise ExperimentFileError(p.name, ["file not found"]) from None
     except (OSError, UnicodeDecodeError) as err:
         raise ExperimentFileError(p.name, [f"cannot read file: {err}"]) from None
-    return experiment_from_mapping(_parse(p, text), source=p.name)
+    return experiment_from_mapping(_parse(p, text), source=p.name).with_source(p)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
 
@@ -146,6 +147,7 @@ class Experiment(_Model):
     training_config: dict[str, Any] | None = None
     baseline: str | None = None
     matrix: dict[str, list[Any]] | None = None
+    _source: Path | None = PrivateAttr(default=None)
 
     @field_validator("matrix")
     @classmethod
@@ -157,6 +159,23 @@ class Experiment(_Model):
                 if not values:
                     raise ValueError(f"matrix key {key!r} needs at least one value")
         return v
+
+    @property
+    def source(self) -> Path | None:
+        """The file this experiment was loaded from (None when built in Python)."""
+        return self._source
+
+    def with_source(self, path: Path | None) -> Experiment:
+        """This experiment, remembered as loaded from ``path`` (relative data paths start there)."""
+        copy = self.model_copy()
+        copy._source = None if path is None else path.resolve()
+        return copy
+
+    def __eq__(self, other: object) -> bool:
+        # Where an experiment was loaded from is not part of what it is.
+        if not isinstance(other, Experiment):
+            return NotImplemented
+        return type(self) is type(other) and self.__dict__ == other.__dict__
 
     def to_json(self) -> str:
         """Serialise to JSON; ``Experiment.model_validate_json`` reads it back unchanged."""

@@ -85,7 +85,8 @@ def apply_overrides(
             entry = dict(pipeline[i])
             entry["options"] = _set_path(entry.get("options") or {}, ov)
             pipeline[i] = entry
-    return experiment_from_mapping(data, source=f"{source} (after --set)")
+    updated = experiment_from_mapping(data, source=f"{source} (after --set)")
+    return updated.with_source(experiment.source)
 
 
 def load_with_overrides(path: Path, sets: Sequence[str]) -> Experiment:

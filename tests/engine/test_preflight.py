@@ -7,8 +7,6 @@ import sys
 import textwrap
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-
 SCRIPT = textwrap.dedent(
     """
     import sys
@@ -44,7 +42,7 @@ def test_stage_modules_are_imported_before_the_run_span(tmp_path: Path) -> None:
     script.write_text(SCRIPT, encoding="utf-8")
     done = subprocess.run(
         [sys.executable, str(script), str(data)],
-        cwd=REPO,
+        cwd=tmp_path,
         capture_output=True,
         text=True,
         timeout=120,

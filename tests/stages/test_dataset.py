@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from crucible import StageFailed
+import crucible
+from crucible import InvalidPipeline, Registry, StageFailed
 from crucible.stage import as_stage_spec
 from crucible.testing import make_context, run_stage
 from stages.dataset import DatasetError, load_examples
@@ -60,9 +61,30 @@ async def test_bad_files(data_dir: Path, name: str, content: str, message: str) 
     assert isinstance(info.value.cause, DatasetError) and message in str(info.value.cause)
 
 
-async def test_missing_file(data_dir: Path) -> None:
-    with pytest.raises(StageFailed, match=r"nope\.jsonl: file not found"):
+async def test_missing_file_is_refused_before_anything_runs(data_dir: Path) -> None:
+    with pytest.raises(InvalidPipeline, match=r"options\.path: 'nope\.jsonl' .* does not exist"):
         await run_stage(load_examples, make_context(), {"path": "nope.jsonl"})
+
+
+async def test_paths_outside_the_read_roots_are_refused(data_dir: Path, tmp_path: Path) -> None:
+    outside = tmp_path.parent / f"{tmp_path.name}-outside.jsonl"
+    outside.write_text('{"x": 1}\n')
+    (data_dir / "escape").symlink_to(outside)
+    for path in (str(outside), "../" + outside.name, "escape", "/etc/passwd"):
+        with pytest.raises(InvalidPipeline, match="outside the folders this run may read"):
+            await run_stage(load_examples, make_context(), {"path": path})
+
+
+async def test_relative_paths_start_at_the_experiment_file(tmp_path: Path) -> None:
+    folder = tmp_path / "project"
+    (folder / "data").mkdir(parents=True)
+    (folder / "data" / "rows.jsonl").write_text('{"input": "a"}\n')
+    exp_file = folder / "exp.yaml"
+    exp_file.write_text("id: rel\npipeline:\n  - name: load_examples\n"
+                        "    options: {path: data/rows.jsonl}\n")  # fmt: skip
+    ctx = await crucible.run(crucible.load_experiment(exp_file), registry=Registry([load_examples]))
+    assert ctx.assigns["examples"] == [{"input": "a"}]
+    assert ctx.get_metric("dataset") == {"path": "data/rows.jsonl", "rows": 1}
 
 
 def test_describe_conforms() -> None:

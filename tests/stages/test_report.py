@@ -11,10 +11,18 @@ import pytest
 
 import crucible
 from crucible import Context, Experiment, OutputSpec, StageDef, StageFailed
+from crucible.files import FileAccess, using_access
 from crucible.stage import as_stage_spec
 from crucible.testing import make_context, run_stage
 from stages.report import ReportError, ReportOptions, report
 from tests.support.schema import validate_schema
+
+
+@pytest.fixture(autouse=True)
+def tmp_is_writable(tmp_path: Path) -> Any:
+    """Reports in these tests go to tmp_path: let them (the default write root is ./reports)."""
+    with using_access(FileAccess.default(allow_write=[tmp_path])) as access:
+        yield access
 
 
 def ctx_for(*outputs: OutputSpec, **metrics: Any) -> Context:
@@ -110,7 +118,10 @@ async def test_timing_table_from_a_real_run(tmp_path: Path) -> None:
         ],
         outputs=[OutputSpec(name="t", formats=["json", "markdown", "html"])],
     )
-    out = await crucible.run(exp, run_id="r1", registry=crucible.Registry([producer, report]))
+    out = await crucible.run(
+        exp, run_id="r1", registry=crucible.Registry([producer, report]),
+        file_access=FileAccess.default(allow_write=[tmp_path]),
+    )  # fmt: skip
     data = json.loads((tmp_path / "timed-r1-t.json").read_text())
     rows = data["stages"]
     assert [(r["stage"], r["attempt"], r["result"]) for r in rows] == [
@@ -201,7 +212,10 @@ async def test_unknown_format_and_sink_fail_before_writing(tmp_path: Path) -> No
 async def test_errors_surface_as_stage_failed_through_the_engine(tmp_path: Path) -> None:
     exp = Experiment(id="e", outputs=[OutputSpec(name="x", formats=["docx"])])
     with pytest.raises(StageFailed) as info:
-        await run_stage(report, make_context(experiment=exp), {"out_dir": str(tmp_path)})
+        await run_stage(
+            report, make_context(experiment=exp), {"out_dir": str(tmp_path)},
+            file_access=FileAccess.default(allow_write=[tmp_path]),
+        )  # fmt: skip
     assert isinstance(info.value.cause, ReportError)
 
 
