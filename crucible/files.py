@@ -13,10 +13,9 @@ checks them, so a refused path fails before anything runs. Stages that open othe
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import Iterable, Iterator
-from contextvars import ContextVar
+from collections.abc import Iterable
+from contextvars import ContextVar, Token
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
@@ -139,14 +138,25 @@ def current_access() -> FileAccess:
     return access if access is not None else FileAccess.default()
 
 
-@contextlib.contextmanager
-def using_access(access: FileAccess) -> Iterator[FileAccess]:
-    """Make ``access`` current for the block (the engine does this for pre-flight and runs)."""
-    token = _current.set(access)
-    try:
-        yield access
-    finally:
-        _current.reset(token)
+class using_access:
+    """Make ``access`` current for the block (the engine does this for pre-flight and runs).
+
+    A small class rather than a generator context manager: every run enters one.
+    """
+
+    __slots__ = ("_access", "_token")
+
+    def __init__(self, access: FileAccess) -> None:
+        self._access = access
+        self._token: Token[FileAccess | None] | None = None
+
+    def __enter__(self) -> FileAccess:
+        self._token = _current.set(self._access)
+        return self._access
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._token is not None
+        _current.reset(self._token)
 
 
 def _check_read(value: Path, info: ValidationInfo) -> Path:

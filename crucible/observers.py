@@ -2,7 +2,8 @@
 
 The run store, the CLI's live boards and the blocked-loop watchdog are observers; so is anything
 a user plugs in with ``run(..., observers=[...])`` or ``run_batch(..., observers=[...])``.
-Hooks take keyword-only arguments holding immutable event records, so records can grow fields
+Hooks take keyword-only arguments holding immutable event records (named tuples on the
+per-stage path: they are the cheapest records Python makes), so records can grow fields
 without breaking observers. A hook may be a plain method or ``async``; the engine awaits it
 between stages, never while a stage runs.
 
@@ -17,7 +18,7 @@ import datetime as dt
 import inspect
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 import anyio
 import structlog
@@ -34,6 +35,7 @@ __all__ = [
     "AttemptStart",
     "BatchEnd",
     "BatchStart",
+    "LiveRun",
     "RunEnd",
     "RunObserver",
     "RunStart",
@@ -52,8 +54,21 @@ class StageInfo:
     enabled: bool
 
 
-@dataclass(frozen=True, slots=True)
-class RunStart:
+class LiveRun:
+    """What a run is doing right now: ``attempt`` is the stage attempt in progress, or None.
+
+    The engine updates it as attempts start and end; an observer that needs to know what is
+    running at an arbitrary moment (the blocked-loop watchdog) keeps it from ``on_run_start``
+    instead of following every attempt.
+    """
+
+    __slots__ = ("attempt",)
+
+    def __init__(self) -> None:
+        self.attempt: AttemptStart | None = None
+
+
+class RunStart(NamedTuple):
     """A run that is starting. ``trace_id`` is None only for a batch run that never started."""
 
     experiment: Experiment
@@ -64,23 +79,22 @@ class RunStart:
     stages: tuple[StageInfo, ...]
     started_at: dt.datetime
     url: str | None = None
+    live: LiveRun | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class AttemptStart:
+class AttemptStart(NamedTuple):
     """A stage attempt that is starting (``attempt`` 0 is a skipped, disabled stage)."""
 
     run: RunStart
     stage: str
-    index: int
+    stage_index: int
     attempt: int
     span_id: str
     start_ns: int
     trace_id: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class RunEnd:
+class RunEnd(NamedTuple):
     """A finished run: its status, its final (or last good) Context and the failure, if any."""
 
     run: RunStart
@@ -164,7 +178,7 @@ class Observers:
     nothing per stage.
     """
 
-    __slots__ = _HOOKS
+    __slots__ = (*_HOOKS, "_any")
     EMPTY: ClassVar[Observers]
 
     def __init__(self, observers: Iterable[Any] = ()) -> None:
@@ -183,9 +197,10 @@ class Observers:
         self.on_attempt_end: Hooks = tuple(found["on_attempt_end"])
         self.on_run_end: Hooks = tuple(found["on_run_end"])
         self.on_batch_end: Hooks = tuple(found["on_batch_end"])
+        self._any = any(found.values())
 
     def __bool__(self) -> bool:
-        return any(getattr(self, h) for h in _HOOKS)
+        return self._any
 
     @staticmethod
     def combine(*groups: Iterable[Any]) -> Observers:
@@ -201,32 +216,71 @@ class Observers:
 Observers.EMPTY = Observers()
 
 
-async def notify(hooks: Sequence[Callable[..., Any]], **event: Any) -> None:
-    """Call each hook, awaiting async ones; log and swallow what they raise."""
-    for hook in hooks:
+def fire(hooks: Sequence[Callable[..., Any]], **event: Any) -> Awaitable[None] | None:
+    """Call each hook; log and swallow what they raise.
+
+    Returns None when every hook was synchronous, else an awaitable that finishes the async
+    hook and calls the rest: plain observers cost no coroutine per stage.
+    """
+    for i, hook in enumerate(hooks):
         try:
             result = hook(**event)
-            if result is not None and inspect.isawaitable(result):
-                await result
-        except anyio.get_cancelled_exc_class():
-            raise
         except Exception as err:
             _log.error("run observer failed", hook=_name(hook), error=repr(err))
+            continue
+        if result is not None and inspect.isawaitable(result):
+            return _finish(hook, result, hooks[i + 1 :], event)
+    return None
 
 
-async def notify_strict(hooks: Sequence[Callable[..., Any]], **event: Any) -> None:
-    """Call each hook, awaiting async ones; what they raise propagates (``on_run_start``)."""
-    for hook in hooks:
+async def _finish(
+    hook: Callable[..., Any],
+    pending: Awaitable[Any],
+    rest: Sequence[Callable[..., Any]],
+    event: dict[str, Any],
+) -> None:
+    try:
+        await pending
+    except anyio.get_cancelled_exc_class():
+        raise
+    except Exception as err:
+        _log.error("run observer failed", hook=_name(hook), error=repr(err))
+    more = fire(rest, **event)
+    if more is not None:
+        await more
+
+
+async def notify(hooks: Sequence[Callable[..., Any]], **event: Any) -> None:
+    """Call each hook, awaiting async ones; log and swallow what they raise."""
+    pending = fire(hooks, **event)
+    if pending is not None:
+        await pending
+
+
+def fire_strict(hooks: Sequence[Callable[..., Any]], **event: Any) -> Awaitable[None] | None:
+    """Like :func:`fire`, but what a hook raises propagates (``on_run_start`` may refuse)."""
+    for i, hook in enumerate(hooks):
         result = hook(**event)
         if result is not None and inspect.isawaitable(result):
-            await result
+            return _finish_strict(result, hooks[i + 1 :], event)
+    return None
+
+
+async def _finish_strict(
+    pending: Awaitable[Any], rest: Sequence[Callable[..., Any]], event: dict[str, Any]
+) -> None:
+    await pending
+    more = fire_strict(rest, **event)
+    if more is not None:
+        await more
 
 
 async def notify_shielded(hooks: Sequence[Callable[..., Any]], **event: Any) -> None:
-    """``notify`` inside a shielded cancel scope: end-of-run hooks run even when cancelled."""
-    if hooks:
+    """``notify``, with async hooks shielded: end-of-run hooks run even when cancelled."""
+    pending = fire(hooks, **event)
+    if pending is not None:
         with anyio.CancelScope(shield=True):
-            await notify(hooks, **event)
+            await pending
 
 
 def _name(hook: Callable[..., Any]) -> str:

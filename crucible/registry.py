@@ -5,8 +5,7 @@ from __future__ import annotations
 import importlib
 import threading
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from importlib.metadata import entry_points
 from typing import Any
 
@@ -146,18 +145,25 @@ def imports_allowed() -> bool:
     return _imports_allowed.get()
 
 
-@contextmanager
-def imports_allowed_scope(allowed: bool) -> Iterator[None]:
+class imports_allowed_scope:
     """Make ``imports_allowed()`` answer ``allowed`` inside the block (a run's whole execution).
 
     It is a contextvar, so concurrent runs each see their own value, and tasks started inside
-    the block inherit it.
+    the block inherit it. A small class rather than a generator: every run enters one.
     """
-    token = _imports_allowed.set(allowed)
-    try:
-        yield
-    finally:
-        _imports_allowed.reset(token)
+
+    __slots__ = ("_allowed", "_token")
+
+    def __init__(self, allowed: bool) -> None:
+        self._allowed = allowed
+        self._token: Token[bool] | None = None
+
+    def __enter__(self) -> None:
+        self._token = _imports_allowed.set(self._allowed)
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._token is not None
+        _imports_allowed.reset(self._token)
 
 
 def load_option_callable(value: Any, *, what: str) -> Any:

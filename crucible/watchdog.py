@@ -2,8 +2,8 @@
 
 A daemon thread pings the loop with ``call_soon_threadsafe``; when a ping goes unanswered for
 longer than the threshold, the loop thread is executing something that never awaits. The
-watchdog is a run observer: it knows which attempt each task is running, so it names the
-stage (with its run, trace and span ids) of the task the loop is executing. One watchdog per
+watchdog is a run observer: it keeps each run's LiveRun by task, so it names the stage (with
+its run, trace and span ids) that the task the loop is executing is running. One watchdog per
 event loop; it stops itself when no run has been active for a while.
 """
 
@@ -19,8 +19,7 @@ from typing import Any
 
 import structlog
 
-from crucible.observers import AttemptStart, RunEnd, RunObserver, RunStart
-from crucible.trace import SpanRecord
+from crucible.observers import AttemptStart, LiveRun, RunEnd, RunObserver, RunStart
 
 _log = structlog.get_logger("crucible.watchdog")
 DEFAULT_THRESHOLD_S = 0.5
@@ -63,8 +62,7 @@ class LoopWatchdog(RunObserver):
     def __init__(self, loop: asyncio.AbstractEventLoop, threshold_s: float) -> None:
         self.loop = loop
         self.threshold_s = threshold_s
-        self._runs: set[str] = set()
-        self._attempts: dict[Any, AttemptStart] = {}  # task -> the attempt it is running
+        self._runs: dict[Any, LiveRun] = {}  # task -> what its run is doing
         self.last_active = time.monotonic()
         self.reports: list[BlockReport] = []
         self._ack = threading.Event()
@@ -83,27 +81,21 @@ class LoopWatchdog(RunObserver):
     def active_runs(self) -> int:
         return len(self._runs)
 
-    # --- observer hooks (called on the loop thread) ---------------------------------------
+    # --- observer hooks (called on the loop thread, in the run's task) ----------------------
     def on_run_start(self, *, run: RunStart) -> None:
-        self._runs.add(run.run_id)
+        if run.live is not None:
+            self._runs[asyncio.current_task()] = run.live
 
     def on_run_end(self, *, run: RunEnd) -> None:
-        self._runs.discard(run.run.run_id)
+        self._runs.pop(asyncio.current_task(), None)
         self.last_active = time.monotonic()
-
-    def on_attempt_start(self, *, attempt: AttemptStart) -> None:
-        self._attempts[asyncio.current_task()] = attempt
-
-    def on_attempt_end(self, *, attempt: AttemptStart, record: SpanRecord) -> None:
-        self._attempts.pop(asyncio.current_task(), None)
 
     def _running_now(self) -> AttemptStart | None:
         """The attempt of the task the loop is executing (read from the watchdog thread)."""
-        task = asyncio.current_task(self.loop)
-        found = self._attempts.get(task)
-        if found is None and len(self._attempts) == 1:  # e.g. a task the stage spawned
-            found = next(iter(self._attempts.values()), None)
-        return found
+        live = self._runs.get(asyncio.current_task(self.loop))
+        if live is None and len(self._runs) == 1:  # e.g. a task the stage spawned
+            live = next(iter(self._runs.values()), None)
+        return live.attempt if live is not None else None
 
     def _watch(self) -> None:
         interval = min(self.threshold_s / 2, 0.25)

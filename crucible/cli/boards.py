@@ -67,7 +67,7 @@ class StageBoard(RunObserver):
         self.trace_id = run.trace_id
 
     def on_attempt_start(self, *, attempt: AttemptStart) -> None:
-        row = self._rows.get(attempt.index)
+        row = self._rows.get(attempt.stage_index)
         if row is None or attempt.attempt == 0:
             return
         with self._lock:
@@ -77,7 +77,7 @@ class StageBoard(RunObserver):
             row.duration_s = None
 
     def on_attempt_end(self, *, attempt: AttemptStart, record: SpanRecord) -> None:
-        row = self._rows.get(attempt.index)
+        row = self._rows.get(attempt.stage_index)
         if row is None:
             return
         with self._lock:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
@@ -63,12 +63,13 @@ _access_cache: dict[Any, FileAccess] = {}
 def access_for(experiment: Experiment) -> FileAccess:
     """The default file access of a run of ``experiment`` (its file's folder, the cwd)."""
     source = experiment.source
-    key = (None if source is None else source.parent, Path.cwd())
+    key = (None if source is None else str(source), os.getcwd())  # str keys hash cheaply
     hit = _access_cache.get(key)
     if hit is None:
         if len(_access_cache) > 64:
             _access_cache.clear()
-        hit = _access_cache[key] = FileAccess.default(experiment_dir=key[0])
+        folder = None if source is None else source.parent
+        hit = _access_cache[key] = FileAccess.default(experiment_dir=folder)
     return hit
 
 
@@ -126,14 +127,13 @@ async def run(
     if timeout is not None and timeout <= 0:
         raise ValueError(f"timeout must be positive seconds, got {timeout!r}")
     access = file_access if file_access is not None else access_for(exp)
-    with using_access(access):
-        planned = cached_plan(
-            exp,
-            registry if registry is not None else default_registry(),
-            validate_options=validate_options,
-            allow_imports=allow_imports,
-            file_access=access,
-        )
+    planned = cached_plan(
+        exp,
+        registry if registry is not None else default_registry(),
+        validate_options=validate_options,
+        allow_imports=allow_imports,
+        file_access=access,
+    )
     runner = Runner(
         exp,
         planned,

@@ -12,6 +12,7 @@ import structlog
 
 from crucible.errors import ImportsNotAllowed, InvalidPipeline, OptionsError, Problem, UnknownStage
 from crucible.experiment import Experiment, StageDef, experiment_from_mapping
+from crucible.files import FileAccess, using_access
 from crucible.observers import StageInfo
 from crucible.registry import Registry
 from crucible.serialize import to_jsonable
@@ -138,7 +139,7 @@ def cached_plan(
     *,
     validate_options: ValidateMode,
     allow_imports: bool,
-    file_access: Any = None,
+    file_access: FileAccess,
 ) -> list[PlannedStage]:
     """plan(), reused while the same Experiment object runs again on an unchanged registry.
 
@@ -148,7 +149,8 @@ def cached_plan(
     anything else re-plans.
     """
     if validate_options == "warn":  # warnings are logged by plan(): keep them per run
-        return plan(experiment, registry, validate_options="warn", allow_imports=allow_imports)
+        with using_access(file_access):
+            return plan(experiment, registry, validate_options="warn", allow_imports=allow_imports)
     key = id(experiment)
     hit = _plan_cache.get(key)
     if hit is not None:
@@ -162,9 +164,10 @@ def cached_plan(
             and (access is file_access or access == file_access)
         ):
             return planned  # type: ignore[no-any-return]
-    planned = plan(
-        experiment, registry, validate_options=validate_options, allow_imports=allow_imports
-    )
+    with using_access(file_access):  # path options are checked against this run's roots
+        planned = plan(
+            experiment, registry, validate_options=validate_options, allow_imports=allow_imports
+        )
     if len(_plan_cache) >= _PLAN_CACHE_SIZE:
         _plan_cache.pop(next(iter(_plan_cache)))
     _plan_cache[key] = (

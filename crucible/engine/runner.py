@@ -8,7 +8,7 @@ import inspect
 import math
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from typing import Any
 
 import anyio
@@ -25,12 +25,14 @@ from crucible.experiment import Experiment
 from crucible.logging import run_context
 from crucible.observers import (
     AttemptStart,
+    LiveRun,
     Observers,
     RunEnd,
     RunStart,
+    fire,
+    fire_strict,
     notify,
     notify_shielded,
-    notify_strict,
 )
 from crucible.stage import StageSpec
 from crucible.status import RunStatus, status_for_result
@@ -104,6 +106,7 @@ class Runner:
         self.trace_id = ""
         self.carriers: StageCarriers | None = None
         self.run_start: RunStart | None = None
+        self.live = LiveRun() if observers else None
         self.cancelled_at: StageFailed | None = None
         self._log: Any = None
 
@@ -141,7 +144,7 @@ class Runner:
         start = self.run_start = RunStart(
             experiment=exp, run_id=self.run_id, trace_id=trace_id, span_id=run_span_id,
             batch_id=self.batch_id, stages=tuple(p.info for p in self.planned if p.info),
-            started_at=dt.datetime.now(dt.UTC), url=self.url,
+            started_at=dt.datetime.now(dt.UTC), url=self.url, live=self.live,
         )  # fmt: skip
         metric_attrs = {
             names.PIPELINE_NAME: exp.id,
@@ -151,7 +154,9 @@ class Runner:
         ins = self.tel.instruments
         if self.obs.on_run_start:
             try:
-                await notify_strict(self.obs.on_run_start, run=start)
+                pending = fire_strict(self.obs.on_run_start, run=start)
+                if pending is not None:
+                    await pending
             except BaseException as err:
                 run_span.set_attribute(names.ERROR_TYPE, type(err).__qualname__)
                 run_span.set_status(Status(StatusCode.ERROR, str(err)))
@@ -308,8 +313,9 @@ class Runner:
         )
         t0_ns, t0 = time.time_ns(), time.perf_counter()
         watched: AttemptStart | None = None
-        if self.obs.on_attempt_start or self.obs.on_attempt_end:
-            watched = self._attempt_start(step, attempt, span_id, t0_ns)
+        live = self.live
+        if live is not None:
+            watched = live.attempt = self._attempt_start(step, attempt, span_id, t0_ns)
         stage_deadline = run_deadline
         if sd.timeout is not None:
             stage_deadline = min(stage_deadline, anyio.current_time() + sd.timeout)
@@ -321,18 +327,24 @@ class Runner:
         log_token = run_context.set((self.experiment.id, self.run_id, name))
         try:
             if watched is not None and self.obs.on_attempt_start:
-                await notify(self.obs.on_attempt_start, attempt=watched)
+                pending = fire(self.obs.on_attempt_start, attempt=watched)
+                if pending is not None:
+                    await pending
+            call = _call(spec, stage_in, step.options)
+            scope = None
             if stage_deadline == math.inf:
-                out = await _invoke(spec, stage_in, step.options)
+                out = await call
             else:
                 with anyio.CancelScope(deadline=stage_deadline) as scope:
-                    out = await _invoke(spec, stage_in, step.options)
-                if scope.cancelled_caught:
-                    by_stage = stage_deadline < run_deadline
-                    limit = sd.timeout if by_stage else self.timeout
-                    which = "stage" if by_stage else "run"
-                    error = TimeoutError(f"{which} timeout of {limit}s exceeded in stage {name!r}")
-                    result = "timeout"
+                    out = await call
+            if type(out) is not Context and inspect.isawaitable(out):
+                out = await out
+            if scope is not None and scope.cancelled_caught:
+                by_stage = stage_deadline < run_deadline
+                limit = sd.timeout if by_stage else self.timeout
+                which = "stage" if by_stage else "run"
+                error = TimeoutError(f"{which} timeout of {limit}s exceeded in stage {name!r}")
+                result = "timeout"
             if error is None and not isinstance(out, Context):
                 error = _NotAContext(
                     f"stage {name!r} returned {type(out).__qualname__}, expected a Context"
@@ -347,6 +359,8 @@ class Runner:
         finally:
             run_context.reset(log_token)
             otel_context.detach(token)
+            if live is not None:
+                live.attempt = None
         # What the stage left behind: its output, or the Context a StageError carried.
         left = out if error is None else (error.context if isinstance(error, StageError) else None)
         events: tuple[SpanEvent, ...] = ()
@@ -384,8 +398,12 @@ class Runner:
             events, step.index,
         )  # fmt: skip
         if watched is not None and self.obs.on_attempt_end:
-            tell = notify if cancel_exc is None else notify_shielded  # cancelled: still record it
-            await tell(self.obs.on_attempt_end, attempt=watched, record=record)
+            if cancel_exc is None:
+                pending = fire(self.obs.on_attempt_end, attempt=watched, record=record)
+                if pending is not None:
+                    await pending
+            else:  # cancelled: still record it
+                await notify_shielded(self.obs.on_attempt_end, attempt=watched, record=record)
         if error is None:
             return _fast.completed(out, name, (trace_after or base_trace).with_span(record)), None
         if isinstance(left, Context):
@@ -413,13 +431,10 @@ class Runner:
         return self.url.format(run_id=self.run_id, trace_id=self.trace_id, span_id=span_id)
 
 
-async def _invoke(spec: StageSpec, ctx: Context, options: Any) -> Any:
-    """Call the stage: async on the loop, sync in a worker thread; await what it returns."""
-    if spec.is_async:
-        out = await (spec.call(ctx, options) if spec.takes_options else spec.call(ctx))
-    else:
+def _call(spec: StageSpec, ctx: Context, options: Any) -> Awaitable[Any]:
+    """The one way a stage is called: async on the loop, sync in a worker thread."""
+    if not spec.is_async:
         args = (ctx, options) if spec.takes_options else (ctx,)
-        out = await anyio.to_thread.run_sync(functools.partial(spec.call, *args))
-    if type(out) is not Context and inspect.isawaitable(out):
-        out = await out
-    return out
+        return anyio.to_thread.run_sync(functools.partial(spec.call, *args))
+    result: Awaitable[Any] = spec.call(ctx, options) if spec.takes_options else spec.call(ctx)
+    return result

@@ -91,7 +91,7 @@ async def test_run_tells_observers_each_step_in_order() -> None:
     assert [(s.index, s.name, s.enabled) for s in start.stages] == [(0, "ok", True),
                                                                     (1, "ok", False)]  # fmt: skip
     first, record = rec.calls[2][1]
-    assert first.stage == "ok" and first.attempt == 1 and first.index == 0
+    assert first.stage == "ok" and first.attempt == 1 and first.stage_index == 0
     assert record == ctx.trace.spans[0] and record.result == "success"
     assert first.span_id == record.span_id
     skipped, skip_record = rec.calls[4][1]

@@ -80,7 +80,7 @@ def attempt_start(start: RunStart, record: SpanRecord) -> AttemptStart:
     return AttemptStart(
         run=start,
         stage=record.stage,
-        index=record.stage_index or 0,
+        stage_index=record.stage_index or 0,
         attempt=record.attempt,
         span_id=record.span_id,
         start_ns=record.start_ns,
