@@ -179,6 +179,7 @@ class Observers:
     """
 
     __slots__ = (*_HOOKS, "_any")
+    HOOKS: ClassVar[tuple[str, ...]] = _HOOKS
     EMPTY: ClassVar[Observers]
 
     def __init__(self, observers: Iterable[Any] = ()) -> None:
