@@ -103,11 +103,11 @@ def structure_problem(data: Any, limits: DocumentLimits = DEFAULT_LIMITS) -> str
         for key, child in children:
             count += 2 if keyed else 1
             if count > limits.max_nodes:
-                problem = f"more than {limits.max_nodes:,} values (shared objects count each time)"
-                return located([*path, key], problem)
-            problem = (_too_long(key, longest) if keyed else None) or _too_long(child, longest)
-            if problem:
-                return located([*path, key], problem)
+                too_many = f"more than {limits.max_nodes:,} values (shared objects count each time)"
+                return located([*path, key], too_many)
+            too_long = (_too_long(key, longest) if keyed else None) or _too_long(child, longest)
+            if too_long:
+                return located([*path, key], too_long)
             grand = None if isinstance(child, _LEAVES) else _children(child)
             if grand is None:
                 continue

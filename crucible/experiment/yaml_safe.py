@@ -26,8 +26,13 @@ from yaml.scanner import Scanner
 from crucible.errors import ExperimentFileError
 from crucible.experiment.limits import DEFAULT_LIMITS, DocumentLimits, located, position, shorten
 
-# Keys SafeConstructor rewrites itself while merging mappings (``<<`` and ``=``).
-_MERGE_TAGS = frozenset({"tag:yaml.org,2002:merge", "tag:yaml.org,2002:value"})
+# Scalars built as soon as they are composed, to report a bad one by path and compare keys. Any
+# other tag (``<<``, ``!!set`` on a scalar, ``!custom``) is left to SafeConstructor, which builds
+# or refuses it afterwards.
+_SCALAR_TAGS = frozenset(
+    f"tag:yaml.org,2002:{name}"
+    for name in ("null", "bool", "int", "float", "binary", "timestamp", "str")
+)
 
 # Characters YAML 1.1 does not allow in a stream (the reader would refuse them without a line).
 _NOT_PRINTABLE = re.compile(
@@ -153,7 +158,7 @@ class _GuardedComposer(Composer, SafeConstructor, Resolver):
         if len(node.value) > limit:
             message = f"a value of {len(node.value):,} characters; the limit is {limit:,}"
             raise _Refused(located(self._path, message), node.start_mark)
-        if node.tag in _MERGE_TAGS:
+        if node.tag not in _SCALAR_TAGS:
             return
         try:
             self.construct_object(node)  # cached: the constructor reuses it for the document
@@ -166,8 +171,8 @@ class _GuardedComposer(Composer, SafeConstructor, Resolver):
     def _check_keys(self, node: MappingNode) -> None:
         first_line: dict[Any, int] = {}
         for key_node, _ in node.value:
-            if key_node not in self.constructed_objects or key_node.tag in _MERGE_TAGS:
-                continue  # a collection key: SafeConstructor refuses it as unhashable
+            if key_node not in self.constructed_objects:
+                continue  # a merge (<<), a collection or a tagged key: SafeConstructor's to judge
             key = self.constructed_objects[key_node]
             if key in first_line:
                 message = f"duplicate key {shorten(str(key))!r} (first on line {first_line[key]})"
