@@ -416,3 +416,19 @@ def test_limits_must_be_positive_ints() -> None:
     for bad in (0, -1, 1.5, True):
         with pytest.raises(ValueError, match="max_depth must be a positive int"):
             DocumentLimits(max_depth=bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        ("deep.json", '{"id": "x", "m": ' + "[" * 100_000),
+        ("deep.toml", 'id = "x"\nm = ' + "[" * 100_000),
+        ("deep.yaml", "id: x\nm: " + "[" * 900),
+    ],
+)
+def test_a_depth_limit_beyond_the_parsers_own_is_still_an_error(
+    tmp_path: Path, name: str, text: str
+) -> None:
+    limits = DocumentLimits(max_depth=1_000_000)
+    message = refusal(write(tmp_path, name, text), limits=limits)
+    assert "nested too deeply for the" in message and "lower max_depth" in message
