@@ -1,5 +1,6 @@
 """Experiments: the models, loading them from files, and expanding sweeps."""
 
+from crucible.experiment.limits import DocumentLimits
 from crucible.experiment.loading import (
     experiment_from_mapping,
     load_experiment,
@@ -29,6 +30,7 @@ from crucible.experiment.overrides import (
 __all__ = [
     "BackendRef",
     "DatasetRef",
+    "DocumentLimits",
     "Ensemble",
     "Experiment",
     "Fairness",

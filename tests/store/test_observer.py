@@ -286,9 +286,7 @@ async def test_each_store_has_one_observer_with_the_store_hooks(tmp_path: Path) 
     assert obs is first.observer and isinstance(obs, RunObserver)
     assert obs.store is first and second.observer is not obs
     hooks = Observers([obs])
-    names: dict[str, Any] = {
-        h: [m.__name__ for m in getattr(hooks, h)] for h in Observers.HOOKS
-    }
+    names: dict[str, Any] = {h: [m.__name__ for m in getattr(hooks, h)] for h in Observers.HOOKS}
     assert names == {
         "on_batch_start": [],
         "on_run_start": ["on_run_start"],
