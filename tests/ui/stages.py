@@ -39,10 +39,11 @@ class FlakyOptions(BaseModel):
 _FLAKY_CALLS: dict[str, int] = {}
 
 
-@stage("ui_flaky", description="Fail the first fail_times attempts of each run", register=False)
+@stage("ui_flaky", description="Fail the first fail_times attempts of a run", register=False)
 async def flaky(ctx: Context, opts: FlakyOptions) -> Context:
-    calls = _FLAKY_CALLS.get(ctx.run_id, 0) + 1
-    _FLAKY_CALLS[ctx.run_id] = calls
+    run = ctx.telemetry_context["traceparent"].split("-")[1]  # this run's trace id: unique
+    calls = _FLAKY_CALLS.get(run, 0) + 1
+    _FLAKY_CALLS[run] = calls
     await anyio.sleep(0.02)
     if calls <= opts.fail_times:
         raise RuntimeError(f"flaky attempt {calls}")

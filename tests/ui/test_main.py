@@ -1,0 +1,38 @@
+"""``python -m crucible.ui``: it refuses to start, with a message and exit code 2, when unsafe or
+when the store cannot be opened."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow  # each case starts a Python process
+
+
+def start(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "crucible.ui", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin"},
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--host", "0.0.0.0"], "without a token: pass --token or set CRUCIBLE_UI_TOKEN"),
+        (["--jaeger-url", "javascript:alert(1)"], "the Jaeger URL must be http(s)"),
+        (["--store", "postgresql://postgres@127.0.0.1:1/nothing"], "cannot open the run store"),
+    ],
+)
+def test_refuses_to_start(tmp_path: Path, args: list[str], message: str) -> None:
+    done = start(*args, "--port", "1", cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert message in done.stderr
+    assert "Traceback" not in done.stderr
