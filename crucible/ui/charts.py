@@ -94,7 +94,7 @@ def line_chart(
     x_label: str,
     y_label: str,
     best: tuple[Value, float] | None = None,
-    width: int = 680,
+    width: int = 760,
     height: int = 340,
 ) -> str:
     """``y_label`` against ``x_label``: numbers on a linear axis, anything else as categories."""

@@ -63,9 +63,14 @@ def full_value(v: Any) -> str:
 
 
 def duration(seconds: float | None) -> str:
-    """Seconds as ``850 ms``, ``3.2 s``, ``4 min 05 s`` or ``2 h 03 min``; MISSING if unknown."""
+    """Seconds as ``0.4 ms``, ``850 ms``, ``3.2 s``, ``4 min 05 s`` or ``2 h 03 min``.
+
+    MISSING when unknown (a run still running).
+    """
     if seconds is None:
         return MISSING
+    if seconds < 0.01:
+        return f"{seconds * 1000:.1f} ms"
     if seconds < 1:
         return f"{seconds * 1000:.0f} ms"
     if seconds < 60:

@@ -36,10 +36,14 @@ async def _run(store: RunStore, run_id: str | None) -> RunInfo:
     return info
 
 
-def _timeline(info: RunInfo) -> str | None:
+def _origin_ns(info: RunInfo) -> float:
+    """Where a run's time axis starts: its start, or its first attempt if that was earlier."""
+    return min([info.started_at.timestamp() * 1e9, *(a.start_ns for a in info.attempts)])
+
+
+def _timeline(info: RunInfo, origin: float) -> str | None:
     if not info.attempts:
         return None
-    origin = min([info.started_at.timestamp() * 1e9, *(a.start_ns for a in info.attempts)])
     bars = []
     for a in info.attempts:
         lane = a.stage if a.stage_index is None else f"{a.stage_index} · {a.stage}"
@@ -59,8 +63,8 @@ async def _run_context(request: Request) -> dict[str, Any]:
     jaeger = None
     if settings.jaeger_url and info.trace_id:
         jaeger = f"{settings.jaeger_url.rstrip('/')}/trace/{info.trace_id}"
-    origin = info.attempts[0].start_ns if info.attempts else 0
-    chart = _timeline(info)
+    origin = _origin_ns(info)
+    chart = _timeline(info, origin)
     return {
         "title": f"Run {info.run_id}",
         "info": info,

@@ -1,5 +1,5 @@
 """Test stages for the run browser's tests: a sweep's scoring stage, a flaky one, a failing one,
-one that writes a report, and one that waits for an event the test sets."""
+one that writes a report, and one that waits until the test creates a file."""
 
 from __future__ import annotations
 
@@ -41,7 +41,8 @@ _FLAKY_CALLS: dict[str, int] = {}
 
 @stage("ui_flaky", description="Fail the first fail_times attempts of a run", register=False)
 async def flaky(ctx: Context, opts: FlakyOptions) -> Context:
-    run = ctx.telemetry_context["traceparent"].split("-")[1]  # this run's trace id: unique
+    trace_id = ctx.telemetry_context["traceparent"].split("-")[1]
+    run = f"{trace_id}/{ctx.run_id}"  # unique even when a test reuses a run id
     calls = _FLAKY_CALLS.get(run, 0) + 1
     _FLAKY_CALLS[run] = calls
     await anyio.sleep(0.02)
@@ -75,12 +76,17 @@ async def report(ctx: Context, opts: ReportOptions) -> Context:
     return ctx.put_artifact("report.html", {"location": opts.path, "format": "html"})
 
 
-GATES: dict[str, anyio.Event] = {}
+class WaitOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    flag: str
 
 
-@stage("ui_wait", description="Wait until the test sets GATES[run_id]", register=False)
-async def wait(ctx: Context) -> Context:
-    await GATES[ctx.run_id].wait()
+@stage("ui_wait", description="Wait until the file named by flag exists", register=False)
+async def wait(ctx: Context, opts: WaitOptions) -> Context:
+    flag = anyio.Path(opts.flag)  # a file works across threads and processes alike
+    while not await flag.exists():  # noqa: ASYNC110 (the file is set from another thread)
+        await anyio.sleep(0.05)
     return ctx.put_metric("waited", True)
 
 

@@ -123,6 +123,8 @@ def test_display_rounds_for_reading_and_keeps_the_full_value() -> None:
     assert value(True) == "true" and value(None) == "null" and value([1, "a"]) == '[1, "a"]'
     assert value("x" * 500).endswith("…") and len(value("x" * 500)) == 120
     assert signed(0.5) == "+0.5" and signed(-3) == "-3" and signed(0) == "0"
-    assert duration(0.25) == "250 ms" and duration(3.21) == "3.2 s"
+    assert (
+        duration(0.00042) == "0.4 ms" and duration(0.25) == "250 ms" and duration(3.21) == "3.2 s"
+    )
     assert duration(245) == "4 min 05 s" and duration(7380) == "2 h 03 min"
     assert short_id("0123456789abcdef0123") == "01234567…" and short_id("short-id") == "short-id"
