@@ -17,6 +17,7 @@ from starlette.responses import Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from crucible.errors import StoreError
 from crucible.store import RunStore
 from crucible.ui import pages, render, run_pages
 from crucible.ui.config import UiSettings
@@ -29,6 +30,12 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     context = {"title": f"{exc.status_code}", "message": exc.detail}
     return render.page(request, "message.html", context, exc.status_code)
+
+
+async def _store_error(request: Request, exc: Exception) -> Response:
+    """The store failed (gone, locked, unreachable): say so instead of a bare 500."""
+    context = {"title": "The run store could not be read", "message": str(exc)}
+    return render.page(request, "message.html", context, 503)
 
 
 def create_app(settings: UiSettings) -> Starlette:
@@ -57,7 +64,7 @@ def create_app(settings: UiSettings) -> Starlette:
             Mount("/static", StaticFiles(packages=[("crucible.ui", "static")]), name="static"),
         ],
         middleware=[Middleware(Guard, token=settings.token, local_only=settings.local_only)],
-        exception_handlers={HTTPException: _http_error},
+        exception_handlers={HTTPException: _http_error, StoreError: _store_error},
         lifespan=lifespan,
     )
     app.state.settings = settings

@@ -92,7 +92,8 @@ class Guard:
                 return _unauthorized()
             kept = [(k, v) for k, v in request.query_params.multi_items() if k != "token"]
             query = urlencode(kept)
-            location = request.url.path + (f"?{query}" if query else "")
+            path = "/" + request.url.path.lstrip("/")  # never "//host": that leaves the site
+            location = path + (f"?{query}" if query else "")
             response = RedirectResponse(location, status_code=303)
             response.set_cookie(COOKIE, self._cookie, httponly=True, samesite="strict")
             return response

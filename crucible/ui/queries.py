@@ -37,6 +37,7 @@ __all__ = [
 COLUMN_SORTS: Final = ("started", "duration", "status", "experiment", "batch", "run")
 METRIC_SORT: Final = "metric:"  # sort="metric:bench.p_value"
 MAX_PER_PAGE: Final = 500
+MAX_PAGE: Final = 1_000_000_000  # keeps OFFSET inside a 64-bit integer
 _TEXT_COLUMNS = (
     runs.c.id,
     runs.c.experiment_id,
@@ -64,7 +65,7 @@ class RunQuery:
             raise ValueError(f"unknown status {self.status!r}")
         if self.sort not in COLUMN_SORTS and not self.metric:
             raise ValueError(f"unknown sort {self.sort!r}")
-        object.__setattr__(self, "page", max(1, self.page))
+        object.__setattr__(self, "page", min(MAX_PAGE, max(1, self.page)))
         object.__setattr__(self, "per_page", min(MAX_PER_PAGE, max(1, self.per_page)))
 
     @property

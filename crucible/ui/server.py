@@ -29,7 +29,7 @@ async def _check_store(url: str | None) -> str:
     return store.url
 
 
-def address(settings: UiSettings) -> str:
+def _address(settings: UiSettings) -> str:
     """The URL people open, with an IPv6 host in brackets."""
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     return f"http://{host}:{settings.port}/"
@@ -55,7 +55,7 @@ def run_server(
     )
     shown = asyncio.run(_check_store(settings.store_url))
     note = " (open it once with ?token=<your token>)" if settings.token else ""
-    print(f"crucible ui: {address(settings)}{note}\n  store: {shown}", file=sys.stderr, flush=True)
+    print(f"crucible ui: {_address(settings)}{note}\n  store: {shown}", file=sys.stderr, flush=True)
     uvicorn.run(
         create_app(settings),
         host=settings.host,

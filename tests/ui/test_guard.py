@@ -66,6 +66,10 @@ async def test_every_request_needs_the_token(filled: tuple[Path, object]) -> Non
             assert visit.status_code == 303
             assert visit.headers["location"] == "/batch?id=sweep-1"  # the token leaves the URL
             assert http.cookies[COOKIE] == cookie_value(TOKEN) != TOKEN
+            sneaky = await http.get(
+                "/%2Fattacker.example/", params={"token": TOKEN}
+            )  # "//attacker…"
+            assert sneaky.headers["location"] == "/attacker.example/"  # stays on this site
             follow = await http.get(visit.headers["location"])
             assert follow.status_code == 200 and "sweep-1" in follow.text
 

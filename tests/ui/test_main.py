@@ -36,3 +36,14 @@ def test_refuses_to_start(tmp_path: Path, args: list[str], message: str) -> None
     assert done.returncode == 2, done.stderr
     assert message in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_the_charts_import_without_the_web_server_parts(tmp_path: Path) -> None:
+    code = (
+        "import sys, crucible.ui, crucible.ui.charts;"
+        "loaded = {'starlette', 'jinja2', 'uvicorn'} & {m.split('.')[0] for m in sys.modules};"
+        "print(sorted(loaded))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

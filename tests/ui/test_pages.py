@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+import sqlite3
 from pathlib import Path
 
 import httpx
@@ -56,6 +57,8 @@ async def test_runs_page_filters_sorts_and_paginates(client: httpx.AsyncClient) 
     ids_1 = set(re.findall(r'href="/run\?id=([^"]+)"', first.text))
     ids_2 = set(re.findall(r'href="/run\?id=([^"]+)"', second.text))
     assert len(ids_1) == len(ids_2) == 5 and not ids_1 & ids_2
+    beyond = await client.get("/", params={"page": 10**30})
+    assert beyond.status_code == 200 and "No runs match" in beyond.text
     bad = await client.get("/", params={"status": "nope"})
     assert bad.status_code == 400 and "unknown status" in bad.text
 
@@ -170,3 +173,17 @@ async def test_jaeger_link_only_when_a_base_url_is_configured(
         trace = re.search(r"<code>([0-9a-f]{32})</code>", page.text)
         assert trace is not None
         assert f'href="http://jaeger.local:16686/trace/{trace.group(1)}"' in page.text
+
+
+async def test_a_broken_store_is_a_503_page_not_a_crash(filled: tuple[Path, Filled]) -> None:
+    db, _ = filled
+    with served(UiSettings(store_url=str(db))) as url:
+        async with httpx.AsyncClient(base_url=url) as http:
+            assert (await http.get("/")).status_code == 200
+            with sqlite3.connect(db) as conn:  # another process breaks the store underneath
+                conn.execute("DROP TABLE stage_attempts")
+                conn.execute("DROP TABLE artifacts")
+                conn.execute("DROP TABLE runs")
+            broken = await http.get("/")
+    assert broken.status_code == 503
+    assert "The run store could not be read" in broken.text and "no such table" in broken.text
