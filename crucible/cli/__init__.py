@@ -13,6 +13,7 @@ from crucible.cli.batch import batch_command
 from crucible.cli.run import run_command
 from crucible.cli.runs import runs_app
 from crucible.cli.stages import stages_command
+from crucible.cli.ui import ui_command
 from crucible.cli.validate import validate_command
 
 __all__ = ["app", "main"]
@@ -22,6 +23,7 @@ app.command("batch")(batch_command)
 app.command("validate")(validate_command)
 app.command("stages")(stages_command)
 app.add_typer(runs_app, name="runs")
+app.command("ui")(ui_command)
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:

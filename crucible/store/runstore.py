@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
 from types import TracebackType
 from typing import Any, Final, Self
 
@@ -315,6 +316,13 @@ class RunStore:
         return marked
 
     # --- reads ---------------------------------------------------------------------------
+    @asynccontextmanager
+    async def reader(self, operation: str = "read") -> AsyncIterator[AsyncConnection]:
+        """A read connection for queries built outside this class (the UI's); opens the store."""
+        await self._ensure_open(operation, None)
+        async with self._db.read(operation, None) as conn:
+            yield conn
+
     async def get_run(self, run_id: str) -> RunInfo | None:
         """One run with its attempts (in start order) and artifacts; None when unknown."""
         await self._ensure_open("get_run", run_id)
