@@ -12,7 +12,7 @@ from opentelemetry.trace import Link
 
 from crucible.context import Context
 from crucible.engine.plan import PlannedStage, ValidateMode, cached_plan, coerce_experiment, plan
-from crucible.engine.runner import Runner
+from crucible.engine.runner import ResumePoint, Runner
 from crucible.experiment import Experiment
 from crucible.observers import (
     AttemptStart,
@@ -37,6 +37,7 @@ __all__ = [
     "BatchEnd",
     "BatchStart",
     "PlannedStage",
+    "ResumePoint",
     "RunEnd",
     "RunObserver",
     "RunStart",
@@ -72,7 +73,9 @@ def observers_for(store: RunStore | None, observers: Iterable[Any]) -> Observers
     ):
         return last[1]
     found = Observers.combine(
-        () if store is None else (store.observer,), key[2:], () if dog is None else (dog,)
+        () if store is None else (store.observer, store.checkpoints),
+        key[2:],
+        () if dog is None else (dog,),
     )
     _last_observers = (key, found)
     return found
@@ -95,13 +98,17 @@ async def run(
     batch_id: str | None = None,
     links: Sequence[Link] = (),
     url: str | None = None,
+    rerun_of: str | None = None,
+    resume_from: ResumePoint | None = None,
 ) -> Context:
     """Run an experiment's stages in order and return the final Context.
 
     Raises InvalidPipeline (nothing ran) or StageFailed (with the last good context). Outside
     cancellation ends the spans with result ``cancellation`` and propagates. ``url`` is a link
     to the run (``{run_id}``, ``{trace_id}`` and ``{span_id}`` are filled in), set on every stage
-    span as ``cicd.pipeline.task.run.url.full``.
+    span as ``cicd.pipeline.task.run.url.full``. ``rerun_of`` names the stored run this one
+    runs again; ``resume_from`` starts at a stage of a stored run with its restored state
+    (``crucible.resume`` builds both).
     """
     exp = coerce_experiment(experiment)
     if timeout is not None and timeout <= 0:
@@ -124,6 +131,8 @@ async def run(
         batch_id=batch_id,
         links=links,
         url=url,
+        rerun_of=rerun_of,
+        resume_from=resume_from,
     )
     token = _imports_allowed.set(allow_imports)
     try:

@@ -146,6 +146,7 @@ class Experiment(_Model):
     training_config: dict[str, Any] | None = None
     baseline: str | None = None
     matrix: dict[str, list[Any]] | None = None
+    checkpoint: bool = False  # keep each completed stage's Context, so the run can resume
 
     @field_validator("matrix")
     @classmethod
