@@ -23,6 +23,7 @@ from crucible.cli.app import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     AllowImportsOption,
+    CheckpointOption,
     CliError,
     ExporterOption,
     FileArgument,
@@ -144,6 +145,7 @@ def batch_command(
     json_logs: JsonLogsOption = False,
     allow_imports: AllowImportsOption = False,
     timeout: TimeoutOption = None,
+    checkpoint: CheckpointOption = False,
     batch_id: Annotated[
         str | None, typer.Option("--batch-id", help="Batch id (default: a new UUID).")
     ] = None,
@@ -156,6 +158,8 @@ def batch_command(
         if batch_id is not None and not batch_id.strip():
             raise CliError("--batch-id must not be empty")
         experiment = load_with_overrides(file, set_ or [])
+        if checkpoint:
+            experiment = experiment.model_copy(update={"checkpoint": True})
         for raw in set_ or []:
             key = raw.partition("=")[0].strip()
             if key in (experiment.matrix or {}):

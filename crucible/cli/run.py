@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Any
 
 import anyio
 import typer
@@ -17,11 +18,13 @@ from crucible.cli.app import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     AllowImportsOption,
+    CheckpointOption,
     CliError,
     ExporterOption,
     FileArgument,
     JaegerOption,
     JsonLogsOption,
+    RunIdOption,
     SetOption,
     StoreOption,
     TimeoutOption,
@@ -65,6 +68,7 @@ async def _run_async(
     allow_imports: bool,
     board: StageBoard,
     url: str | None,
+    extra: Mapping[str, Any],
 ) -> _Outcome:
     store = RunStore(store_url)
     try:
@@ -83,6 +87,7 @@ async def _run_async(
                 allow_imports=allow_imports,
                 observers=[board],
                 url=url,
+                **extra,
             )
         except StageFailed as err:
             return _Outcome(failure=err)
@@ -160,59 +165,82 @@ def _report_outcome(
 def run_command(
     file: FileArgument,
     set_: SetOption = None,
-    run_id: Annotated[
-        str | None, typer.Option("--run-id", help="Run id (default: a new UUID).")
-    ] = None,
+    run_id: RunIdOption = None,
     store: StoreOption = None,
     exporter: ExporterOption = None,
     json_logs: JsonLogsOption = False,
     timeout: TimeoutOption = None,
     allow_imports: AllowImportsOption = False,
+    checkpoint: CheckpointOption = False,
     jaeger_url: JaegerOption = DEFAULT_JAEGER_URL,
 ) -> None:
     """Run an experiment: pre-flight, run every stage, store the run, print where it went."""
     with guard():
         check_timeout(timeout)
         experiment = load_with_overrides(file, set_ or [])
-        registry = default_registry()
-        planned = preflight(experiment, registry, allow_imports=allow_imports, source=file.name)
-        if json_logs:
-            configure_logging(json_logs=True)
-        rid = run_id or str(uuid.uuid4())
-        handle = setup_telemetry(exporter)
-        out = console()
-        board = StageBoard(planned, out, live=out.is_interactive)
-        code = EXIT_FAILED
-        try:
-            started = time.perf_counter()
-            try:
-                with board.display():
-                    outcome = asyncio.run(
-                        _run_async(
-                            experiment,
-                            run_id=rid,
-                            store_url=store,
-                            registry=registry,
-                            handle=handle,
-                            run_timeout=timeout,
-                            allow_imports=allow_imports,
-                            board=board,
-                            url=run_url(handle, jaeger_url),
-                        )
-                    )
-            except KeyboardInterrupt:
-                error(f"run {rid} cancelled (interrupted); it is recorded as cancelled")
-                _print_where(rid, board.trace_id, handle, jaeger_url)
-                code = EXIT_INTERRUPTED
-            else:
-                code = _report_outcome(
-                    outcome,
-                    run_id=rid,
-                    board=board,
-                    handle=handle,
-                    jaeger_url=jaeger_url,
-                    elapsed=time.perf_counter() - started,
-                )
-        finally:
-            shutdown_telemetry(handle)
+        if checkpoint:
+            experiment = experiment.model_copy(update={"checkpoint": True})
+        code = execute_run(
+            experiment, source=file.name, run_id=run_id, store=store, exporter=exporter,
+            json_logs=json_logs, timeout=timeout, allow_imports=allow_imports,
+            jaeger_url=jaeger_url,
+        )  # fmt: skip
     raise typer.Exit(code)
+
+
+def execute_run(
+    experiment: Experiment,
+    *,
+    source: str,
+    run_id: str | None,
+    store: str | None,
+    exporter: str | None,
+    json_logs: bool,
+    timeout: float | None,
+    allow_imports: bool,
+    jaeger_url: str,
+    extra: Mapping[str, Any] | None = None,
+) -> int:
+    """Pre-flight, then run ``experiment`` on a live board; the exit code (0, 1 or 130).
+
+    ``extra`` goes to ``crucible.run`` as keyword arguments (a rerun's or resume's links).
+    """
+    registry = default_registry()
+    planned = preflight(experiment, registry, allow_imports=allow_imports, source=source)
+    if json_logs:
+        configure_logging(json_logs=True)
+    rid = run_id or str(uuid.uuid4())
+    handle = setup_telemetry(exporter)
+    out = console()
+    board = StageBoard(planned, out, live=out.is_interactive)
+    code = EXIT_FAILED
+    try:
+        started = time.perf_counter()
+        try:
+            with board.display():
+                outcome = asyncio.run(
+                    _run_async(
+                        experiment,
+                        run_id=rid,
+                        store_url=store,
+                        registry=registry,
+                        handle=handle,
+                        run_timeout=timeout,
+                        allow_imports=allow_imports,
+                        board=board,
+                        url=run_url(handle, jaeger_url),
+                        extra=extra or {},
+                    )
+                )
+        except KeyboardInterrupt:
+            error(f"run {rid} cancelled (interrupted); it is recorded as cancelled")
+            _print_where(rid, board.trace_id, handle, jaeger_url)
+            code = EXIT_INTERRUPTED
+        else:
+            code = _report_outcome(
+                outcome, run_id=rid, board=board, handle=handle, jaeger_url=jaeger_url,
+                elapsed=time.perf_counter() - started,
+            )  # fmt: skip
+    finally:
+        shutdown_telemetry(handle)
+    return code
