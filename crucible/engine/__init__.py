@@ -12,7 +12,8 @@ from opentelemetry.trace import Link
 
 from crucible.context import Context
 from crucible.engine.plan import PlannedStage, ValidateMode, cached_plan, coerce_experiment, plan
-from crucible.engine.runner import ResumePoint, Runner
+from crucible.engine.resume import ResumePoint
+from crucible.engine.runner import Runner
 from crucible.experiment import Experiment
 from crucible.observers import (
     AttemptStart,

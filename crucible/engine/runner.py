@@ -9,7 +9,6 @@ import math
 import random
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -18,10 +17,10 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
-from crucible.checkpoint import ContextState
 from crucible.context import Context
 from crucible.engine import _fast
 from crucible.engine.plan import PlannedStage
+from crucible.engine.resume import ResumePoint
 from crucible.errors import StageError, StageFailed
 from crucible.experiment import Experiment
 from crucible.logging import run_context
@@ -44,15 +43,6 @@ from crucible.telemetry.carrier import StageCarriers
 from crucible.trace import SpanEvent, SpanRecord, StageResult
 
 _log = structlog.get_logger("crucible.engine")
-
-
-@dataclass(frozen=True, slots=True)
-class ResumePoint:
-    """Where a resumed run starts: the run it continues, the first stage to run, the state."""
-
-    run_id: str
-    start: int
-    state: ContextState
 
 
 class _NotAContext(TypeError):
@@ -164,12 +154,7 @@ class Runner:
                 telemetry_context=carriers.run,
             )  # fmt: skip
         else:
-            st = resume.state
-            ctx = Context(
-                exp.id, self.run_id, exp, outputs=st.outputs, metrics=st.metrics,
-                artifacts=st.artifacts, trace=run_trace, telemetry_context=carriers.run,
-                assigns=st.assigns,
-            )  # fmt: skip
+            ctx = resume.context(exp, self.run_id, run_trace, carriers.run)
         git = origin.git
         start = self.run_start = RunStart(
             experiment=exp, run_id=self.run_id, trace_id=trace_id, span_id=run_span_id,
