@@ -15,6 +15,7 @@ from crucible.errors import (
 from crucible.experiment import Experiment, OutputSpec, StageDef, load_experiment
 from crucible.observers import RunObserver
 from crucible.registry import Registry, default_registry
+from crucible.reproduce import rerun, resume
 from crucible.stage import Stage, StageSpec, stage
 from crucible.status import RunStatus
 from crucible.trace import SpanEvent, SpanRecord, Trace
@@ -44,6 +45,8 @@ __all__ = [
     "default_registry",
     "expand_matrix",
     "load_experiment",
+    "rerun",
+    "resume",
     "run",
     "run_batch",
     "stage",

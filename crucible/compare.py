@@ -16,15 +16,18 @@ from typing import Any
 from crucible.flatten import flatten, flatten_configuration, is_number
 from crucible.store.records import ExperimentInfo, RunInfo
 
-__all__ = ["DiffRow", "RunDiff", "RunHead", "diff_runs", "run_configuration"]
+__all__ = ["DiffRow", "RunDiff", "RunHead", "diff_runs", "run_configuration", "run_versions"]
 
 
 def run_configuration(info: RunInfo, experiment: ExperimentInfo | None) -> dict[str, Any]:
     """The experiment definition ``info`` ran with (secrets already redacted by the store).
 
-    The store keeps one definition per experiment id (the latest run's), so this takes that
-    and applies the run's own matrix point (``assigns["matrix"]``), the way a sweep made it.
+    Runs record their own resolved experiment (after ``--set`` and the matrix point). Runs
+    stored before that only have the experiment's latest definition: this takes that and
+    applies the run's matrix point (``assigns["matrix"]``), the way a sweep made it.
     """
+    if info.config is not None:
+        return dict(info.config)
     definition: dict[str, Any] = (
         dict(experiment.definition) if experiment is not None else {"id": info.experiment_id}
     )
@@ -32,6 +35,16 @@ def run_configuration(info: RunInfo, experiment: ExperimentInfo | None) -> dict[
     if isinstance(point, Mapping) and isinstance(definition.get("pipeline"), list):
         definition["pipeline"] = [_with_point(sd, point) for sd in definition["pipeline"]]
     return definition
+
+
+def run_versions(info: RunInfo) -> dict[str, Any]:
+    """What a run ran with besides its configuration: package versions and the git commit."""
+    found: dict[str, Any] = dict(info.versions or {})
+    if info.git_commit is not None:
+        found["git.commit"] = info.git_commit
+    if info.git_dirty is not None:
+        found["git.dirty"] = info.git_dirty
+    return found
 
 
 def _with_point(stage_def: Any, point: Mapping[str, Any]) -> Any:
@@ -79,6 +92,7 @@ class RunDiff:
     runs: tuple[RunHead, ...]
     configuration: tuple[DiffRow, ...]  # only the options that differ
     metrics: tuple[DiffRow, ...]  # every metric, differing or not
+    versions: tuple[DiffRow, ...] = ()  # only the packages (and git state) that differ
 
     @property
     def status_differs(self) -> bool:
@@ -90,6 +104,7 @@ class RunDiff:
             "runs": [asdict(r) for r in self.runs],
             "status_differs": self.status_differs,
             "configuration": [_row_dict(r) for r in self.configuration],
+            "versions": [_row_dict(r) for r in self.versions],
             "metrics": [_row_dict(r) for r in self.metrics],
         }
 
@@ -107,7 +122,8 @@ def diff_runs(runs: Sequence[RunInfo], configurations: Sequence[Mapping[str, Any
     """Compare two or more runs, each with its configuration (see :func:`run_configuration`).
 
     Options are flattened (``bench.alpha``, ``bench:retries``, ``outputs[0].formats``) and
-    only differing ones are kept; metrics are flattened (``bench.ttest.p_value``) and all kept.
+    only differing ones are kept; so are versions (:func:`run_versions`); metrics are
+    flattened (``bench.ttest.p_value``) and all kept.
     """
     if len(runs) != len(configurations):
         raise ValueError(f"{len(runs)} runs but {len(configurations)} configurations")
@@ -116,10 +132,12 @@ def diff_runs(runs: Sequence[RunInfo], configurations: Sequence[Mapping[str, Any
         raise ValueError(f"diff_runs needs two or more distinct runs, got {ids}")
     config_rows = _rows(ids, [flatten_configuration(c) for c in configurations])
     metric_rows = _rows(ids, [flatten(r.metrics) for r in runs])
+    version_rows = _rows(ids, [run_versions(r) for r in runs])
     return RunDiff(
         runs=tuple(_head(r) for r in runs),
         configuration=tuple(row for row in config_rows if row.differs),
         metrics=tuple(metric_rows),
+        versions=tuple(row for row in version_rows if row.differs),
     )
 
 

@@ -143,3 +143,16 @@ class StoreError(CrucibleError):
 
 class DuplicateRun(StoreError):
     """The run store already holds a run with this id; the run was not started."""
+
+
+class ReplayError(CrucibleError):
+    """A stored run cannot be rerun or resumed: unknown, completed, without checkpoints, ..."""
+
+
+class Unrestorable(ReplayError):
+    """Stored values that cannot be restored; ``problems`` lists (key path, what it was)."""
+
+    def __init__(self, problems: Sequence[tuple[str, str]], *, hint: str = "") -> None:
+        self.problems = tuple(problems)
+        lines = "; ".join(f"{path}: {what} cannot be restored" for path, what in self.problems)
+        super().__init__(lines + (f" ({hint})" if hint else ""))

@@ -16,13 +16,15 @@ from __future__ import annotations
 
 import datetime as dt
 import inspect
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 import anyio
 import structlog
 
+from crucible.provenance import experiment_config
 from crucible.status import RunStatus
 from crucible.trace import SpanRecord
 
@@ -35,6 +37,7 @@ __all__ = [
     "AttemptStart",
     "BatchEnd",
     "BatchStart",
+    "Checkpoint",
     "LiveRun",
     "RunEnd",
     "RunObserver",
@@ -68,8 +71,16 @@ class LiveRun:
         self.attempt: AttemptStart | None = None
 
 
+_NO_VERSIONS: Mapping[str, str] = MappingProxyType({})
+
+
 class RunStart(NamedTuple):
-    """A run that is starting. ``trace_id`` is None only for a batch run that never started."""
+    """A run that is starting. ``trace_id`` is None only for a batch run that never started.
+
+    What makes it reproducible rides along: the caller's ``assigns``, the package ``versions``
+    (``python``, ``crucible-pipelines``, the stages' distributions), the git commit of the
+    working directory, and the run it reruns or resumes. ``config`` is the experiment as JSON.
+    """
 
     experiment: Experiment
     run_id: str
@@ -80,6 +91,20 @@ class RunStart(NamedTuple):
     started_at: dt.datetime
     url: str | None = None
     live: LiveRun | None = None
+    assigns: Mapping[str, Any] | None = None
+    versions: Mapping[str, str] = _NO_VERSIONS
+    git_commit: str | None = None
+    git_dirty: bool | None = None
+    rerun_of: str | None = None
+    resumed_from: str | None = None
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The experiment as it ran (after ``--set`` and its matrix point), secrets redacted.
+
+        Shared between runs of the same Experiment object: read it, never change it.
+        """
+        return experiment_config(self.experiment)
 
 
 class AttemptStart(NamedTuple):
@@ -92,6 +117,18 @@ class AttemptStart(NamedTuple):
     span_id: str
     start_ns: int
     trace_id: str | None = None
+
+
+class Checkpoint(NamedTuple):
+    """The Context a completed stage returned, in a run whose experiment asks for checkpoints.
+
+    A resumed run also reports the Context it was restored to, at the last restored stage.
+    """
+
+    run: RunStart
+    stage: str
+    stage_index: int
+    context: Context
 
 
 class RunEnd(NamedTuple):
@@ -149,6 +186,10 @@ class RunObserver:
         """A stage attempt ended; ``record`` is what ``ctx.trace`` keeps of it."""
         return None
 
+    def on_checkpoint(self, *, checkpoint: Checkpoint) -> HookResult:
+        """A stage completed in a run with ``checkpoint: true``: here is the Context it returned."""
+        return None
+
     def on_run_end(self, *, run: RunEnd) -> HookResult:
         """A run ended (also when cancelled: this hook is shielded from cancellation)."""
         return None
@@ -163,6 +204,7 @@ _HOOKS = (
     "on_run_start",
     "on_attempt_start",
     "on_attempt_end",
+    "on_checkpoint",
     "on_run_end",
     "on_batch_end",
 )
@@ -196,6 +238,7 @@ class Observers:
         self.on_run_start: Hooks = tuple(found["on_run_start"])
         self.on_attempt_start: Hooks = tuple(found["on_attempt_start"])
         self.on_attempt_end: Hooks = tuple(found["on_attempt_end"])
+        self.on_checkpoint: Hooks = tuple(found["on_checkpoint"])
         self.on_run_end: Hooks = tuple(found["on_run_end"])
         self.on_batch_end: Hooks = tuple(found["on_batch_end"])
         self._any = any(found.values())

@@ -147,3 +147,23 @@ async def test_sweep_points_from_a_real_store_differ_in_their_matrix_option(
     ]
     score = next(r for r in diff.metrics if r.key == "score")
     assert score.deltas[runs[1].run_id] == pytest.approx(2.0)
+
+
+def test_versions_and_own_configuration_come_from_the_run_row() -> None:
+    def config(k: int) -> dict[str, Any]:
+        return {"id": "exp", "pipeline": [{"name": "s", "options": {"k": k}}]}
+
+    a = info("a", {}, versions={"python": "3.11.7", "stagepack": "1.0"}, git_commit="1" * 40,
+             git_dirty=False, config=config(1))  # fmt: skip
+    b = info("b", {}, versions={"python": "3.11.7", "stagepack": "1.1"}, git_commit="2" * 40,
+             git_dirty=False, config=config(2))  # fmt: skip
+    stale = ExperimentInfo("exp", {"id": "exp", "pipeline": []}, None, [], {}, T0, T0)
+    diff = diff_runs([a, b], [run_configuration(a, stale), run_configuration(b, stale)])
+    assert [(r.key, dict(r.values)) for r in diff.versions] == [
+        ("git.commit", {"a": "1" * 40, "b": "2" * 40}),
+        ("stagepack", {"a": "1.0", "b": "1.1"}),
+    ]
+    assert [(r.key, dict(r.values), dict(r.deltas)) for r in diff.configuration] == [
+        ("s.k", {"a": 1, "b": 2}, {"b": 1})
+    ]
+    assert diff.to_dict()["versions"][1]["key"] == "stagepack"

@@ -1,4 +1,5 @@
-"""The ``crucible`` command: run, batch and validate experiments, list stages, inspect runs.
+"""The ``crucible`` command: run, batch and validate experiments, list stages, inspect runs
+(list, show, diff) and run them again (rerun, resume).
 
 Each command group lives in its own module; this one puts them on the app, in help order.
 """
@@ -10,6 +11,8 @@ from typing import NoReturn
 
 from crucible.cli.app import app
 from crucible.cli.batch import batch_command
+from crucible.cli.diff import diff_command
+from crucible.cli.replay import rerun_command, resume_command
 from crucible.cli.run import run_command
 from crucible.cli.runs import runs_app
 from crucible.cli.stages import stages_command
@@ -22,6 +25,9 @@ app.command("run")(run_command)
 app.command("batch")(batch_command)
 app.command("validate")(validate_command)
 app.command("stages")(stages_command)
+runs_app.command("rerun")(rerun_command)
+runs_app.command("resume")(resume_command)
+runs_app.command("diff")(diff_command)
 app.add_typer(runs_app, name="runs")
 app.command("ui")(ui_command)
 

@@ -169,6 +169,15 @@ JaegerOption = Annotated[
     typer.Option("--jaeger-url", envvar="CRUCIBLE_JAEGER_URL", help="Jaeger UI base URL."),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+RunIdOption = Annotated[str | None, typer.Option("--run-id", help="Run id (default: a new UUID).")]
+CheckpointOption = Annotated[
+    bool,
+    typer.Option(
+        "--checkpoint",
+        help="Keep each completed stage's Context in the store, so a failed run can resume "
+        "(sets the experiment's checkpoint: true).",
+    ),
+]
 ExporterOption = Annotated[
     str | None,
     typer.Option(

@@ -24,6 +24,7 @@ from crucible.cli.app import (
     AllowImportsOption,
     AllowReadOption,
     AllowWriteOption,
+    CheckpointOption,
     CliError,
     ExporterOption,
     FileArgument,
@@ -157,6 +158,7 @@ def batch_command(
     allow_read: AllowReadOption = None,
     allow_write: AllowWriteOption = None,
     timeout: TimeoutOption = None,
+    checkpoint: CheckpointOption = False,
     batch_id: Annotated[
         str | None, typer.Option("--batch-id", help="Batch id (default: a new UUID).")
     ] = None,
@@ -169,6 +171,8 @@ def batch_command(
         if batch_id is not None and not batch_id.strip():
             raise CliError("--batch-id must not be empty")
         experiment = load_with_overrides(file, set_ or [])
+        if checkpoint:
+            experiment = experiment.model_copy(update={"checkpoint": True})
         for raw in set_ or []:
             key = raw.partition("=")[0].strip()
             if key in (experiment.matrix or {}):

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Any
 
 import anyio
 import typer
@@ -18,11 +19,13 @@ from crucible.cli.app import (
     AllowImportsOption,
     AllowReadOption,
     AllowWriteOption,
+    CheckpointOption,
     CliError,
     ExporterOption,
     FileArgument,
     JaegerOption,
     JsonLogsOption,
+    RunIdOption,
     SetOption,
     StoreOption,
     TimeoutOption,
@@ -69,6 +72,7 @@ async def _run_async(
     board: StageBoard,
     url: str | None,
     access: FileAccess,
+    extra: Mapping[str, Any],
 ) -> _Outcome:
     store = RunStore(store_url)
     try:
@@ -88,6 +92,7 @@ async def _run_async(
                 observers=[board],
                 url=url,
                 file_access=access,
+                **extra,
             )
         except StageFailed as err:
             return _Outcome(failure=err)
@@ -165,9 +170,7 @@ def _report_outcome(
 def run_command(
     file: FileArgument,
     set_: SetOption = None,
-    run_id: Annotated[
-        str | None, typer.Option("--run-id", help="Run id (default: a new UUID).")
-    ] = None,
+    run_id: RunIdOption = None,
     store: StoreOption = None,
     exporter: ExporterOption = None,
     json_logs: JsonLogsOption = False,
@@ -175,56 +178,82 @@ def run_command(
     allow_imports: AllowImportsOption = False,
     allow_read: AllowReadOption = None,
     allow_write: AllowWriteOption = None,
+    checkpoint: CheckpointOption = False,
     jaeger_url: JaegerOption = DEFAULT_JAEGER_URL,
 ) -> None:
     """Run an experiment: pre-flight, run every stage, store the run, print where it went."""
     with guard():
         check_timeout(timeout)
         experiment = load_with_overrides(file, set_ or [])
-        registry = default_registry()
-        access = file_access_for(file, allow_read, allow_write)
-        planned = preflight(
-            experiment, registry, allow_imports=allow_imports, source=file.name, access=access
-        )
-        if json_logs:
-            configure_logging(json_logs=True)
-        rid = run_id or str(uuid.uuid4())
-        handle = setup_telemetry(exporter)
-        out = console()
-        board = StageBoard(planned, out, live=out.is_interactive)
-        code = EXIT_FAILED
-        try:
-            started = time.perf_counter()
-            try:
-                with board.display():
-                    outcome = run_cancellable(
-                        _run_async(
-                            experiment,
-                            run_id=rid,
-                            store_url=store,
-                            registry=registry,
-                            handle=handle,
-                            run_timeout=timeout,
-                            allow_imports=allow_imports,
-                            board=board,
-                            url=run_url(handle, jaeger_url),
-                            access=access,
-                        )
-                    )
-            except (KeyboardInterrupt, Terminated) as stop:
-                why = "terminated (SIGTERM)" if isinstance(stop, Terminated) else "interrupted"
-                error(f"run {rid} cancelled ({why}); it is recorded as cancelled")
-                _print_where(rid, board.trace_id, handle, jaeger_url)
-                code = EXIT_TERMINATED if isinstance(stop, Terminated) else EXIT_INTERRUPTED
-            else:
-                code = _report_outcome(
-                    outcome,
-                    run_id=rid,
-                    board=board,
-                    handle=handle,
-                    jaeger_url=jaeger_url,
-                    elapsed=time.perf_counter() - started,
-                )
-        finally:
-            shutdown_telemetry(handle)
+        if checkpoint:
+            experiment = experiment.model_copy(update={"checkpoint": True})
+        code = execute_run(
+            experiment, source=file.name, run_id=run_id, store=store, exporter=exporter,
+            json_logs=json_logs, timeout=timeout, allow_imports=allow_imports,
+            jaeger_url=jaeger_url, access=file_access_for(file, allow_read, allow_write),
+        )  # fmt: skip
     raise typer.Exit(code)
+
+
+def execute_run(
+    experiment: Experiment,
+    *,
+    source: str,
+    run_id: str | None,
+    store: str | None,
+    exporter: str | None,
+    json_logs: bool,
+    timeout: float | None,
+    allow_imports: bool,
+    jaeger_url: str,
+    access: FileAccess,
+    extra: Mapping[str, Any] | None = None,
+) -> int:
+    """Pre-flight, then run ``experiment`` on a live board; the exit code (0, 1, 130 or 143).
+
+    ``access`` says where stages may read and write; ``extra`` goes to ``crucible.run`` as
+    keyword arguments (a rerun's or resume's links).
+    """
+    registry = default_registry()
+    planned = preflight(
+        experiment, registry, allow_imports=allow_imports, source=source, access=access
+    )
+    if json_logs:
+        configure_logging(json_logs=True)
+    rid = run_id or str(uuid.uuid4())
+    handle = setup_telemetry(exporter)
+    out = console()
+    board = StageBoard(planned, out, live=out.is_interactive)
+    code = EXIT_FAILED
+    try:
+        started = time.perf_counter()
+        try:
+            with board.display():
+                outcome = run_cancellable(
+                    _run_async(
+                        experiment,
+                        run_id=rid,
+                        store_url=store,
+                        registry=registry,
+                        handle=handle,
+                        run_timeout=timeout,
+                        allow_imports=allow_imports,
+                        board=board,
+                        url=run_url(handle, jaeger_url),
+                        access=access,
+                        extra=extra or {},
+                    )
+                )
+        except (KeyboardInterrupt, Terminated) as stop:
+            why = "terminated (SIGTERM)" if isinstance(stop, Terminated) else "interrupted"
+            error(f"run {rid} cancelled ({why}); it is recorded as cancelled")
+            _print_where(rid, board.trace_id, handle, jaeger_url)
+            code = EXIT_TERMINATED if isinstance(stop, Terminated) else EXIT_INTERRUPTED
+        else:
+            code = _report_outcome(
+                outcome, run_id=rid, board=board, handle=handle, jaeger_url=jaeger_url,
+                elapsed=time.perf_counter() - started,
+            )  # fmt: skip
+    finally:
+        shutdown_telemetry(handle)
+    return code

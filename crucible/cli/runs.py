@@ -1,4 +1,7 @@
-"""``crucible runs list`` and ``crucible runs show``: read runs back from the run store."""
+"""``crucible runs list`` and ``crucible runs show``: read runs back from the run store.
+
+``runs diff``, ``runs rerun`` and ``runs resume`` live in their own modules (diff, replay).
+"""
 
 from __future__ import annotations
 
@@ -34,7 +37,7 @@ from crucible.store import RunInfo, RunStore, normalize_url
 runs_app = typer.Typer(help="Inspect runs recorded in the run store.", no_args_is_help=True)
 
 
-def _store_missing(url: str | None) -> bool:
+def store_missing(url: str | None) -> bool:
     """True when the store is a SQLite file that does not exist (so no run was ever stored)."""
     parsed = normalize_url(url)
     db = parsed.database
@@ -81,7 +84,7 @@ def runs_list_command(
     """List stored runs, newest first."""
     with guard():
         runs: list[RunInfo] = []
-        if not _store_missing(store):
+        if not store_missing(store):
             runs = asyncio.run(
                 _with_store(
                     store, "list_runs", limit=limit, experiment_id=experiment, status=status
@@ -119,7 +122,7 @@ def runs_show_command(
     """Show one stored run: status, times, trace, metrics, stage attempts and artifacts."""
     with guard():
         info: RunInfo | None = None
-        if not _store_missing(store):
+        if not store_missing(store):
             info = asyncio.run(_with_store(store, "get_run", run_id=run_id))
         if info is None:
             raise CliError(f"unknown run id {run_id!r}")
@@ -143,6 +146,14 @@ def _show_run(info: RunInfo, jaeger_url: str) -> None:
     ]
     if info.batch_id:
         fields.append(("batch", info.batch_id))
+    for label, value in (("rerun of", info.rerun_of), ("resumed from", info.resumed_from)):
+        if value:
+            fields.append((label, value))
+    if info.git_commit:
+        dirty = {True: " (uncommitted changes)", False: "", None: " (state unknown)"}
+        fields.append(("git", info.git_commit + dirty[info.git_dirty]))
+    if info.versions:
+        fields.append(("versions", ", ".join(f"{k} {v}" for k, v in info.versions.items())))
     if info.failure_stage or info.failure_message:
         fields.append(
             (
@@ -152,7 +163,7 @@ def _show_run(info: RunInfo, jaeger_url: str) -> None:
             )
         )
     for key, value in fields:
-        say(f"{key + ':':<12}{value}")
+        say(f"{key + ':':<11} {value}")
     say()
     out.print(metrics_table(info.metrics, "metrics"))
     say()

@@ -13,6 +13,7 @@ from opentelemetry.trace import Link
 
 from crucible.context import Context
 from crucible.engine.plan import PlannedStage, ValidateMode, cached_plan, coerce_experiment, plan
+from crucible.engine.resume import ResumePoint
 from crucible.engine.runner import Runner
 from crucible.experiment import Experiment
 from crucible.files import FileAccess, using_access
@@ -39,6 +40,7 @@ __all__ = [
     "BatchEnd",
     "BatchStart",
     "PlannedStage",
+    "ResumePoint",
     "RunEnd",
     "RunObserver",
     "RunStart",
@@ -90,7 +92,9 @@ def observers_for(store: RunStore | None, observers: Iterable[Any]) -> Observers
     ):
         return last[1]
     found = Observers.combine(
-        () if store is None else (store.observer,), key[2:], () if dog is None else (dog,)
+        () if store is None else (store.observer, store.checkpoints),
+        key[2:],
+        () if dog is None else (dog,),
     )
     _last_observers = (key, found)
     return found
@@ -114,6 +118,8 @@ async def run(
     links: Sequence[Link] = (),
     url: str | None = None,
     file_access: FileAccess | None = None,
+    rerun_of: str | None = None,
+    resume_from: ResumePoint | None = None,
 ) -> Context:
     """Run an experiment's stages in order and return the final Context.
 
@@ -121,7 +127,9 @@ async def run(
     cancellation ends the spans with result ``cancellation`` and propagates. ``url`` is a link
     to the run (``{run_id}``, ``{trace_id}`` and ``{span_id}`` are filled in), set on every stage
     span as ``cicd.pipeline.task.run.url.full``. ``file_access`` says where stages may read and
-    write (default: :meth:`FileAccess.default` for the experiment's file).
+    write (default: :meth:`FileAccess.default` for the experiment's file). ``rerun_of`` names
+    the stored run this one runs again; ``resume_from`` starts at a stage of a stored run with
+    its restored state (``crucible.resume`` builds both).
     """
     exp = coerce_experiment(experiment)
     if timeout is not None and timeout <= 0:
@@ -146,6 +154,8 @@ async def run(
         batch_id=batch_id,
         links=links,
         url=url,
+        rerun_of=rerun_of,
+        resume_from=resume_from,
     )
     with imports_allowed_scope(allow_imports), using_access(access):
         return await runner.execute()

@@ -20,11 +20,13 @@ from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 from crucible.context import Context
 from crucible.engine import _fast
 from crucible.engine.plan import PlannedStage
+from crucible.engine.resume import ResumePoint
 from crucible.errors import StageError, StageFailed
 from crucible.experiment import Experiment
 from crucible.logging import run_context
 from crucible.observers import (
     AttemptStart,
+    Checkpoint,
     LiveRun,
     Observers,
     RunEnd,
@@ -34,6 +36,7 @@ from crucible.observers import (
     notify,
     notify_shielded,
 )
+from crucible.provenance import provenance_for
 from crucible.stage import StageSpec
 from crucible.status import RunStatus, status_for_result
 from crucible.telemetry import conventions as names
@@ -91,6 +94,8 @@ class Runner:
         batch_id: str | None,
         links: Sequence[Link],
         url: str | None,
+        rerun_of: str | None = None,
+        resume_from: ResumePoint | None = None,
     ) -> None:
         self.experiment = experiment
         self.planned = planned
@@ -103,6 +108,8 @@ class Runner:
         self.batch_id = batch_id
         self.links = links
         self.url = url
+        self.rerun_of = rerun_of
+        self.resume_from = resume_from
         self.trace_id = ""
         self.carriers: StageCarriers | None = None
         self.run_start: RunStart | None = None
@@ -126,6 +133,12 @@ class Runner:
         }
         if self.batch_id is not None:
             attrs[names.BATCH_ID] = self.batch_id
+        resume = self.resume_from
+        if self.rerun_of is not None:
+            attrs[names.RUN_RERUN_OF] = self.rerun_of
+        if resume is not None:
+            attrs[names.RUN_RESUMED_FROM] = resume.run_id
+        origin = await provenance_for(tuple(p.spec.origin for p in self.planned if p.spec))
         run_span = self.tel.tracer.start_span(
             names.run_span_name(exp.id),
             context=self.parent,
@@ -137,14 +150,22 @@ class Runner:
         trace_id, run_span_id = tel.hex_ids(run_span)
         self.trace_id = trace_id
         carriers = self.carriers = StageCarriers(run_span, run_otel_ctx)
-        ctx = _fast.start_context(
-            exp, self.run_id, assigns=self.assigns,
-            trace=_fast.start_trace(trace_id, run_span_id), telemetry_context=carriers.run,
-        )  # fmt: skip
+        run_trace = _fast.start_trace(trace_id, run_span_id)
+        if resume is None:
+            ctx = _fast.start_context(
+                exp, self.run_id, assigns=self.assigns, trace=run_trace,
+                telemetry_context=carriers.run,
+            )  # fmt: skip
+        else:
+            ctx = resume.context(exp, self.run_id, run_trace, carriers.run)
+        git = origin.git
         start = self.run_start = RunStart(
             experiment=exp, run_id=self.run_id, trace_id=trace_id, span_id=run_span_id,
             batch_id=self.batch_id, stages=tuple(p.info for p in self.planned if p.info),
             started_at=dt.datetime.now(dt.UTC), url=self.url, live=self.live,
+            assigns=self.assigns, versions=origin.versions,
+            git_commit=git.commit if git else None, git_dirty=git.dirty if git else None,
+            rerun_of=self.rerun_of, resumed_from=None if resume is None else resume.run_id,
         )  # fmt: skip
         metric_attrs = {
             names.PIPELINE_NAME: exp.id,
@@ -176,8 +197,17 @@ class Runner:
         log_token = run_context.set((exp.id, self.run_id, None))
         try:
             deadline = math.inf if self.timeout is None else anyio.current_time() + self.timeout
+            first = 0 if resume is None else resume.start
+            keep = exp.checkpoint and bool(self.obs.on_checkpoint)
             for step in self.planned:
+                if step.index < first:  # completed by the run this one resumes
+                    ctx = await self._skip(ctx, step, run_otel_ctx, run_span_id, restored=True)
+                    if keep and step.index == first - 1:
+                        await self._checkpoint(ctx, step)
+                    continue
                 ctx = await self._run_step(ctx, step, run_otel_ctx, run_span_id, deadline)
+                if keep and step.spec is not None:
+                    await self._checkpoint(ctx, step)
             ctx = ctx._evolve(telemetry_context=carriers.run)
         except StageFailed as err:
             failure = err
@@ -254,14 +284,26 @@ class Runner:
             await anyio.sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
 
+    async def _checkpoint(self, ctx: Context, step: PlannedStage) -> None:
+        assert self.run_start is not None
+        point = Checkpoint(self.run_start, step.name, step.index, ctx)
+        await notify(self.obs.on_checkpoint, checkpoint=point)
+
     async def _skip(
-        self, ctx: Context, step: PlannedStage, run_otel_ctx: otel_context.Context, parent: str
+        self,
+        ctx: Context,
+        step: PlannedStage,
+        run_otel_ctx: otel_context.Context,
+        parent: str,
+        *,
+        restored: bool = False,
     ) -> Context:
+        """A stage that does not run here: disabled, or ``restored`` from the resumed run."""
+        attrs = {**step.span_attributes, names.TASK_RUN_RESULT: names.RESULT_SKIP}
+        if restored and step.spec is not None:
+            attrs[names.STAGE_RESTORED] = True
         span = self.tel.tracer.start_span(
-            step.span_name,
-            context=run_otel_ctx,
-            kind=SpanKind.INTERNAL,
-            attributes={**step.span_attributes, names.TASK_RUN_RESULT: names.RESULT_SKIP},
+            step.span_name, context=run_otel_ctx, kind=SpanKind.INTERNAL, attributes=attrs
         )
         t = time.time_ns()
         span.end()

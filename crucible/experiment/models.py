@@ -147,6 +147,7 @@ class Experiment(_Model):
     training_config: dict[str, Any] | None = None
     baseline: str | None = None
     matrix: dict[str, list[Any]] | None = None
+    checkpoint: bool = False  # keep each completed stage's Context, so the run can resume
     _source: Path | None = PrivateAttr(default=None)
 
     @field_validator("matrix")

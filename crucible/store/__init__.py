@@ -6,8 +6,15 @@ in it as the engine reports them.
 
 from crucible.errors import DuplicateRun, StoreError
 from crucible.status import RunStatus
+from crucible.store.checkpoints import Checkpoints
 from crucible.store.observer import StoreObserver
-from crucible.store.records import ArtifactInfo, AttemptInfo, ExperimentInfo, RunInfo
+from crucible.store.records import (
+    ArtifactInfo,
+    AttemptInfo,
+    CheckpointInfo,
+    ExperimentInfo,
+    RunInfo,
+)
 from crucible.store.runstore import RunStore
 from crucible.store.urls import DEFAULT_URL, normalize_url
 
@@ -15,6 +22,8 @@ __all__ = [
     "DEFAULT_URL",
     "ArtifactInfo",
     "AttemptInfo",
+    "CheckpointInfo",
+    "Checkpoints",
     "DuplicateRun",
     "ExperimentInfo",
     "RunInfo",

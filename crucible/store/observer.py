@@ -16,6 +16,7 @@ import structlog
 from crucible.artifact import Artifact
 from crucible.errors import DuplicateRun
 from crucible.observers import AttemptStart, RunEnd, RunObserver, RunStart
+from crucible.store.reproducible import start_values
 from crucible.trace import SpanRecord
 
 if TYPE_CHECKING:
@@ -49,6 +50,7 @@ class StoreObserver(RunObserver):
             run.run_id,
             trace_id=run.trace_id,
             batch_id=run.batch_id,
+            extra=start_values(run),
         )
         await self._write("start_run", run.run_id, write)
         self._started.add(run.run_id)

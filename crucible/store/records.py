@@ -17,11 +17,13 @@ from sqlalchemy.engine import RowMapping
 __all__ = [
     "ArtifactInfo",
     "AttemptInfo",
+    "CheckpointInfo",
     "ExperimentInfo",
     "RunInfo",
     "StoredRecord",
     "artifact_info",
     "attempt_info",
+    "checkpoint_info",
     "experiment_info",
     "run_info",
 ]
@@ -92,7 +94,12 @@ class ArtifactInfo(StoredRecord):
 
 @dataclass(frozen=True, slots=True)
 class RunInfo(StoredRecord):
-    """One stored run with its attempts and artifacts (empty tuples in listings)."""
+    """One stored run with its attempts and artifacts (empty tuples in listings).
+
+    ``config`` is the experiment as it ran (secrets redacted), ``start_assigns`` the caller's
+    assigns in the checkpoint codec's form, ``versions`` the packages it ran with, and
+    ``span_id`` its run span; all None for runs stored before the store kept them.
+    """
 
     _derived: ClassVar[Mapping[str, tuple[str, ...]]] = {"finished_at": ("duration_s",)}
 
@@ -111,6 +118,15 @@ class RunInfo(StoredRecord):
     error_type: str | None
     owner_pid: int | None
     owner_host: str | None
+    span_id: str | None = None
+    config: dict[str, Any] | None = None
+    start_assigns: dict[str, Any] | None = None
+    versions: dict[str, str] | None = None
+    git_commit: str | None = None
+    git_dirty: bool | None = None
+    rerun_of: str | None = None
+    resumed_from: str | None = None
+    source: str | None = None
     attempts: tuple[AttemptInfo, ...] = ()
     artifacts: tuple[ArtifactInfo, ...] = ()
 
@@ -125,6 +141,18 @@ class RunInfo(StoredRecord):
         if self.finished_at is None:
             return None
         return (self.finished_at - self.started_at).total_seconds()
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointInfo(StoredRecord):
+    """The state a completed stage left, stored for a run with ``checkpoint: true``."""
+
+    id: int
+    run_id: str
+    stage_index: int
+    stage: str
+    state: dict[str, Any]
+    created_at: dt.datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +193,15 @@ def run_info(
         error_type=row["error_type"],
         owner_pid=row["owner_pid"],
         owner_host=row["owner_host"],
+        span_id=row["span_id"],
+        config=row["config"],
+        start_assigns=row["start_assigns"],
+        versions=row["versions"],
+        git_commit=row["git_commit"],
+        git_dirty=row["git_dirty"],
+        rerun_of=row["rerun_of"],
+        resumed_from=row["resumed_from"],
+        source=row["source"],
         attempts=attempts,
         artifacts=arts,
     )
@@ -201,6 +238,18 @@ def artifact_info(row: RowMapping) -> ArtifactInfo:
         location=row["location"],
         format=row["format"],
         metadata=row["metadata"] or {},
+        created_at=row["created_at"],
+    )
+
+
+def checkpoint_info(row: RowMapping) -> CheckpointInfo:
+    """A ``checkpoints`` row as a CheckpointInfo."""
+    return CheckpointInfo(
+        id=row["id"],
+        run_id=row["run_id"],
+        stage_index=row["stage_index"],
+        stage=row["stage"],
+        state=row["state"],
         created_at=row["created_at"],
     )
 

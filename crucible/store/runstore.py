@@ -25,6 +25,7 @@ from crucible.errors import DuplicateRun, StoreError
 from crucible.experiment import Experiment
 from crucible.serialize import to_jsonable
 from crucible.status import RunStatus
+from crucible.store.checkpoints import Checkpoints
 from crucible.store.connection import Database, describe
 from crucible.store.observer import StoreObserver
 from crucible.store.process import host_name, process_alive
@@ -64,6 +65,7 @@ class RunStore:
         self._opened = False
         self._host = host_name()
         self._observer: StoreObserver | None = None
+        self._checkpoints: Checkpoints | None = None
 
     @property
     def url(self) -> str:
@@ -96,6 +98,13 @@ class RunStore:
         if self._observer is None:
             self._observer = StoreObserver(self)
         return self._observer
+
+    @property
+    def checkpoints(self) -> Checkpoints:
+        """Runs' checkpoints: the RunObserver that stores them, and reading them back."""
+        if self._checkpoints is None:
+            self._checkpoints = Checkpoints(self._db, self._ensure_open)
+        return self._checkpoints
 
     # --- lifecycle -----------------------------------------------------------------------
     async def open(self) -> None:
@@ -143,8 +152,12 @@ class RunStore:
         *,
         trace_id: str | None = None,
         batch_id: str | None = None,
+        extra: Mapping[str, Any] | None = None,
     ) -> None:
-        """Upsert the experiment and insert the run as ``running``, owned by this process."""
+        """Upsert the experiment and insert the run as ``running``, owned by this process.
+
+        ``extra`` holds more columns of the run's row (``reproducible.start_values``).
+        """
         await self._ensure_open("start_run", run_id)
         now = dt.datetime.now(dt.UTC)
         definition = to_jsonable(experiment.model_dump(mode="json", by_alias=True))
@@ -170,6 +183,7 @@ class RunStore:
             "assigns": {},
             "owner_pid": os.getpid(),
             "owner_host": self._host,
+            **(extra or {}),
         }
         try:
             async with self._db.write("start_run", run_id) as conn:

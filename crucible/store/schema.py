@@ -13,7 +13,15 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.engine import Dialect
 
-__all__ = ["UTCDateTime", "artifacts", "experiments", "metadata", "runs", "stage_attempts"]
+__all__ = [
+    "UTCDateTime",
+    "artifacts",
+    "checkpoints",
+    "experiments",
+    "metadata",
+    "runs",
+    "stage_attempts",
+]
 
 
 class UTCDateTime(sa.TypeDecorator[dt.datetime]):
@@ -74,6 +82,17 @@ runs = sa.Table(
     sa.Column("error_type", sa.String(255)),
     sa.Column("owner_pid", sa.Integer()),
     sa.Column("owner_host", sa.String(255)),
+    # What the run ran, so it can be looked up, compared, rerun and resumed (all nullable:
+    # runs stored before these columns existed have none of them).
+    sa.Column("span_id", sa.String(32)),
+    sa.Column("config", _JSON),
+    sa.Column("start_assigns", _JSON),
+    sa.Column("versions", _JSON),
+    sa.Column("git_commit", sa.String(64)),
+    sa.Column("git_dirty", sa.Boolean()),
+    sa.Column("rerun_of", sa.String(255)),
+    sa.Column("resumed_from", sa.String(255)),
+    sa.Column("source", sa.Text()),  # the experiment file it was loaded from, if any
     sa.Index("ix_runs_experiment_id", "experiment_id"),
     sa.Index("ix_runs_status", "status"),
     sa.Index("ix_runs_batch_id", "batch_id"),
@@ -118,4 +137,18 @@ artifacts = sa.Table(
     sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.Index("ix_artifacts_run_id", "run_id"),
     sa.Index("ix_artifacts_type", "type"),
+)
+
+checkpoints = sa.Table(
+    "checkpoints",
+    metadata,
+    sa.Column("id", _AUTO_ID, primary_key=True, autoincrement=True),
+    sa.Column(
+        "run_id", sa.String(255), sa.ForeignKey("runs.id", ondelete="CASCADE"), nullable=False
+    ),
+    sa.Column("stage_index", sa.Integer(), nullable=False),
+    sa.Column("stage", sa.String(255), nullable=False),
+    sa.Column("state", _JSON, nullable=False),  # crucible.checkpoint.encode_context
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Index("ix_checkpoints_run_id", "run_id"),
 )

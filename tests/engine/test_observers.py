@@ -23,7 +23,15 @@ from crucible import (
     run_batch,
     stage,
 )
-from crucible.observers import AttemptStart, BatchEnd, BatchStart, RunEnd, RunObserver, RunStart
+from crucible.observers import (
+    AttemptStart,
+    BatchEnd,
+    BatchStart,
+    Checkpoint,
+    RunEnd,
+    RunObserver,
+    RunStart,
+)
 from crucible.status import RunStatus
 from crucible.trace import SpanRecord
 
@@ -203,3 +211,27 @@ async def test_runs_cancelled_before_their_slot_are_reported() -> None:
     assert len(never) == 2 and all(e.message and "before the run started" in e.message
                                    for e in never)  # fmt: skip
     assert rec.kinds()[-1] == "batch_end" and rec.calls[-1][1].cancelled
+
+
+class Checkpoints(RunObserver):
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, int, dict[str, Any], list[str]]] = []
+
+    def on_checkpoint(self, *, checkpoint: Checkpoint) -> None:
+        ctx = checkpoint.context
+        self.seen.append(
+            (checkpoint.stage, checkpoint.stage_index, dict(ctx.metrics), ctx.completed_stages())
+        )
+
+
+async def test_checkpoints_are_reported_only_when_the_experiment_asks() -> None:
+    stages = [StageDef(name="ok"), StageDef(name="boom", enabled=False), StageDef(name="ok")]
+    asked, quiet = Checkpoints(), Checkpoints()
+    await run(Experiment(id="c", pipeline=stages, checkpoint=True), registry=REG,
+              observers=[asked])  # fmt: skip
+    await run(Experiment(id="c", pipeline=stages), registry=REG, observers=[quiet])
+    assert asked.seen == [
+        ("ok", 0, {"ok": True}, ["ok"]),
+        ("ok", 2, {"ok": True}, ["ok"]),
+    ]  # the disabled stage left no checkpoint
+    assert quiet.seen == []

@@ -292,6 +292,7 @@ async def test_each_store_has_one_observer_with_the_store_hooks(tmp_path: Path) 
         "on_run_start": ["on_run_start"],
         "on_attempt_start": [],
         "on_attempt_end": ["on_attempt_end"],
+        "on_checkpoint": [],
         "on_run_end": ["on_run_end"],
         "on_batch_end": [],
     }

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 
-from crucible.store import ArtifactInfo, AttemptInfo, ExperimentInfo, RunInfo
+from crucible.store import ArtifactInfo, AttemptInfo, CheckpointInfo, ExperimentInfo, RunInfo
 
 T0 = dt.datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=dt.UTC)
 T1 = T0 + dt.timedelta(seconds=2, microseconds=500_000)
@@ -71,7 +71,10 @@ def test_run_with_duration_after_finished_at_and_nested_records() -> None:
         run_id="r1", experiment_id="e1", status="failed", started_at=T0, finished_at=T1,
         trace_id="c" * 32, batch_id="b1", metrics={"acc": 0.9}, outputs=[1, {"x": 2}],
         assigns={"user": "ann"}, failure_stage="load", failure_message="boom",
-        error_type="ValueError", owner_pid=42, owner_host="box",
+        error_type="ValueError", owner_pid=42, owner_host="box", span_id="d" * 16,
+        config={"id": "e1", "pipeline": [{"name": "load", "options": {"n": 2}}]},
+        start_assigns={"matrix": {"load.n": 2}}, versions={"python": "3.11.7"},
+        git_commit="e" * 40, git_dirty=False, rerun_of="r0", resumed_from=None,
         attempts=(attempt(),), artifacts=(artifact(),),
     )  # fmt: skip
     got = info.to_dict()
@@ -94,6 +97,15 @@ def test_run_with_duration_after_finished_at_and_nested_records() -> None:
             "error_type": "ValueError",
             "owner_pid": 42,
             "owner_host": "box",
+            "span_id": "d" * 16,
+            "config": {"id": "e1", "pipeline": [{"name": "load", "options": {"n": 2}}]},
+            "start_assigns": {"matrix": {"load.n": 2}},
+            "versions": {"python": "3.11.7"},
+            "git_commit": "e" * 40,
+            "git_dirty": False,
+            "rerun_of": "r0",
+            "resumed_from": None,
+            "source": None,
             "attempts": [ATTEMPT_DICT],
             "artifacts": [ARTIFACT_DICT],
         },
@@ -133,5 +145,23 @@ def test_experiment() -> None:
             "metadata": {"team": "ml"},
             "created_at": "2024-05-06T07:08:09.123456+00:00",
             "updated_at": "2024-05-06T07:08:11.623456+00:00",
+        },
+    )
+
+
+def test_checkpoint() -> None:
+    info = CheckpointInfo(
+        id=5, run_id="r1", stage_index=1, stage="load",
+        state={"metrics": {"n": 2}, "outputs": [], "artifacts": {}, "assigns": {}}, created_at=T0,
+    )  # fmt: skip
+    assert_same(
+        info.to_dict(),
+        {
+            "id": 5,
+            "run_id": "r1",
+            "stage_index": 1,
+            "stage": "load",
+            "state": {"metrics": {"n": 2}, "outputs": [], "artifacts": {}, "assigns": {}},
+            "created_at": "2024-05-06T07:08:09.123456+00:00",
         },
     )

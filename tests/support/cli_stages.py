@@ -70,3 +70,39 @@ async def grid_stage(ctx: Context, opts: GridOptions) -> Context:
     if f"{opts.x}/{opts.y}" in opts.fail_on:
         raise ValueError(f"grid point {opts.x}/{opts.y} fails")
     return ctx.merge_metrics({"x": opts.x, "y": opts.y, "score": opts.x * len(opts.y)})
+
+
+class KeyedOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    api_key: str = Field(default="", description="A secret: redacted in the store.")
+    scale: float = 1.0
+
+
+async def _count_run(name: str) -> None:
+    """One line per call in ``NAME.runs`` in the working directory (how often a stage ran)."""
+    async with await anyio.open_file(f"{name}.runs", "a", encoding="utf-8") as fh:
+        await fh.write("run\n")
+
+
+@stage("cli_keyed", description="Needs an sk- API key; records its scale", register=False)
+async def keyed_stage(ctx: Context, opts: KeyedOptions) -> Context:
+    await _count_run("cli_keyed")
+    if not opts.api_key.startswith("sk-"):
+        raise ValueError("cli_keyed needs an api_key starting with sk-")
+    return ctx.put_metric("scale", opts.scale).assign(shape=(2, 3))
+
+
+class FlakyOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    fail: bool = True
+
+
+@stage("cli_flaky", description="Raises while its fail option is true", register=False)
+async def flaky_stage(ctx: Context, opts: FlakyOptions) -> Context:
+    await _count_run("cli_flaky")
+    if opts.fail:
+        raise RuntimeError("cli_flaky is failing")
+    assert ctx.assigns["shape"] == (2, 3)  # what cli_keyed left, restored on resume
+    return ctx.put_metric("flaky_ok", True).put_metric("scaled", ctx.metrics["scale"] * 10)

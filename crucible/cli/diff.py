@@ -1,0 +1,108 @@
+"""``crucible runs diff A B``: what differs between stored runs, as tables or JSON.
+
+The comparison is :func:`crucible.compare.diff_runs`, the same one ``crucible ui`` shows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Annotated, Any
+
+import typer
+from rich import box
+from rich.table import Table
+from rich.text import Text
+
+from crucible.cli.app import CliError, JsonOption, StoreOption, guard
+from crucible.cli.output import console, print_json, say, value_text
+from crucible.cli.runs import store_missing
+from crucible.compare import DiffRow, RunDiff, diff_runs, run_configuration
+from crucible.store import RunInfo, RunStore
+
+_MISSING_TEXT = "-"
+
+
+async def _read(url: str | None, run_ids: Sequence[str]) -> tuple[list[RunInfo | None], list[Any]]:
+    store = RunStore(url)
+    try:
+        infos = [await store.get_run(rid) for rid in run_ids]
+        configs = []
+        for info in infos:
+            exp = None
+            if info is not None and info.config is None:  # stored before runs kept their own
+                exp = await store.get_experiment(info.experiment_id)
+            configs.append(None if info is None else run_configuration(info, exp))
+        return infos, configs
+    finally:
+        await store.close()
+
+
+def _cell(row: DiffRow, run_id: str) -> Text:
+    return Text(value_text(row.values[run_id]) if run_id in row.values else _MISSING_TEXT)
+
+
+def _table(title: str, rows: Sequence[DiffRow], ids: Sequence[str], what: str) -> Table | Text:
+    if not rows:
+        return Text(f"{title}: same")
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, show_edge=False)
+    table.add_column(what, overflow="fold")
+    letters = [chr(ord("a") + i) for i in range(len(ids))]
+    for letter in letters:
+        table.add_column(letter, overflow="fold")
+    with_deltas = title == "metrics"
+    if with_deltas:
+        for letter in letters[1:]:
+            table.add_column(f"{letter} - a", overflow="fold")
+    for row in rows:
+        cells = [Text(row.key, style="yellow" if row.differs else "")]
+        cells += [_cell(row, rid) for rid in ids]
+        if with_deltas:
+            cells += [
+                Text(value_text(row.deltas[rid]) if rid in row.deltas else _MISSING_TEXT)
+                for rid in ids[1:]
+            ]
+        table.add_row(*cells)
+    return table
+
+
+def _show(diff: RunDiff) -> None:
+    out = console()
+    ids = [r.run_id for r in diff.runs]
+    for letter, head in zip("abcdefghijklmnopqrstuvwxyz", diff.runs, strict=False):
+        say(f"{letter}: {head.run_id} (experiment {head.experiment_id}, {head.status})")
+    statuses = [r.status for r in diff.runs]
+    say(f"status: {' -> '.join(statuses) if diff.status_differs else statuses[0]}")
+    say()
+    out.print(_table("configuration", diff.configuration, ids, "option"))
+    say()
+    out.print(_table("versions", diff.versions, ids, "package"))
+    say()
+    out.print(_table("metrics", diff.metrics, ids, "metric") if diff.metrics
+              else Text("metrics: (none)"))  # fmt: skip
+
+
+def diff_command(
+    runs: Annotated[
+        list[str], typer.Argument(help="Two or more run ids; the first is the baseline.")
+    ],
+    store: StoreOption = None,
+    json_: JsonOption = False,
+) -> None:
+    """Show what differs between stored runs: configuration, versions, status, metrics."""
+    with guard():
+        if len(runs) < 2 or len(set(runs)) != len(runs):
+            raise CliError("give two or more different run ids")
+        found: list[RunInfo | None] = [None] * len(runs)
+        configs: list[Any] = [None] * len(runs)
+        if not store_missing(store):
+            found, configs = asyncio.run(_read(store, runs))
+        unknown = [rid for rid, info in zip(runs, found, strict=True) if info is None]
+        if unknown:
+            raise CliError(f"unknown run id {', '.join(repr(u) for u in unknown)}")
+        infos = [i for i in found if i is not None]
+        diff = diff_runs(infos, configs)
+        if json_:
+            print_json(diff.to_dict())
+            return
+        _show(diff)

@@ -1,0 +1,137 @@
+"""``crucible runs rerun`` and ``crucible runs resume``: run a stored run again, as a new run."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from crucible.cli.app import (
+    DEFAULT_JAEGER_URL,
+    AllowImportsOption,
+    AllowReadOption,
+    AllowWriteOption,
+    CheckpointOption,
+    CliError,
+    ExporterOption,
+    JaegerOption,
+    JsonLogsOption,
+    RunIdOption,
+    SetOption,
+    StoreOption,
+    TimeoutOption,
+    check_timeout,
+    guard,
+)
+from crucible.cli.output import say
+from crucible.cli.run import execute_run
+from crucible.cli.runs import store_missing
+from crucible.files import FileAccess
+from crucible.reproduce import Replay, prepare_rerun, prepare_resume
+from crucible.store import RunStore
+
+RunIdArgument = Annotated[str, typer.Argument(help="The stored run's id.", show_default=False)]
+Prepare = Callable[..., Awaitable[Replay]]
+
+
+def _prepare(prepare: Prepare, store_url: str | None, run_id: str, sets: Sequence[str]) -> Replay:
+    """Read the stored run and make it ready to run again (ReplayError explains a refusal)."""
+    if store_missing(store_url):
+        raise CliError(f"unknown run id {run_id!r}: no run store at {store_url or 'the default'}")
+
+    async def go() -> Replay:
+        store = RunStore(store_url)
+        try:
+            return await prepare(store, run_id, overrides=sets)
+        finally:
+            await store.close()
+
+    return asyncio.run(go())
+
+
+def _execute(
+    replay: Replay,
+    *,
+    allow_read: Sequence[Path] | None,
+    allow_write: Sequence[Path] | None,
+    checkpoint: bool = False,
+    **options: Any,
+) -> int:
+    experiment = replay.experiment
+    if checkpoint:
+        experiment = experiment.model_copy(update={"checkpoint": True})
+    folder = experiment.source.parent if experiment.source is not None else None
+    access = FileAccess.default(
+        experiment_dir=folder, allow_read=allow_read or (), allow_write=allow_write or ()
+    )
+    return execute_run(
+        experiment, source=f"run {replay.source.run_id}", extra=replay.run_kwargs(),
+        access=access, **options,
+    )  # fmt: skip
+
+
+def rerun_command(
+    source: RunIdArgument,
+    set_: SetOption = None,
+    run_id: RunIdOption = None,
+    store: StoreOption = None,
+    exporter: ExporterOption = None,
+    json_logs: JsonLogsOption = False,
+    timeout: TimeoutOption = None,
+    allow_imports: AllowImportsOption = False,
+    allow_read: AllowReadOption = None,
+    allow_write: AllowWriteOption = None,
+    checkpoint: CheckpointOption = False,
+    jaeger_url: JaegerOption = DEFAULT_JAEGER_URL,
+) -> None:
+    """Run a stored run's configuration again as a new run, linked to the original.
+
+    Secret options were redacted when the run was stored: pass each again with --set.
+    """
+    with guard():
+        check_timeout(timeout)
+        replay = _prepare(prepare_rerun, store, source, set_ or [])
+        say(f"rerun of {source} (experiment {replay.experiment.id})")
+        code = _execute(
+            replay, checkpoint=checkpoint, run_id=run_id, store=store, exporter=exporter,
+            json_logs=json_logs, timeout=timeout, allow_imports=allow_imports,
+            jaeger_url=jaeger_url, allow_read=allow_read, allow_write=allow_write,
+        )  # fmt: skip
+    raise typer.Exit(code)
+
+
+def resume_command(
+    source: RunIdArgument,
+    set_: SetOption = None,
+    run_id: RunIdOption = None,
+    store: StoreOption = None,
+    exporter: ExporterOption = None,
+    json_logs: JsonLogsOption = False,
+    timeout: TimeoutOption = None,
+    allow_imports: AllowImportsOption = False,
+    allow_read: AllowReadOption = None,
+    allow_write: AllowWriteOption = None,
+    jaeger_url: JaegerOption = DEFAULT_JAEGER_URL,
+) -> None:
+    """Continue a failed, cancelled or abandoned run from its first unfinished stage.
+
+    Needs the run's checkpoints (checkpoint: true, or --checkpoint when it ran). The stages
+    before the resume point are not run again: they show as skip, restored.
+    """
+    with guard():
+        check_timeout(timeout)
+        replay = _prepare(prepare_resume, store, source, set_ or [])
+        point = replay.resume_from
+        assert point is not None
+        stages = replay.experiment.pipeline
+        where = f"stage {stages[point.start].name!r}" if point.start < len(stages) else "the end"
+        say(f"resuming {source} from {where} ({point.start} stage(s) restored)")
+        code = _execute(
+            replay, run_id=run_id, store=store, exporter=exporter, json_logs=json_logs,
+            timeout=timeout, allow_imports=allow_imports, jaeger_url=jaeger_url,
+            allow_read=allow_read, allow_write=allow_write,
+        )  # fmt: skip
+    raise typer.Exit(code)
