@@ -66,6 +66,11 @@ class Database:
         self._write_lock: anyio.Lock | None = None
         self.opened_identity: tuple[int, int] | None = None  # the SQLite file open() found
 
+    def twin(self) -> Database:
+        """Another Database for the same URL and settings (its own engine, made on first use)."""
+        return Database(self.url, connect_timeout=self.connect_timeout, echo=self._echo,
+                        busy_timeout=self.busy_timeout)  # fmt: skip
+
     @property
     def display(self) -> str:
         """The URL with any password hidden."""

@@ -46,6 +46,16 @@ ARTIFACT: Final = "record_artifact"
 FINISH: Final = "finish_run"
 
 
+class Json(str):
+    """Text that is already JSON: ``Shape.row`` stores it as it is."""
+
+    __slots__ = ()
+
+
+EMPTY_LIST: Final = Json("[]")
+EMPTY_DICT: Final = Json("{}")
+
+
 class Shape:
     """The columns of ``table`` that a record fills, in order, and how to encode them."""
 
@@ -58,15 +68,17 @@ class Shape:
         self.columns: tuple[str, ...] = tuple(columns)
         self.index = {name: i for i, name in enumerate(self.columns)}
         types = [table.c[name].type for name in self.columns]
-        self._json = tuple(isinstance(t, sa.JSON) for t in types)
+        self._json = tuple(i for i, t in enumerate(types) if isinstance(t, sa.JSON))
         self.datetimes = frozenset(i for i, t in enumerate(types) if isinstance(t, UTCDateTime))
 
     def row(self, values: Mapping[str, Any]) -> tuple[Any, ...]:
         """A row from ``values`` (missing columns are NULL); JSON columns encoded once, here."""
-        return tuple(
-            json.dumps(v) if is_json and v is not None else v
-            for v, is_json in zip(map(values.get, self.columns), self._json, strict=True)
-        )
+        row = [values.get(name) for name in self.columns]
+        for i in self._json:
+            value = row[i]
+            if value is not None and type(value) is not Json:
+                row[i] = json.dumps(value)
+        return tuple(row)
 
     def to_plain(self, row: tuple[Any, ...]) -> dict[str, Any]:
         """The row as a JSON-ready mapping (datetimes as ISO text), for the journal."""
@@ -128,10 +140,12 @@ def _experiment_values(experiment: Experiment) -> dict[str, Any]:
         return hit[1]
     encoded = {
         "id": experiment.id,
-        "definition": json.dumps(to_jsonable(experiment.model_dump(mode="json", by_alias=True))),
+        "definition": Json(
+            json.dumps(to_jsonable(experiment.model_dump(mode="json", by_alias=True)))
+        ),
         "owner": experiment.owner,
-        "tags": json.dumps(to_jsonable(experiment.tags or [])),
-        "metadata": json.dumps(to_jsonable(experiment.metadata or {})),
+        "tags": Json(json.dumps(to_jsonable(experiment.tags or []))),
+        "metadata": Json(json.dumps(to_jsonable(experiment.metadata or {}))),
     }
     if len(_exp_cache) >= _EXP_CACHE_SIZE:
         _exp_cache.clear()
@@ -154,15 +168,15 @@ def start_record(
     exp_row = tuple(map(exp.get, EXPERIMENTS.columns))
     run_row = RUNS.row({
         "id": run_id, "experiment_id": experiment.id, "status": RunStatus.RUNNING.value,
-        "started_at": now, "trace_id": trace_id, "batch_id": batch_id, "metrics": {},
-        "outputs": [], "assigns": {}, "owner_pid": os.getpid(), "owner_host": host,
+        "started_at": now, "trace_id": trace_id, "batch_id": batch_id, "metrics": EMPTY_DICT,
+        "outputs": EMPTY_LIST, "assigns": EMPTY_DICT, "owner_pid": os.getpid(), "owner_host": host,
     })  # fmt: skip
     return Record(START, run_id, run_row, exp_row, durable=durable)
 
 
 def attempt_record(run_id: str, record: SpanRecord, *, durable: bool) -> Record:
     """One finished stage attempt (a SpanRecord from ``ctx.trace``)."""
-    events = to_jsonable([e.to_dict() for e in record.events]) if record.events else []
+    events = to_jsonable([e.to_dict() for e in record.events]) if record.events else EMPTY_LIST
     row = ATTEMPTS.row({
         "run_id": run_id, "stage": record.stage, "name": record.name,
         "stage_index": record.stage_index, "attempt": record.attempt,
@@ -210,9 +224,9 @@ def finish_record(
         "error_type": error_type,
     }  # fmt: skip
     if context is not None:
-        values["metrics"] = to_jsonable(context.metrics)
-        values["outputs"] = to_jsonable(context.outputs)
-        values["assigns"] = to_jsonable(context.assigns)
+        values["metrics"] = to_jsonable(context.metrics) if context.metrics else EMPTY_DICT
+        values["outputs"] = to_jsonable(context.outputs) if context.outputs else EMPTY_LIST
+        values["assigns"] = to_jsonable(context.assigns) if context.assigns else EMPTY_DICT
         if context.trace is not None and context.trace.trace_id:
             values["trace_id"] = context.trace.trace_id
     return Record(FINISH, run_id, FINISHES.row(values), durable=durable)

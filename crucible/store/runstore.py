@@ -52,8 +52,10 @@ class RunStore:
     The engine is created on first use; ``open()`` (run implicitly by the first operation)
     creates missing tables and columns, replays journals earlier processes left, and marks runs
     whose owning process died as ``abandoned``. ``journal_after_s`` is how long the database may
-    stay unreachable before the engine's records go to the journal in ``journal_dir``;
-    ``max_pending`` bounds the records waiting for a commit (then writers wait).
+    stay unreachable before the engine's records go to the journal in ``journal_dir`` (default:
+    ``journal/`` beside a SQLite file, so ``.crucible/journal/`` for the default store, and
+    ``.crucible/journal/`` in the working directory for PostgreSQL); ``max_pending`` bounds the
+    records waiting for a commit (then writers wait).
     """
 
     def __init__(
@@ -74,7 +76,12 @@ class RunStore:
             echo=echo,
             busy_timeout=min(30.0, max(journal_after_s, 0.1)),  # a lock longer than this fails
         )
-        folder = Path(DEFAULT_JOURNAL_DIR if journal_dir is None else journal_dir)
+        if journal_dir is not None:
+            folder = Path(journal_dir)
+        elif self._db.sqlite_file is not None:  # beside its database: .crucible/journal by default
+            folder = self._db.sqlite_file.parent / "journal"
+        else:
+            folder = Path(DEFAULT_JOURNAL_DIR)
         self._journal = Journal(folder.expanduser().absolute(), self._db.display)
         self._writer = Writer(self, journal_after_s=journal_after_s, max_pending=max_pending)
         self._open_lock: anyio.Lock | None = None

@@ -7,6 +7,7 @@ update. Rows go to the driver as plain tuples through ``executemany`` (no per-ro
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -30,7 +31,6 @@ from crucible.store.rows import (
 
 __all__ = ["Applied", "Statements", "apply"]
 
-_IN_CHUNK: Final = 500  # ids per IN (...) list, well under both drivers' parameter limits
 _KEEP_IF_NULL: Final = frozenset({"metrics", "outputs", "assigns", "trace_id"})
 
 
@@ -43,6 +43,7 @@ class Statements:
                 f"the run store writes through aiosqlite or asyncpg, not {dialect.driver}"
             )
         self._dollar = dialect.paramstyle == "numeric_dollar"
+        self._pg = dialect.name == "postgresql"
         self._quote = dialect.identifier_preparer.quote
         self.upsert_experiments = self._insert(EXPERIMENTS, ("id",), keep=("id", "created_at"))
         self.insert_runs = self._insert(RUNS, ("id",))
@@ -56,6 +57,13 @@ class Statements:
         )  # fmt: skip
         where = self._param(len(FINISHES.columns))  # the id is the last column of a finish
         self.finish_runs = f"UPDATE runs SET {sets} WHERE id = {where}"
+        # One fixed text for any number of ids (prepared once): an array, or a JSON list.
+        owners = "SELECT id, owner_host, owner_pid, started_at FROM runs WHERE id"
+        self.select_owners = (
+            f"{owners} = ANY($1::varchar[])"
+            if self._pg
+            else f"{owners} IN (SELECT value FROM json_each(?))"
+        )
         self._convert = {
             id(shape): _converters(shape, dialect)
             for shape in (EXPERIMENTS, RUNS, ATTEMPTS, ARTIFACTS, FINISHES)
@@ -81,9 +89,9 @@ class Statements:
             [c for c in shape.columns if c not in keep]))  # fmt: skip
         return f"{head} ON CONFLICT ({target}) DO UPDATE SET {updates}"
 
-    def select_where_id_in(self, columns: str, n: int) -> str:
-        """``SELECT columns FROM runs WHERE id IN (n parameters)``."""
-        return f"SELECT {columns} FROM runs WHERE id IN ({', '.join(self._params(n))})"
+    def id_list(self, ids: Sequence[str]) -> Any:
+        """The one parameter of ``select_owners``."""
+        return list(ids) if self._pg else json.dumps(list(ids))
 
     def driver_rows(self, shape: Shape, rows: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
         """Rows as the driver takes them (datetimes converted; everything else is as is)."""
@@ -150,23 +158,19 @@ async def apply(conn: AsyncConnection, sql: Statements, records: Sequence[Record
     if by_op[FINISH]:
         await run(sql.finish_runs, sql.driver_rows(FINISHES, by_op[FINISH]))
     applied = Applied()
-    if started:  # ON CONFLICT DO NOTHING kept another run's row: the owner columns tell
-        rid_at = RUNS.index["id"]
-        key = [RUNS.index[c] for c in ("owner_host", "owner_pid", "started_at")]
-        ours = {r[rid_at]: tuple(r[i] for i in key) for r in started}
-        for chunk in _chunks(list(ours)):
-            stmt = sql.select_where_id_in("id, owner_host, owner_pid, started_at", len(chunk))
-            for row in await run(stmt, tuple(chunk)):
-                if tuple(row[1:]) != ours[row[0]]:
-                    applied.refused.add(row[0])
-    if by_op[FINISH]:
-        wanted = {r[-1] for r in by_op[FINISH]}
-        for chunk in _chunks(list(wanted)):
-            stored = await run(sql.select_where_id_in("id", len(chunk)), tuple(chunk))
-            wanted.difference_update(r[0] for r in stored)
-        applied.missing = wanted
+    finished = {r[-1] for r in by_op[FINISH]}
+    if not started and not finished:
+        return applied
+    # One read for both checks. ON CONFLICT DO NOTHING kept another run's row where the owner
+    # columns differ from ours; a finish updated nothing where the run is not stored.
+    rid_at = RUNS.index["id"]
+    key = [RUNS.index[c] for c in ("owner_host", "owner_pid", "started_at")]
+    ours = {r[rid_at]: tuple(r[i] for i in key) for r in started}
+    stored: set[str] = set()
+    for row in await run(sql.select_owners, (sql.id_list([*ours, *finished]),)):
+        stored.add(row[0])
+        mine = ours.get(row[0])
+        if mine is not None and tuple(row[1:]) != mine:
+            applied.refused.add(row[0])
+    applied.missing = finished - stored
     return applied
-
-
-def _chunks(ids: list[str]) -> list[list[str]]:
-    return [ids[i : i + _IN_CHUNK] for i in range(0, len(ids), _IN_CHUNK)]

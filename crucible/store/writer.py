@@ -1,11 +1,12 @@
 """The store's one writer: it group-commits the records of every concurrent run and drops none.
 
-Callers hand it records; an asyncio task in the callers' event loop commits whatever is waiting
-as soon as the previous commit is done, all of it in one transaction (``sql.apply``). A full
-queue makes the callers wait. A busy or failing database is retried with backoff; one that stays
-unreachable for ``journal_after_s`` sends the records to the local journal instead, and the
-writer replays the journal as soon as the database answers again. A SQLite file deleted or
-replaced under the store is never written again: its records go to the journal until a reopen.
+Callers hand it records; an asyncio task in the callers' event loop takes whatever is waiting as
+soon as the previous commit is done and commits it in one transaction (``sql.apply``), run on
+the store's ``WriterThread``. A full queue makes the callers wait. A busy or failing database is
+retried with backoff; one that stays unreachable for ``journal_after_s`` sends the records to the
+local journal instead, and the writer replays the journal as soon as the database answers again.
+A SQLite file deleted or replaced under the store is never written again: its records go to the
+journal until the store is opened again.
 """
 
 from __future__ import annotations
@@ -20,12 +21,14 @@ from typing import TYPE_CHECKING, Final
 
 import anyio
 import structlog
-from sqlalchemy.exc import DataError, IntegrityError
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 
 from crucible.errors import DuplicateRun, StoreError
-from crucible.store.connection import FileLost, UnusableStore, describe
+from crucible.store.connection import Database, FileLost, UnusableStore, describe
 from crucible.store.rows import FINISH, START, Record
 from crucible.store.sql import Applied, apply
+from crucible.store.thread import WriterThread
 
 if TYPE_CHECKING:
     from crucible.store.runstore import RunStore
@@ -49,11 +52,29 @@ def _rejects_rows(err: BaseException) -> bool:
     return isinstance(err, IntegrityError | DataError)
 
 
+def _may_pass(err: BaseException) -> bool:
+    """A failure of the database or the way to it (busy, down, gone): worth retrying."""
+    return isinstance(err, _PASSING) and not _rejects_rows(err)
+
+
+_PASSING: Final = (
+    StoreError,  # opening failed (UnusableStore is sorted out before)
+    DBAPIError,
+    OSError,
+    TimeoutError,
+    sa_exc.TimeoutError,
+    sa_exc.DisconnectionError,
+    sa_exc.PendingRollbackError,
+)
+
+
 class Writer:
     """Queues a store's records and commits them in batches from one task (see module doc)."""
 
     def __init__(self, store: RunStore, *, journal_after_s: float, max_pending: int) -> None:
         self._store = store
+        db = store._db  # one shared connection in memory: it cannot move to another thread
+        self._thread = None if db.in_memory else WriterThread(db.twin())
         self.journal_after_s = journal_after_s
         self._capacity = max_pending
         self._queue: deque[Record] = deque()
@@ -72,7 +93,9 @@ class Writer:
     # --- what callers use ------------------------------------------------------------------
     def offer(self, rec: Record) -> Awaitable[None] | None:
         """Queue ``rec``: None when it is queued, else an awaitable that waits for room."""
-        self._ensure_task()
+        task = self._task
+        if task is None or task.done() or self._loop is not asyncio.get_running_loop():
+            self._ensure_task()
         if len(self._queue) < self._capacity:
             self._queue.append(rec)
             self._wake.set()
@@ -123,6 +146,8 @@ class Writer:
             probe.cancel()
             with suppress(asyncio.CancelledError):
                 await probe
+        if self._thread is not None:
+            await self._thread.stop()
         self._task = self._probe = None
         self._journaling, self._lost, self._recovered = False, None, False
         self._journal_runs.clear()
@@ -180,11 +205,17 @@ class Writer:
     async def _apply(self, records: Sequence[Record]) -> Applied:
         """One transaction for ``records``; the file check comes last, before COMMIT."""
         sql = await self._store._writable()
-        db = self._store._db
-        async with db.begin("write") as conn:
-            applied = await apply(conn, sql, records)
-            db.check_file()
-        return applied
+        check_file = self._store._db.check_file
+
+        async def transaction(db: Database) -> Applied:
+            async with db.begin("write") as conn:
+                applied = await apply(conn, sql, records)
+                check_file()
+            return applied
+
+        if self._thread is None:
+            return await transaction(self._store._db)
+        return await self._thread.run(transaction)
 
     async def _commit(self, records: list[Record]) -> None:
         first_failure: float | None = None
@@ -208,6 +239,8 @@ class Writer:
                 if _rejects_rows(err):
                     await self._one_by_one(records, err)
                     return
+                if not _may_pass(err):
+                    raise  # a bug, not the database: _run fails the batch's records
                 records = self._fail_fragile(records, err)
                 if not records:
                     return
