@@ -41,8 +41,10 @@ async def scalar(url: str, sql: str) -> Any:
 
 
 def span(stage_name: str = "load") -> SpanRecord:
-    return SpanRecord(name=f"stage {stage_name}", stage=stage_name, span_id=secrets.token_hex(8),
-                      parent_span_id=None, start_ns=1, end_ns=2, result="success", attempt=1)  # fmt: skip
+    return SpanRecord(
+        name=f"stage {stage_name}", stage=stage_name, span_id=secrets.token_hex(8),
+        parent_span_id=None, start_ns=1, end_ns=2, result="success", attempt=1,
+    )  # fmt: skip
 
 
 async def test_duplicate_starts_in_one_commit_fail_alone(store: RunStore, store_url: str) -> None:
