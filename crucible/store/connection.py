@@ -56,9 +56,16 @@ class Database:
     """
 
     def __init__(
-        self, url: URL, *, connect_timeout: float, echo: bool, busy_timeout: float | None = None
+        self,
+        url: URL,
+        *,
+        connect_timeout: float,
+        echo: bool,
+        busy_timeout: float | None = None,
+        lean: bool = False,
     ) -> None:
         self.url = url
+        self._lean = lean
         self.connect_timeout = connect_timeout
         self.busy_timeout = _SQLITE_BUSY_TIMEOUT_S if busy_timeout is None else busy_timeout
         self._echo = echo
@@ -67,9 +74,14 @@ class Database:
         self.opened_identity: tuple[int, int] | None = None  # the SQLite file open() found
 
     def twin(self) -> Database:
-        """Another Database for the same URL and settings (its own engine, made on first use)."""
+        """Another Database for the same URL and settings, for the writer alone.
+
+        It skips the pool's ping on checkout and its rollback on return: the writer only ever
+        uses whole transactions, and a dead connection fails the commit, which is retried on a
+        fresh one (SQLAlchemy drops connections that report a disconnect).
+        """
         return Database(self.url, connect_timeout=self.connect_timeout, echo=self._echo,
-                        busy_timeout=self.busy_timeout)  # fmt: skip
+                        busy_timeout=self.busy_timeout, lean=True)  # fmt: skip
 
     @property
     def display(self) -> str:
@@ -120,13 +132,15 @@ class Database:
 
     def _create_engine(self) -> AsyncEngine:
         kwargs: dict[str, Any] = {"echo": self._echo}
+        if self._lean:
+            kwargs["pool_reset_on_return"] = None
         connect_args: dict[str, Any] = {}
         if self.is_sqlite:
             connect_args["timeout"] = self.busy_timeout
             if self.sqlite_file is not None:
                 self.sqlite_file.parent.mkdir(parents=True, exist_ok=True)
         else:
-            kwargs["pool_pre_ping"] = True
+            kwargs["pool_pre_ping"] = not self._lean
             if self.url.get_driver_name() == "asyncpg":
                 if "timeout" not in self.url.query:
                     connect_args["timeout"] = self.connect_timeout
