@@ -45,7 +45,8 @@ class StoreObserver(RunObserver):
         """Store the run as ``running``; a DuplicateRun propagates (the run is refused)."""
         rec = start_record(run.experiment, run.run_id, trace_id=run.trace_id,
                            batch_id=run.batch_id, host=self.store._host, durable=True)  # fmt: skip
-        await self._wait("start_run", rec)
+        with anyio.CancelScope(shield=True):  # cancelled meanwhile: the run ends "cancelled"
+            await self._wait("start_run", rec)
         self._started.add(run.run_id)
 
     async def on_attempt_end(self, *, attempt: AttemptStart, record: SpanRecord) -> None:
@@ -62,7 +63,8 @@ class StoreObserver(RunObserver):
         self._started.discard(run_id)
         ctx = run.context
         writer = self.store._writer
-        with anyio.CancelScope(shield=True):
+        failure = run.failure
+        with anyio.CancelScope(shield=True):  # a cancelled run is still recorded, all of it
             for name, value in (ctx.artifacts if ctx is not None else {}).items():
                 art = Artifact.from_value(name, value)
                 waiting = writer.offer(artifact_record(
@@ -71,23 +73,18 @@ class StoreObserver(RunObserver):
                 ))  # fmt: skip
                 if waiting is not None:
                     await waiting
-        failure = run.failure
-        rec = finish_record(
-            run_id,
-            str(run.status),
-            context=ctx,
-            failure_stage=failure.stage if failure is not None else None,
-            failure_message=str(failure.cause) if failure is not None else run.message,
-            error_type=type(failure.cause).__qualname__ if failure is not None else None,
-            durable=True,
-        )
-        await self._wait("finish_run", rec)
+            await self._wait("finish_run", finish_record(
+                run_id, str(run.status), context=ctx,
+                failure_stage=failure.stage if failure is not None else None,
+                failure_message=str(failure.cause) if failure is not None else run.message,
+                error_type=type(failure.cause).__qualname__ if failure is not None else None,
+                durable=True,
+            ))  # fmt: skip
 
     async def _wait(self, operation: str, rec: Record) -> None:
-        """Write ``rec`` and wait for it, shielded; log and swallow a failure (not DuplicateRun)."""
+        """Write ``rec`` and wait for it; log and swallow a failure (but not DuplicateRun)."""
         try:
-            with anyio.CancelScope(shield=True):
-                await self.store._writer.write(rec)
+            await self.store._writer.write(rec)
         except DuplicateRun:
             raise
         except Exception as err:
