@@ -1,8 +1,8 @@
 """The run store under load and outages: every run and attempt row ends up stored, once.
 
 5,000 concurrent runs on SQLite and PostgreSQL; the SQLite file locked by another process for
-15 s; PostgreSQL backends terminated; a batch cancelled with thousands still waiting; and the
-database stopped mid-batch and started again (through a TCP proxy of this test's own, or, on
+15 s; PostgreSQL backends terminated; a batch cancelled with thousands still waiting; a process
+killed with SIGKILL; and the database stopped mid-batch and started again (through a TCP proxy of this test's own, or, on
 CI where nothing else shares the server, with ``pg_ctlcluster``).
 """
 
@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import subprocess
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -283,3 +285,51 @@ async def test_the_database_stopped_mid_batch_and_started_again_loses_nothing(
             _pg_ctl("start")
             _wait_ready()
     assert await rows(pg_url) == (2000, 2000, 2000 * (STAGES + 1))
+
+
+_KILLED_CHILD = """
+import sys, anyio
+from crucible import Context, Experiment, Registry, StageDef, run_batch, stage
+from crucible.store import RunStore
+
+parked = 0
+
+@stage("quick", description="Awaits once", register=False)
+async def quick(ctx: Context) -> Context:
+    await anyio.lowlevel.checkpoint()
+    return ctx
+
+@stage("park", description="Waits forever", register=False)
+async def park(ctx: Context) -> Context:
+    global parked
+    parked += 1
+    if parked == 50:
+        await anyio.sleep(0.3)  # older than the writer's last moment: committed by now
+        print("parked", flush=True)
+    await anyio.sleep(3600)
+    return ctx
+
+async def main() -> None:
+    async with RunStore(sys.argv[1]) as store:
+        exp = Experiment(id="killed", pipeline=[StageDef(name="quick"), StageDef(name="park")])
+        await run_batch([exp] * 50, registry=Registry([quick, park]), store=store,
+                        max_concurrency=50)
+
+anyio.run(main)
+"""
+
+
+async def test_sigkill_loses_only_the_last_moment_and_its_runs_show_abandoned(
+    tmp_path: Path,
+) -> None:
+    db = str(tmp_path / "runs.db")
+    cmd = [sys.executable, "-c", _KILLED_CHILD, db]
+    async with await anyio.open_process(cmd, stdout=subprocess.PIPE) as child:
+        assert child.stdout is not None
+        assert b"parked" in await child.stdout.receive()
+        child.send_signal(signal.SIGKILL)
+        await child.wait()
+    async with RunStore(db, journal_dir=tmp_path / "journal") as store:  # marks them abandoned
+        assert await store.count_runs(status="abandoned") == 50
+        assert await store.count_runs() == 50
+    assert await rows(db) == (50, 0, 50)  # every run's first attempt survived the kill
