@@ -1,12 +1,13 @@
 """The store's database connection: one async engine, made on first use, and its locks.
 
 SQLite files run in WAL mode with a busy timeout, and this process serialises its SQLite write
-transactions behind one lock so that many concurrent runs in an event loop never trip over each
-other. PostgreSQL uses a normal pool. Failures become StoreError, without SQL text or parameters.
+transactions behind one lock. PostgreSQL uses a normal pool. Failures become StoreError, without
+SQL text or parameters; a URL or location that can never work raises UnusableStore.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from pathlib import Path
@@ -19,11 +20,21 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from crucible.errors import StoreError
+from crucible.store.migrate import MigrationError, upgrade
 
-__all__ = ["Database", "describe"]
+__all__ = ["Database", "FileLost", "UnusableStore", "describe"]
 
 _SQLITE_BUSY_TIMEOUT_S: Final = 30.0
+_PG_COMMAND_TIMEOUT_S: Final = 60.0  # a statement on a dead connection fails instead of hanging
 _MAX_ERROR_CHARS: Final = 500
+
+
+class UnusableStore(StoreError):
+    """The URL or location can never work (no such driver, a file where a folder must be)."""
+
+
+class FileLost(StoreError):
+    """The SQLite file was deleted or replaced while the store had it open."""
 
 
 def describe(exc: BaseException) -> str:
@@ -44,12 +55,33 @@ class Database:
     Every failure inside ``read``/``write`` is raised as StoreError naming the operation and run.
     """
 
-    def __init__(self, url: URL, *, connect_timeout: float, echo: bool) -> None:
+    def __init__(
+        self,
+        url: URL,
+        *,
+        connect_timeout: float,
+        echo: bool,
+        busy_timeout: float | None = None,
+        lean: bool = False,
+    ) -> None:
         self.url = url
+        self._lean = lean
         self.connect_timeout = connect_timeout
+        self.busy_timeout = _SQLITE_BUSY_TIMEOUT_S if busy_timeout is None else busy_timeout
         self._echo = echo
         self._engine: AsyncEngine | None = None
         self._write_lock: anyio.Lock | None = None
+        self.opened_identity: tuple[int, int] | None = None  # the SQLite file open() found
+
+    def twin(self) -> Database:
+        """Another Database for the same URL and settings, for the writer alone.
+
+        It skips the pool's ping on checkout and its rollback on return: the writer only ever
+        uses whole transactions, and a dead connection fails the commit, which is retried on a
+        fresh one (SQLAlchemy drops connections that report a disconnect).
+        """
+        return Database(self.url, connect_timeout=self.connect_timeout, echo=self._echo,
+                        busy_timeout=self.busy_timeout, lean=True)  # fmt: skip
 
     @property
     def display(self) -> str:
@@ -66,22 +98,61 @@ class Database:
         db = self.url.database
         return self.is_sqlite and (not db or db == ":memory:" or "mode=memory" in db)
 
+    @property
+    def sqlite_file(self) -> Path | None:
+        """The SQLite database file, for a file given by path (not in memory, not a URI)."""
+        db = self.url.database
+        if not self.is_sqlite or self.in_memory or not db or db.startswith("file:"):
+            return None
+        return Path(db)
+
+    def file_identity(self) -> tuple[int, int] | None:
+        """(st_dev, st_ino) of the SQLite file now; None when it does not exist (or no file)."""
+        path = self.sqlite_file
+        if path is None:
+            return None
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            return None
+        return st.st_dev, st.st_ino
+
+    def check_file(self) -> None:
+        """Raise FileLost when the SQLite file is no longer the one open() found."""
+        if self.opened_identity is None:
+            return
+        now = self.file_identity()
+        if now != self.opened_identity:
+            what = "deleted" if now is None else "replaced by another file"
+            raise FileLost(
+                "write",
+                f"the database file {self.sqlite_file} was {what} while the store had it open; "
+                "records go to the journal until the store is opened again",
+            )
+
     def _create_engine(self) -> AsyncEngine:
         kwargs: dict[str, Any] = {"echo": self._echo}
+        if self._lean:
+            kwargs["pool_reset_on_return"] = None
         connect_args: dict[str, Any] = {}
         if self.is_sqlite:
-            connect_args["timeout"] = _SQLITE_BUSY_TIMEOUT_S
-            db = self.url.database
-            if db and not self.in_memory and not db.startswith("file:"):
-                Path(db).parent.mkdir(parents=True, exist_ok=True)
+            connect_args["timeout"] = self.busy_timeout
+            if self.sqlite_file is not None:
+                self.sqlite_file.parent.mkdir(parents=True, exist_ok=True)
         else:
-            kwargs["pool_pre_ping"] = True
-            if self.url.get_driver_name() == "asyncpg" and "timeout" not in self.url.query:
-                connect_args["timeout"] = self.connect_timeout
+            kwargs["pool_pre_ping"] = not self._lean
+            if self.url.get_driver_name() == "asyncpg":
+                if "timeout" not in self.url.query:
+                    connect_args["timeout"] = self.connect_timeout
+                if "command_timeout" not in self.url.query:
+                    connect_args["command_timeout"] = _PG_COMMAND_TIMEOUT_S
         kwargs["connect_args"] = connect_args
         engine = create_async_engine(self.url, **kwargs)
         if self.is_sqlite:
-            sa.event.listen(engine.sync_engine, "connect", _configure_sqlite)
+            busy_ms = int(self.busy_timeout * 1000)
+            sa.event.listen(
+                engine.sync_engine, "connect", lambda conn, _: _configure_sqlite(conn, busy_ms)
+            )
         return engine
 
     def engine(self, operation: str, run_id: str | None) -> AsyncEngine:
@@ -90,24 +161,30 @@ class Database:
             try:
                 self._engine = self._create_engine()
             except Exception as exc:
-                raise StoreError(
+                raise UnusableStore(
                     operation, f"cannot use {self.display}: {describe(exc)}", run_id=run_id
                 ) from exc
             self._write_lock = anyio.Lock()
         return self._engine
 
-    async def create_tables(self, metadata: sa.MetaData) -> None:
-        """Create the missing tables of ``metadata`` (StoreError names the ``open`` operation)."""
-        # Two processes may race to create the same tables; the loser retries and finds them.
+    async def prepare(self, metadata: sa.MetaData) -> list[str]:
+        """Bring the database to ``metadata`` by additions (``migrate``); return what was added.
+
+        StoreError names the ``open`` operation; a database that additions cannot fix raises
+        UnusableStore.
+        """
+        # Two processes may race to add the same things; the loser retries and finds them.
         for attempt in range(3):
             try:
                 async with self.write("open", None) as conn:
-                    await conn.run_sync(metadata.create_all)
-                return
-            except StoreError:
-                if attempt == 2:
+                    return await conn.run_sync(upgrade, metadata)
+            except StoreError as err:
+                if isinstance(err.__cause__, MigrationError):
+                    raise UnusableStore("open", str(err.__cause__)) from err.__cause__
+                if attempt == 2 or isinstance(err, UnusableStore):
                     raise
                 await anyio.sleep(0.1 * (attempt + 1))
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def dispose(self) -> None:
         """Drop the engine and its connections; the next use creates them again."""
@@ -126,6 +203,13 @@ class Database:
         if self.in_memory and self._write_lock is not None:
             return self._write_lock
         return nullcontext()
+
+    @asynccontextmanager
+    async def begin(self, operation: str) -> AsyncIterator[AsyncConnection]:
+        """A write transaction whose driver errors propagate as they are (the writer sorts them)."""
+        engine = self.engine(operation, None)
+        async with self._lock_for_writes(), engine.begin() as conn:
+            yield conn
 
     @asynccontextmanager
     async def write(self, operation: str, run_id: str | None) -> AsyncIterator[AsyncConnection]:
@@ -156,12 +240,12 @@ class Database:
             raise StoreError(operation, msg, run_id=run_id) from exc
 
 
-def _configure_sqlite(dbapi_connection: Any, connection_record: Any) -> None:
+def _configure_sqlite(dbapi_connection: Any, busy_ms: int) -> None:
     """Per-connection SQLite settings: WAL, a busy timeout and enforced foreign keys."""
     cursor = dbapi_connection.cursor()
     try:
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute(f"PRAGMA busy_timeout={int(_SQLITE_BUSY_TIMEOUT_S * 1000)}")
+        cursor.execute(f"PRAGMA busy_timeout={busy_ms}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA synchronous=NORMAL")
     finally:

@@ -6,9 +6,7 @@ id at start propagates and refuses the run, since running would overwrite the st
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Final
+from typing import Protocol
 
 import anyio
 import structlog
@@ -17,25 +15,33 @@ from crucible.artifact import Artifact
 from crucible.errors import DuplicateRun
 from crucible.observers import AttemptStart, RunEnd, RunObserver, RunStart
 from crucible.store.reproducible import start_values
+from crucible.store.rows import Record, artifact_record, attempt_record, finish_record, start_record
+from crucible.store.writer import Writer
 from crucible.trace import SpanRecord
 
-if TYPE_CHECKING:
-    from crucible.store.runstore import RunStore
+
+class _Store(Protocol):
+    """What the observer needs of its RunStore (a protocol: the two modules import one way)."""
+
+    _host: str
+    _writer: Writer
+
 
 __all__ = ["StoreObserver"]
 
 _log = structlog.get_logger("crucible.store")
-_STORE_TIMEOUT_S: Final = 10.0
 
 
 class StoreObserver(RunObserver):
     """Writes each run to ``store`` as it starts, as each attempt ends and as it ends.
 
-    Every write gets 10 s and is shielded from cancellation, so a cancelled run is still
-    recorded. Get the one observer of a store from :attr:`RunStore.observer`.
+    The start and the end wait (shielded from cancellation) until their record is committed or
+    journaled, so a run starts only once its id is known to be new, and ``run()`` returns only
+    once its final record is durable. An attempt is only queued: it waits only when the store's
+    queue is full. Get the one observer of a store from :attr:`RunStore.observer`.
     """
 
-    def __init__(self, store: RunStore) -> None:
+    def __init__(self, store: _Store) -> None:
         self.store = store
         self._started: set[str] = set()  # runs whose row this observer wrote
 
@@ -44,22 +50,18 @@ class StoreObserver(RunObserver):
 
     async def on_run_start(self, *, run: RunStart) -> None:
         """Store the run as ``running``; a DuplicateRun propagates (the run is refused)."""
-        write = functools.partial(
-            self.store.start_run,
-            run.experiment,
-            run.run_id,
-            trace_id=run.trace_id,
-            batch_id=run.batch_id,
-            extra=start_values(run),
-        )
-        await self._write("start_run", run.run_id, write)
+        rec = start_record(run.experiment, run.run_id, trace_id=run.trace_id,
+                           batch_id=run.batch_id, host=self.store._host, durable=True,
+                           extra=start_values(run))  # fmt: skip
+        with anyio.CancelScope(shield=True):  # cancelled meanwhile: the run ends "cancelled"
+            await self._wait("start_run", rec)
         self._started.add(run.run_id)
 
     async def on_attempt_end(self, *, attempt: AttemptStart, record: SpanRecord) -> None:
-        """Store the finished attempt's trace record."""
-        run_id = attempt.run.run_id
-        write = functools.partial(self.store.record_attempt, run_id, record)
-        await self._write("record_attempt", run_id, write)
+        """Queue the finished attempt's trace record (waits only while the queue is full)."""
+        waiting = self.store._writer.offer(attempt_record(attempt.run.run_id, record, durable=True))
+        if waiting is not None:
+            await waiting
 
     async def on_run_end(self, *, run: RunEnd) -> None:
         """Store the final context's artifacts, then the status, results and failure."""
@@ -68,39 +70,32 @@ class StoreObserver(RunObserver):
             return  # refused at start (e.g. a duplicate id): that row belongs to another run
         self._started.discard(run_id)
         ctx = run.context
-        for name, value in (ctx.artifacts if ctx is not None else {}).items():
-            art = Artifact.from_value(name, value)
-            write = functools.partial(
-                self.store.record_artifact,
-                run_id,
-                name,
-                type=art.type,
-                location=art.location,
-                format=art.format,
-                metadata=art.metadata,
-            )
-            await self._write("record_artifact", run_id, write)
+        writer = self.store._writer
         failure = run.failure
-        finish = functools.partial(
-            self.store.finish_run,
-            run_id,
-            run.status,
-            context=ctx,
-            failure_stage=failure.stage if failure is not None else None,
-            failure_message=str(failure.cause) if failure is not None else run.message,
-            error_type=type(failure.cause).__qualname__ if failure is not None else None,
-        )
-        await self._write("finish_run", run_id, finish)
+        with anyio.CancelScope(shield=True):  # a cancelled run is still recorded, all of it
+            for name, value in (ctx.artifacts if ctx is not None else {}).items():
+                art = Artifact.from_value(name, value)
+                waiting = writer.offer(artifact_record(
+                    run_id, name, type=art.type, location=art.location, format=art.format,
+                    metadata=art.metadata, durable=True,
+                ))  # fmt: skip
+                if waiting is not None:
+                    await waiting
+            await self._wait("finish_run", finish_record(
+                run_id, str(run.status), context=ctx,
+                failure_stage=failure.stage if failure is not None else None,
+                failure_message=str(failure.cause) if failure is not None else run.message,
+                error_type=type(failure.cause).__qualname__ if failure is not None else None,
+                durable=True,
+            ))  # fmt: skip
 
-    @staticmethod
-    async def _write(operation: str, run_id: str, write: Callable[[], Awaitable[None]]) -> None:
-        """Run one store write under a deadline, shielded; log and swallow its failure."""
+    async def _wait(self, operation: str, rec: Record) -> None:
+        """Write ``rec`` and wait for it; log and swallow a failure (but not DuplicateRun)."""
         try:
-            with anyio.CancelScope(shield=True), anyio.fail_after(_STORE_TIMEOUT_S):
-                await write()
+            await self.store._writer.write(rec)
         except DuplicateRun:
             raise
         except Exception as err:
             _log.error(
-                "run store write failed", operation=operation, run_id=run_id, error=repr(err)
+                "run store write failed", operation=operation, run_id=rec.run_id, error=repr(err)
             )

@@ -1,32 +1,31 @@
 """RunStore: every run, stage attempt and artifact in SQLite (default) or PostgreSQL.
 
 Built on SQLAlchemy Core with its asyncio extension (``connection`` holds the engine and its
-locks). Every failure surfaces as :class:`StoreError`, naming the operation and the run.
+locks). Every write goes through the store's one ``Writer`` (group commits, backpressure, the
+journal); every failure surfaces as :class:`StoreError`, naming the operation and the run.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Self
 
 import anyio
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql as pg_dialect
-from sqlalchemy.dialects import sqlite as sqlite_dialect
-from sqlalchemy.exc import IntegrityError
+import structlog
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from crucible.context import Context
-from crucible.errors import DuplicateRun, StoreError
+from crucible.errors import StoreError
 from crucible.experiment import Experiment
-from crucible.serialize import to_jsonable
 from crucible.status import RunStatus
 from crucible.store.checkpoints import Checkpoints
-from crucible.store.connection import Database, describe
+from crucible.store.connection import Database, UnusableStore
+from crucible.store.journal import DEFAULT_JOURNAL_DIR, Journal
 from crucible.store.observer import StoreObserver
 from crucible.store.process import host_name, process_alive
 from crucible.store.records import (
@@ -37,20 +36,29 @@ from crucible.store.records import (
     experiment_info,
     run_info,
 )
+from crucible.store.rows import artifact_record, attempt_record, finish_record, start_record
 from crucible.store.schema import artifacts, experiments, metadata, runs, stage_attempts
+from crucible.store.sql import Statements
 from crucible.store.urls import normalize_url
+from crucible.store.writer import Writer
 from crucible.trace import SpanRecord
 
 __all__ = ["RunStore"]
 
 _STATUSES: Final = frozenset(s.value for s in RunStatus)
+_log = structlog.get_logger("crucible.store")
 
 
 class RunStore:
     """Async run store. ``async with RunStore(url) as store:`` or ``open()``/``close()``.
 
     The engine is created on first use; ``open()`` (run implicitly by the first operation)
-    creates missing tables and marks runs whose owning process died as ``abandoned``.
+    creates missing tables and columns, replays journals earlier processes left, and marks runs
+    whose owning process died as ``abandoned``. ``journal_after_s`` is how long the database may
+    stay unreachable before the engine's records go to the journal in ``journal_dir`` (default:
+    ``journal/`` beside a SQLite file, so ``.crucible/journal/`` for the default store, and
+    ``.crucible/journal/`` in the working directory for PostgreSQL); ``max_pending`` bounds the
+    records waiting for a commit (then writers wait).
     """
 
     def __init__(
@@ -59,10 +67,29 @@ class RunStore:
         *,
         connect_timeout: float = 10.0,
         echo: bool = False,
+        journal_after_s: float = 30.0,
+        journal_dir: str | os.PathLike[str] | None = None,
+        max_pending: int = 1024,
     ) -> None:
-        self._db = Database(normalize_url(url), connect_timeout=connect_timeout, echo=echo)
+        if journal_after_s < 0 or max_pending < 1:
+            raise ValueError("journal_after_s must be >= 0 and max_pending >= 1")
+        self._db = Database(
+            normalize_url(url),
+            connect_timeout=connect_timeout,
+            echo=echo,
+            busy_timeout=min(30.0, max(journal_after_s, 0.1)),  # a lock longer than this fails
+        )
+        if journal_dir is not None:
+            folder = Path(journal_dir)
+        elif self._db.sqlite_file is not None:  # beside its database: .crucible/journal by default
+            folder = self._db.sqlite_file.parent / "journal"
+        else:
+            folder = Path(DEFAULT_JOURNAL_DIR)
+        self._journal = Journal(folder.expanduser().absolute(), self._db.display)
+        self._writer = Writer(self, journal_after_s=journal_after_s, max_pending=max_pending)
         self._open_lock: anyio.Lock | None = None
         self._opened = False
+        self._sql: Statements | None = None
         self._host = host_name()
         self._observer: StoreObserver | None = None
         self._checkpoints: Checkpoints | None = None
@@ -76,6 +103,11 @@ class RunStore:
     def dialect(self) -> str:
         """``sqlite`` or ``postgresql`` (the URL's backend)."""
         return self._db.url.get_backend_name()
+
+    @property
+    def journal_dir(self) -> Path:
+        """Where records wait when the database is unreachable (see ``journal_pending``)."""
+        return self._journal.folder
 
     def __repr__(self) -> str:
         return f"RunStore({self.url!r})"
@@ -108,7 +140,7 @@ class RunStore:
 
     # --- lifecycle -----------------------------------------------------------------------
     async def open(self) -> None:
-        """Create the engine and any missing tables, then mark dead owners' runs abandoned."""
+        """Create or extend the tables, replay earlier journals, mark dead owners' runs."""
         if self._opened:
             return
         if self._open_lock is None:
@@ -118,22 +150,48 @@ class RunStore:
                 return
             try:
                 if self._db.is_sqlite:  # waits at most the busy timeout per statement
-                    await self._db.create_tables(metadata)
+                    added = await self._db.prepare(metadata)
                 else:
                     with anyio.fail_after(self._db.connect_timeout + 5):
-                        await self._db.create_tables(metadata)
+                        added = await self._db.prepare(metadata)
             except TimeoutError:
                 raise StoreError(
                     "open", f"no answer from {self.url} within {self._db.connect_timeout + 5:g} s"
                 ) from None
+            if added:
+                _log.info("run store schema extended", database=self.url, added=added)
+            try:
+                self._sql = Statements(self._db.engine("open", None).dialect)
+            except ValueError as err:
+                raise UnusableStore("open", str(err)) from None
+            self._db.opened_identity = self._db.file_identity()
             self._opened = True
+        await self._journal.replay_others(self._writer.commit_now)
         await self.mark_abandoned()
 
     async def close(self) -> None:
-        """Dispose of the engine and its connections; the store can be opened again."""
+        """Commit (or journal) every pending record, then dispose of the engine.
+
+        The store can be opened again. Records still waiting in the journal are logged (a
+        warning with their number and the journal folder).
+        """
+        await self._writer.close()
+        self._journal.close()
+        waiting = self._journal.pending()
+        if waiting:
+            _log.warning("run store journal has records waiting", records=waiting,
+                         journal=str(self.journal_dir), database=self.url)  # fmt: skip
         self._opened = False
         self._open_lock = None
         await self._db.dispose()
+
+    async def flush(self) -> None:
+        """Wait until every record handed to the store so far is committed or journaled."""
+        await self._writer.flush()
+
+    def journal_pending(self) -> int:
+        """How many records of this database wait in the journal (the next open replays them)."""
+        return self._journal.pending()
 
     async def _ensure_open(self, operation: str, run_id: str | None) -> None:
         if self._opened:
@@ -143,6 +201,18 @@ class RunStore:
         except StoreError as err:
             msg = f"could not open the store: {err.reason}"
             raise StoreError(operation, msg, run_id=run_id) from err
+
+    async def _writable(self) -> Statements:
+        """The writer's statements, opening the store first if needed (StoreError if not)."""
+        if not self._opened:
+            await self.open()
+        assert self._sql is not None
+        return self._sql
+
+    async def _reopen(self) -> None:
+        """Open again (the writer's probe after an outage): schema, journals, abandoned runs."""
+        self._opened = False
+        await self.open()
 
     # --- writes --------------------------------------------------------------------------
     async def start_run(
@@ -157,80 +227,16 @@ class RunStore:
         """Upsert the experiment and insert the run as ``running``, owned by this process.
 
         ``extra`` holds more columns of the run's row (``reproducible.start_values``).
+        Raises DuplicateRun when the id is already stored.
         """
-        await self._ensure_open("start_run", run_id)
-        now = dt.datetime.now(dt.UTC)
-        definition = to_jsonable(experiment.model_dump(mode="json", by_alias=True))
-        exp_row = {
-            "id": experiment.id,
-            "definition": definition,
-            "owner": experiment.owner,
-            "tags": to_jsonable(experiment.tags or []),
-            "metadata": to_jsonable(experiment.metadata or {}),
-            "created_at": now,
-            "updated_at": now,
-        }
-        run_row = {
-            "id": run_id,
-            "experiment_id": experiment.id,
-            "status": RunStatus.RUNNING.value,
-            "started_at": now,
-            "finished_at": None,
-            "trace_id": trace_id,
-            "batch_id": batch_id,
-            "metrics": {},
-            "outputs": [],
-            "assigns": {},
-            "owner_pid": os.getpid(),
-            "owner_host": self._host,
-            **(extra or {}),
-        }
-        try:
-            async with self._db.write("start_run", run_id) as conn:
-                await self._upsert_experiment(conn, exp_row)
-                await conn.execute(runs.insert().values(run_row))
-        except StoreError as err:
-            cause = err.__cause__
-            if isinstance(cause, IntegrityError):
-                msg = f"a run with this id already exists ({describe(cause)})"
-                raise DuplicateRun("start_run", msg, run_id=run_id) from cause
-            raise
-
-    async def _upsert_experiment(self, conn: AsyncConnection, row: dict[str, Any]) -> None:
-        changed = {k: row[k] for k in ("definition", "owner", "tags", "metadata", "updated_at")}
-        name = conn.dialect.name
-        if name in ("sqlite", "postgresql"):
-            insert = sqlite_dialect.insert if name == "sqlite" else pg_dialect.insert
-            stmt = insert(experiments).values(row)
-            await conn.execute(stmt.on_conflict_do_update(index_elements=["id"], set_=changed))
-            return
-        result = await conn.execute(
-            experiments.update().where(experiments.c.id == row["id"]).values(changed)
-        )
-        if result.rowcount == 0:
-            await conn.execute(experiments.insert().values(row))
+        await self._writer.write(start_record(
+            experiment, run_id, trace_id=trace_id, batch_id=batch_id, host=self._host,
+            durable=False, extra=extra,
+        ))  # fmt: skip
 
     async def record_attempt(self, run_id: str, record: SpanRecord) -> None:
         """Store one finished stage attempt (a SpanRecord from ``ctx.trace``)."""
-        await self._ensure_open("record_attempt", run_id)
-        row = {
-            "run_id": run_id,
-            "stage": record.stage,
-            "name": record.name,
-            "stage_index": record.stage_index,
-            "attempt": record.attempt,
-            "result": str(record.result),
-            "start_ns": record.start_ns,
-            "end_ns": record.end_ns,
-            "duration_s": record.duration_s,
-            "span_id": record.span_id,
-            "parent_span_id": record.parent_span_id,
-            "error_type": record.error_type,
-            "error_message": record.error_message,
-            "events": to_jsonable([e.to_dict() for e in record.events]),
-        }
-        async with self._db.write("record_attempt", run_id) as conn:
-            await conn.execute(stage_attempts.insert().values(row))
+        await self._writer.write(attempt_record(run_id, record, durable=False))
 
     async def finish_run(
         self,
@@ -255,26 +261,10 @@ class RunStore:
                 f"unknown status {status!r}; expected one of {expected}",
                 run_id=run_id,
             )
-        await self._ensure_open("finish_run", run_id)
-        values: dict[str, Any] = {
-            "status": status,
-            "finished_at": dt.datetime.now(dt.UTC),
-            "failure_stage": failure_stage,
-            "failure_message": failure_message,
-            "error_type": error_type,
-        }
-        if context is not None:
-            data = context.to_dict()
-            values["metrics"] = data["metrics"]
-            values["outputs"] = data["outputs"]
-            values["assigns"] = data["assigns"]
-            trace = data.get("trace")
-            if isinstance(trace, Mapping) and trace.get("trace_id"):
-                values["trace_id"] = trace["trace_id"]
-        async with self._db.write("finish_run", run_id) as conn:
-            result = await conn.execute(runs.update().where(runs.c.id == run_id).values(values))
-            if result.rowcount == 0:
-                raise StoreError("finish_run", "no such run", run_id=run_id)
+        await self._writer.write(finish_record(
+            run_id, status, context=context, failure_stage=failure_stage,
+            failure_message=failure_message, error_type=error_type, durable=False,
+        ))  # fmt: skip
 
     async def record_artifact(
         self,
@@ -286,19 +276,12 @@ class RunStore:
         format: str | None = None,
         metadata: Mapping[str, Any] | None = None,
     ) -> None:
-        """Store one artifact of a run (a report file, a URL, ...)."""
-        await self._ensure_open("record_artifact", run_id)
-        row = {
-            "run_id": run_id,
-            "name": str(name),
-            "type": type,
-            "location": None if location is None else os.fspath(location),
-            "format": format,
-            "metadata": to_jsonable(dict(metadata or {})),
-            "created_at": dt.datetime.now(dt.UTC),
-        }
-        async with self._db.write("record_artifact", run_id) as conn:
-            await conn.execute(artifacts.insert().values(row))
+        """Store one artifact of a run (a report file, a URL, ...); a name recorded again
+        replaces the earlier one."""
+        await self._writer.write(artifact_record(
+            run_id, name, type=type, location=location, format=format, metadata=metadata,
+            durable=False,
+        ))  # fmt: skip
 
     async def mark_abandoned(self) -> int:
         """Mark ``running`` runs of dead processes on this host ``abandoned``; return how many."""

@@ -1,7 +1,9 @@
 """The run store's tables (SQLAlchemy Core) and the UTC datetime type they share.
 
 One schema serves SQLite and PostgreSQL: JSON columns become JSONB on PostgreSQL, and
-auto-increment ids use SQLite's rowid alias there.
+auto-increment ids use SQLite's rowid alias there. Opening a store adds whatever these tables have
+and the database lacks (``migrate``), so a change here must be additive: new tables, new indexes,
+and new columns that are nullable or have a ``server_default``.
 """
 
 from __future__ import annotations
@@ -120,6 +122,8 @@ stage_attempts = sa.Table(
     sa.Column("error_message", sa.Text()),
     sa.Column("events", _JSON, nullable=False),
     sa.Index("ix_stage_attempts_run_id", "run_id"),
+    # One row per span: a journal replayed twice adds nothing (ON CONFLICT DO NOTHING).
+    sa.Index("uq_stage_attempts_run_span", "run_id", "span_id", unique=True),
 )
 
 artifacts = sa.Table(
@@ -137,6 +141,8 @@ artifacts = sa.Table(
     sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.Index("ix_artifacts_run_id", "run_id"),
     sa.Index("ix_artifacts_type", "type"),
+    # One artifact per name and run: recording it again replaces it (ON CONFLICT DO UPDATE).
+    sa.Index("uq_artifacts_run_name", "run_id", "name", unique=True),
 )
 
 checkpoints = sa.Table(

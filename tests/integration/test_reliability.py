@@ -76,7 +76,7 @@ async def test_otlp_endpoint_down_or_slow(endpoint_state: str) -> None:
 
 
 @pytest.mark.postgres
-async def test_store_lost_mid_run_keeps_the_result() -> None:
+async def test_store_lost_mid_run_keeps_the_result(tmp_path: Path) -> None:
     name = f"crucible_rel_{uuid.uuid4().hex[:10]}"
     try:
         admin = await asyncpg.connect(host="127.0.0.1", user="postgres", database="postgres",
@@ -84,7 +84,9 @@ async def test_store_lost_mid_run_keeps_the_result() -> None:
     except (OSError, asyncpg.PostgresError) as err:
         missing_service(f"PostgreSQL not reachable on 127.0.0.1:5432: {err}")
     await admin.execute(f'CREATE DATABASE "{name}"')
-    store = RunStore(f"postgresql://postgres@127.0.0.1:5432/{name}", connect_timeout=2)
+    journal = tmp_path / "journal"
+    store = RunStore(f"postgresql://postgres@127.0.0.1:5432/{name}", connect_timeout=2,
+                     journal_after_s=1, journal_dir=journal)  # fmt: skip
 
     @stage("pull_the_plug", description="Drops the store's database", register=False)
     async def pull_the_plug(ctx: Context) -> Context:
@@ -100,17 +102,28 @@ async def test_store_lost_mid_run_keeps_the_result() -> None:
                                             StageDef(name="quick")]),
             registry=Registry([quick, pull_the_plug]), store=store, run_id="r-plug",
         )  # fmt: skip
+        waiting = store.journal_pending()
     finally:
-        structlog.reset_defaults()
         await store.close()
+        structlog.reset_defaults()
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
     assert ctx.get_metric("n") == 2 and ctx.get_metric("after_plug") is True
     assert ctx.completed_stages() == ["quick", "pull_the_plug"]
-    errors = [json.loads(line) for line in buf.getvalue().splitlines()]
-    store_errors = [e for e in errors if e["event"] == "run store write failed"]
-    assert "finish_run" in {e["operation"] for e in store_errors}
-    assert all(e["run_id"] == "r-plug" for e in store_errors)
+    # Nothing dropped: what the lost database could not take waits in the journal, run() returned
+    # once its final record was there, and the store said so.
+    records = [json.loads(line) for p in journal.glob("*.jsonl")
+               for line in p.read_text().splitlines()[1:]]  # fmt: skip
+    assert {r["run_id"] for r in records} == {"r-plug"}
+    ops = [r["op"] for r in records]
+    assert ops.count("finish_run") == 1 and ops.count("record_attempt") >= 2
+    assert waiting == len(records)
+    events = [json.loads(line) for line in buf.getvalue().splitlines()]
+    names = [e["event"] for e in events]
+    assert "run store unreachable; journaling records" in names
+    assert "run store write failed" not in names
+    (warned,) = [e for e in events if e["event"] == "run store journal has records waiting"]
+    assert warned["records"] == len(records) and warned["journal"] == str(journal)
 
 
 async def test_thousand_concurrent_runs_on_sqlite(tmp_path: Path) -> None:

@@ -244,6 +244,7 @@ async def test_store_failure_in_on_attempt_end_is_logged_not_raised(store: RunSt
     rec = ctx.trace.spans[0]
     with capture_logs() as logs:
         await store.observer.on_attempt_end(attempt=attempt_start(start, rec), record=rec)
+        await store.flush()  # the attempt is only queued; its commit fails in the writer
     failed = [e for e in logs if e["event"] == "run store write failed"]
     assert len(failed) == 1, logs
     assert (failed[0]["log_level"], failed[0]["operation"], failed[0]["run_id"]) == (

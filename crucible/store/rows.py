@@ -1,0 +1,237 @@
+"""The records the store writes, as rows: plain tuples in ``schema.py``'s column order.
+
+A ``Shape`` names the columns a record fills; its rows carry JSON columns already encoded as text
+(what both drivers take, what the journal keeps and what a retry reuses, so each value is encoded
+once) and datetimes as timezone-aware ``datetime``. The builders below turn what the engine and
+the RunStore API hand over into ``Record``s for the writer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import os
+import weakref
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import sqlalchemy as sa
+
+from crucible.context import Context
+from crucible.experiment import Experiment
+from crucible.serialize import to_jsonable
+from crucible.status import RunStatus
+from crucible.store.schema import UTCDateTime, artifacts, experiments, runs, stage_attempts
+from crucible.trace import SpanRecord
+
+__all__ = [
+    "ARTIFACTS",
+    "ATTEMPTS",
+    "EXPERIMENTS",
+    "FINISHES",
+    "RUNS",
+    "Record",
+    "Shape",
+    "artifact_record",
+    "attempt_record",
+    "finish_record",
+    "start_record",
+]
+
+START: Final = "start_run"
+ATTEMPT: Final = "record_attempt"
+ARTIFACT: Final = "record_artifact"
+FINISH: Final = "finish_run"
+
+
+class Json(str):
+    """Text that is already JSON: ``Shape.row`` stores it as it is."""
+
+    __slots__ = ()
+
+
+EMPTY_LIST: Final = Json("[]")
+EMPTY_DICT: Final = Json("{}")
+
+
+class Shape:
+    """The columns of ``table`` that a record fills, in order, and how to encode them."""
+
+    __slots__ = ("_json", "columns", "datetimes", "index", "table")
+
+    def __init__(self, table: sa.Table, columns: Iterable[str] | None = None) -> None:
+        self.table = table
+        if columns is None:  # every column the database does not fill itself
+            columns = (c.name for c in table.columns if c.autoincrement is not True)
+        self.columns: tuple[str, ...] = tuple(columns)
+        self.index = {name: i for i, name in enumerate(self.columns)}
+        types = [table.c[name].type for name in self.columns]
+        self._json = tuple(i for i, t in enumerate(types) if isinstance(t, sa.JSON))
+        self.datetimes = frozenset(i for i, t in enumerate(types) if isinstance(t, UTCDateTime))
+
+    def row(self, values: Mapping[str, Any]) -> tuple[Any, ...]:
+        """A row from ``values`` (missing columns are NULL); JSON columns encoded once, here."""
+        row = [values.get(name) for name in self.columns]
+        for i in self._json:
+            value = row[i]
+            if value is not None and type(value) is not Json:
+                row[i] = json.dumps(value)
+        return tuple(row)
+
+    def to_plain(self, row: tuple[Any, ...]) -> dict[str, Any]:
+        """The row as a JSON-ready mapping (datetimes as ISO text), for the journal."""
+        out = dict(zip(self.columns, row, strict=True))
+        for i in self.datetimes:
+            if row[i] is not None:
+                out[self.columns[i]] = row[i].isoformat()
+        return out
+
+    def from_plain(self, values: Mapping[str, Any]) -> tuple[Any, ...]:
+        """A row back from ``to_plain`` (columns it lacks are NULL)."""
+        row = [values.get(name) for name in self.columns]
+        for i in self.datetimes:
+            if row[i] is not None:
+                row[i] = dt.datetime.fromisoformat(str(row[i]))
+        return tuple(row)
+
+
+EXPERIMENTS: Final = Shape(experiments)
+RUNS: Final = Shape(runs)
+ATTEMPTS: Final = Shape(stage_attempts)
+ARTIFACTS: Final = Shape(artifacts)
+# The finish updates these; a NULL in the last four keeps the stored value (no Context given).
+FINISHES: Final = Shape(
+    runs,
+    ("status", "finished_at", "failure_stage", "failure_message", "error_type",
+     "metrics", "outputs", "assigns", "trace_id", "id"),
+)  # fmt: skip
+SHAPES: Final = {START: RUNS, ATTEMPT: ATTEMPTS, ARTIFACT: ARTIFACTS, FINISH: FINISHES}
+
+
+@dataclass(slots=True, eq=False)
+class Record:
+    """One write for the writer: the operation, its run, its row (and a start's experiment).
+
+    ``done`` (when someone waits) resolves once the row is committed or journaled. A ``durable``
+    record is retried and journaled when the database stays unreachable; one that is not (the
+    RunStore's direct API) fails at the first error, as a plain database call would.
+    """
+
+    op: str
+    run_id: str
+    row: tuple[Any, ...]
+    experiment: tuple[Any, ...] | None = None
+    done: asyncio.Future[str] | None = field(default=None, repr=False)
+    durable: bool = True
+
+
+# --- builders --------------------------------------------------------------------------------
+
+_exp_cache: dict[int, tuple[weakref.ref[Experiment], dict[str, Any]]] = {}
+_EXP_CACHE_SIZE: Final = 256
+
+
+def _experiment_values(experiment: Experiment) -> dict[str, Any]:
+    """The encoded definition of a (frozen) experiment, made once per experiment object."""
+    hit = _exp_cache.get(id(experiment))
+    if hit is not None and hit[0]() is experiment:
+        return hit[1]
+    encoded = {
+        "id": experiment.id,
+        "definition": Json(
+            json.dumps(to_jsonable(experiment.model_dump(mode="json", by_alias=True)))
+        ),
+        "owner": experiment.owner,
+        "tags": Json(json.dumps(to_jsonable(experiment.tags or []))),
+        "metadata": Json(json.dumps(to_jsonable(experiment.metadata or {}))),
+    }
+    if len(_exp_cache) >= _EXP_CACHE_SIZE:
+        _exp_cache.clear()
+    _exp_cache[id(experiment)] = (weakref.ref(experiment), encoded)
+    return encoded
+
+
+def start_record(
+    experiment: Experiment,
+    run_id: str,
+    *,
+    trace_id: str | None,
+    batch_id: str | None,
+    host: str,
+    durable: bool,
+    extra: Mapping[str, Any] | None = None,
+) -> Record:
+    """The experiment upsert and the ``running`` run row, owned by this process.
+
+    ``extra`` fills more columns of the run's row (what it ran: ``reproducible.start_values``).
+    """
+    now = dt.datetime.now(dt.UTC)
+    exp = {**_experiment_values(experiment), "created_at": now, "updated_at": now}
+    exp_row = tuple(map(exp.get, EXPERIMENTS.columns))
+    run_row = RUNS.row({
+        "id": run_id, "experiment_id": experiment.id, "status": RunStatus.RUNNING.value,
+        "started_at": now, "trace_id": trace_id, "batch_id": batch_id, "metrics": EMPTY_DICT,
+        "outputs": EMPTY_LIST, "assigns": EMPTY_DICT, "owner_pid": os.getpid(), "owner_host": host,
+        **(extra or {}),
+    })  # fmt: skip
+    return Record(START, run_id, run_row, exp_row, durable=durable)
+
+
+def attempt_record(run_id: str, record: SpanRecord, *, durable: bool) -> Record:
+    """One finished stage attempt (a SpanRecord from ``ctx.trace``)."""
+    events = to_jsonable([e.to_dict() for e in record.events]) if record.events else EMPTY_LIST
+    row = ATTEMPTS.row({
+        "run_id": run_id, "stage": record.stage, "name": record.name,
+        "stage_index": record.stage_index, "attempt": record.attempt,
+        "result": str(record.result), "start_ns": record.start_ns, "end_ns": record.end_ns,
+        "duration_s": record.duration_s, "span_id": record.span_id,
+        "parent_span_id": record.parent_span_id, "error_type": record.error_type,
+        "error_message": record.error_message, "events": events,
+    })  # fmt: skip
+    return Record(ATTEMPT, run_id, row, durable=durable)
+
+
+def artifact_record(
+    run_id: str,
+    name: str,
+    *,
+    type: str,
+    location: str | os.PathLike[str] | None,
+    format: str | None,
+    metadata: Mapping[str, Any] | None,
+    durable: bool,
+) -> Record:
+    """One artifact of a run; recording the same name again replaces it."""
+    row = ARTIFACTS.row({
+        "run_id": run_id, "name": str(name), "type": type,
+        "location": None if location is None else os.fspath(location), "format": format,
+        "metadata": to_jsonable(dict(metadata or {})), "created_at": dt.datetime.now(dt.UTC),
+    })  # fmt: skip
+    return Record(ARTIFACT, run_id, row, durable=durable)
+
+
+def finish_record(
+    run_id: str,
+    status: str,
+    *,
+    context: Context | None,
+    failure_stage: str | None,
+    failure_message: str | None,
+    error_type: str | None,
+    durable: bool,
+) -> Record:
+    """The final status and time, and (with a context) its metrics, outputs and assigns."""
+    values: dict[str, Any] = {
+        "id": run_id, "status": str(status), "finished_at": dt.datetime.now(dt.UTC),
+        "failure_stage": failure_stage, "failure_message": failure_message,
+        "error_type": error_type,
+    }  # fmt: skip
+    if context is not None:
+        values["metrics"] = to_jsonable(context.metrics) if context.metrics else EMPTY_DICT
+        values["outputs"] = to_jsonable(context.outputs) if context.outputs else EMPTY_LIST
+        values["assigns"] = to_jsonable(context.assigns) if context.assigns else EMPTY_DICT
+        if context.trace is not None and context.trace.trace_id:
+            values["trace_id"] = context.trace.trace_id
+    return Record(FINISH, run_id, FINISHES.row(values), durable=durable)

@@ -1,0 +1,69 @@
+"""WriterThread: a daemon thread with its own event loop, where the writer's transactions run.
+
+Under load the callers' event loop runs hundreds of runs between two of its iterations, and each
+database round trip of a commit made there waits behind all of them. In this thread a commit
+waits only for the database (and the GIL), while the callers' loop waits for one result per
+commit. The thread has its own engine (asyncpg connections belong to the loop that made them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import anyio
+
+from crucible.store.connection import Database
+
+__all__ = ["WriterThread"]
+
+T = TypeVar("T")
+
+
+class WriterThread:
+    """Runs coroutines against ``db`` on a thread of their own; started on first use."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    def _start(self) -> asyncio.AbstractEventLoop:
+        ready = threading.Event()
+        holder: list[asyncio.AbstractEventLoop] = []
+
+        def main() -> None:
+            loop = asyncio.new_event_loop()
+            holder.append(loop)
+            ready.set()
+            try:
+                loop.run_forever()
+                loop.run_until_complete(self.db.dispose())
+            finally:
+                loop.close()
+
+        self._thread = threading.Thread(target=main, name="crucible-store-writer", daemon=True)
+        self._thread.start()
+        ready.wait()
+        self._loop = holder[0]
+        return self._loop
+
+    async def run(self, fn: Callable[[Database], Awaitable[T]]) -> T:
+        """``await fn(db)`` on the writer thread; its result or exception comes back here."""
+        loop = self._loop or self._start()
+
+        async def call() -> T:
+            return await fn(self.db)
+
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(call(), loop))
+
+    async def stop(self) -> None:
+        """Close the thread's engine and end the thread; a later ``run`` starts a new one."""
+        loop, thread = self._loop, self._thread
+        self._loop = self._thread = None
+        if loop is None or thread is None:
+            return
+        loop.call_soon_threadsafe(loop.stop)
+        await anyio.to_thread.run_sync(thread.join)
