@@ -212,6 +212,9 @@ async def run_batch(
     batch_span.end()
     final = [o for o in outcomes if o is not None]
     await notify(watchers.on_batch_end, batch=BatchEnd(started, final))
+    if store is not None and (waiting := store.journal_pending()):
+        _log.warning("run records are waiting in the store's journal", records=waiting,
+                     journal=str(store.journal_dir), database=store.url)  # fmt: skip
     return final
 
 

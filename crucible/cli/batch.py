@@ -40,6 +40,7 @@ from crucible.cli.app import (
 )
 from crucible.cli.batch_summary import BatchReport, batch_json, point_text, print_batch_summary
 from crucible.cli.boards import BatchBoard
+from crucible.cli.journal import warn_if_journaled
 from crucible.cli.output import console, error, print_json, warn
 from crucible.cli.preflight import file_access_for, imports_hint
 from crucible.cli.signals import EXIT_TERMINATED, Terminated, run_cancellable
@@ -143,6 +144,7 @@ async def _batch_async(
     finally:
         with anyio.CancelScope(shield=True):
             await store.close()
+        warn_if_journaled(store)
 
 
 def batch_command(

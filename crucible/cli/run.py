@@ -34,6 +34,7 @@ from crucible.cli.app import (
     guard,
 )
 from crucible.cli.boards import StageBoard
+from crucible.cli.journal import warn_if_journaled
 from crucible.cli.output import console, error, format_duration, metrics_table, say, short
 from crucible.cli.preflight import file_access_for, preflight
 from crucible.cli.signals import EXIT_TERMINATED, Terminated, run_cancellable
@@ -100,6 +101,7 @@ async def _run_async(
     finally:
         with anyio.CancelScope(shield=True):
             await store.close()
+        warn_if_journaled(store)
 
 
 def _trace_id_of(ctx: Context | None) -> str | None:

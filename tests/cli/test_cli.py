@@ -350,3 +350,18 @@ def test_live_display_on_a_terminal(tmp_path: Path, env: dict[str, str]) -> None
     assert "cli_ok" in text and "success" in text
     assert "stage cli_ok ..." not in text  # the table, not the plain lines
     assert "run " in text and "completed" in text
+
+
+def test_records_the_database_could_not_take_are_journaled_and_reported(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    write(
+        tmp_path / "gone.yaml",
+        "id: gone\npipeline:\n  - name: vanish\n    module: tests.support.cli_stages:vanish_stage\n",
+    )
+    res = cli(tmp_path, "run", "gone.yaml", "--allow-imports", "--run-id", "r-gone", env=env)
+    assert res.returncode == 0, res.stderr
+    assert "wait in the journal at" in res.stderr and str(tmp_path / ".crucible") in res.stderr
+    journal = tmp_path / ".crucible" / "journal"
+    lines = [line for f in journal.iterdir() for line in f.read_text().splitlines() if line]
+    assert any("r-gone" in line for line in lines)  # the run's final record, kept, not lost

@@ -106,3 +106,10 @@ async def flaky_stage(ctx: Context, opts: FlakyOptions) -> Context:
         raise RuntimeError("cli_flaky is failing")
     assert ctx.assigns["shape"] == (2, 3)  # what cli_keyed left, restored on resume
     return ctx.put_metric("flaky_ok", True).put_metric("scaled", ctx.metrics["scale"] * 10)
+
+
+@stage("cli_vanish", description="Deletes the run store's SQLite file mid-run", register=False)
+async def vanish_stage(ctx: Context) -> Context:
+    for suffix in ("", "-wal", "-shm"):
+        await anyio.Path(f".crucible/runs.db{suffix}").unlink(missing_ok=True)
+    return ctx.put_metric("vanished", True)
