@@ -1,24 +1,71 @@
-"""Crucible: asyncio experiment pipelines with OpenTelemetry spans, logs and a run store."""
+"""Crucible: asyncio experiment pipelines with OpenTelemetry spans, logs and a run store.
 
-from crucible.batch import BatchItem, RunOutcome, expand_matrix, run_batch
-from crucible.context import Context
-from crucible.engine import run
-from crucible.errors import (
-    CrucibleError,
-    DuplicateRun,
-    ExperimentFileError,
-    InvalidPipeline,
-    Problem,
-    StageError,
-    StageFailed,
-)
-from crucible.experiment import Experiment, OutputSpec, StageDef, load_experiment
-from crucible.observers import RunObserver
-from crucible.registry import Registry, default_registry
-from crucible.reproduce import rerun, resume
+The public names load on first use (PEP 562), so ``import crucible`` and the CLI's ``--help``
+do not pay for the engine, OpenTelemetry's SDK or SQLAlchemy until something needs them.
+``stage`` is imported at once: it shares its name with the ``crucible.stage`` module, and the
+decorator must win.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from crucible.stage import Stage, StageSpec, stage
-from crucible.status import RunStatus
-from crucible.trace import SpanEvent, SpanRecord, Trace
+
+if TYPE_CHECKING:
+    from crucible.batch import BatchItem, RunOutcome, expand_matrix, run_batch
+    from crucible.context import Context
+    from crucible.engine import run
+    from crucible.errors import (
+        CrucibleError,
+        DuplicateRun,
+        ExperimentFileError,
+        InvalidPipeline,
+        Problem,
+        StageError,
+        StageFailed,
+    )
+    from crucible.experiment import Experiment, OutputSpec, StageDef, load_experiment
+    from crucible.observers import RunObserver
+    from crucible.registry import Registry, default_registry
+    from crucible.reproduce import rerun, resume
+    from crucible.status import RunStatus
+    from crucible.trace import SpanEvent, SpanRecord, Trace
+
+_WHERE: dict[str, str] = {
+    "BatchItem": "crucible.batch",
+    "RunOutcome": "crucible.batch",
+    "expand_matrix": "crucible.batch",
+    "run_batch": "crucible.batch",
+    "Context": "crucible.context",
+    "run": "crucible.engine",
+    "CrucibleError": "crucible.errors",
+    "DuplicateRun": "crucible.errors",
+    "ExperimentFileError": "crucible.errors",
+    "InvalidPipeline": "crucible.errors",
+    "Problem": "crucible.errors",
+    "StageError": "crucible.errors",
+    "StageFailed": "crucible.errors",
+    "Experiment": "crucible.experiment",
+    "OutputSpec": "crucible.experiment",
+    "StageDef": "crucible.experiment",
+    "load_experiment": "crucible.experiment",
+    "RunObserver": "crucible.observers",
+    "Registry": "crucible.registry",
+    "default_registry": "crucible.registry",
+    "rerun": "crucible.reproduce",
+    "resume": "crucible.reproduce",
+    "RunStatus": "crucible.status",
+    "SpanEvent": "crucible.trace",
+    "SpanRecord": "crucible.trace",
+    "Trace": "crucible.trace",
+}
+# Submodules reachable as attributes (``crucible.logging.configure(...)``) without an import.
+_SUBMODULES = frozenset(
+    {"batch", "compare", "engine", "errors", "experiment", "executors", "files", "logging",
+     "observers", "registry", "store", "telemetry", "testing", "ui"}
+)  # fmt: skip
 
 __all__ = [
     "BatchItem",
@@ -51,3 +98,19 @@ __all__ = [
     "run_batch",
     "stage",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is not None:
+        value = getattr(importlib.import_module(module), name)
+    elif name in _SUBMODULES:
+        value = importlib.import_module(f"crucible.{name}")
+    else:
+        raise AttributeError(f"module 'crucible' has no attribute {name!r}")
+    globals()[name] = value  # next time: a plain attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*__all__, *_SUBMODULES})

@@ -9,14 +9,16 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, overload
+from typing import TYPE_CHECKING, Any, overload
 
 from pyrsistent import PVector, pvector
 
-from crucible.experiment.models import Experiment
 from crucible.frozen import FrozenMap, StageList, slot_setters
 from crucible.serialize import to_jsonable
 from crucible.trace import SpanEvent, Trace
+
+if TYPE_CHECKING:
+    from crucible.experiment.models import Experiment
 
 COMPLETED_STAGES = "completed_stages"
 FIELDS = (

@@ -22,9 +22,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 import anyio
-import structlog
 
-from crucible.provenance import experiment_config
 from crucible.status import RunStatus
 from crucible.trace import SpanRecord
 
@@ -45,7 +43,13 @@ __all__ = [
     "StageInfo",
 ]
 
-_log = structlog.get_logger("crucible.observers")
+
+def _log_failure(hook: Callable[..., Any], err: Exception) -> None:
+    import structlog  # only when an observer breaks
+
+    structlog.get_logger("crucible.observers").error(
+        "run observer failed", hook=_name(hook), error=repr(err)
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +108,8 @@ class RunStart(NamedTuple):
 
         Shared between runs of the same Experiment object: read it, never change it.
         """
+        from crucible.provenance import experiment_config  # loads the experiment machinery
+
         return experiment_config(self.experiment)
 
 
@@ -270,7 +276,7 @@ def fire(hooks: Sequence[Callable[..., Any]], **event: Any) -> Awaitable[None] |
         try:
             result = hook(**event)
         except Exception as err:
-            _log.error("run observer failed", hook=_name(hook), error=repr(err))
+            _log_failure(hook, err)
             continue
         if result is not None and inspect.isawaitable(result):
             return _finish(hook, result, hooks[i + 1 :], event)
@@ -288,7 +294,7 @@ async def _finish(
     except anyio.get_cancelled_exc_class():
         raise
     except Exception as err:
-        _log.error("run observer failed", hook=_name(hook), error=repr(err))
+        _log_failure(hook, err)
     more = fire(rest, **event)
     if more is not None:
         await more

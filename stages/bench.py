@@ -26,7 +26,7 @@ from crucible.experiment import Stats
 from crucible.registry import load_option_callable
 from crucible.serialize import to_jsonable
 from crucible.stage import stage
-from stages import _stats
+from stages import _stat_names
 
 __all__ = ["BenchFailed", "BenchOptions", "BenchTestOptions", "bench", "extract_groups"]
 
@@ -143,7 +143,7 @@ class BenchOptions(BaseModel):
     @field_validator("tests")
     @classmethod
     def _known_tests(cls, v: list[str] | None) -> list[str] | None:
-        return None if v is None else _stats.canonical_tests(v)
+        return None if v is None else _stat_names.canonical_tests(v)
 
     @field_validator("data_source")
     @classmethod
@@ -155,12 +155,12 @@ class BenchOptions(BaseModel):
     def _known_correction(cls, v: str | None) -> str | None:
         if v is None:
             return None
-        return _stats.canonical_correction(v) or "none"  # explicit "none" beats stats config
+        return _stat_names.canonical_correction(v) or "none"  # explicit "none" beats stats config
 
     @field_validator("effect_size")
     @classmethod
     def _known_effect_size(cls, v: str | None) -> str | None:
-        return None if v is None else _stats.canonical_effect_size(v)
+        return None if v is None else _stat_names.canonical_effect_size(v)
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,13 +209,13 @@ def resolve_settings(opts: BenchOptions, stats: Stats | None) -> _Settings:
     try:
         tests = opts.tests
         if tests is None and stats is not None:
-            tests = _stats.canonical_tests(stats.tests)
+            tests = _stat_names.canonical_tests(stats.tests)
         correction = opts.correction
         if correction is None and stats is not None:
-            correction = _stats.canonical_correction(stats.multiple_testing_correction)
+            correction = _stat_names.canonical_correction(stats.multiple_testing_correction)
         effect = opts.effect_size
         if effect is None and stats is not None and stats.effect_size_type is not None:
-            effect = _stats.canonical_effect_size(stats.effect_size_type)
+            effect = _stat_names.canonical_effect_size(stats.effect_size_type)
     except ValueError as err:
         raise BenchFailed(f"invalid reliability.stats configuration: {err}") from None
     alpha = _first(opts.alpha, stats.alpha if stats is not None else None, DEFAULT_ALPHA)
@@ -362,6 +362,10 @@ def extract_groups(ctx: Context, source: str) -> Extracted:
 
 
 def _analyse(extracted: Extracted, s: _Settings) -> dict[str, Any]:
+    # numpy and scipy load here, in the worker thread of bench's first run: importing this
+    # module (to list stages or validate options) stays cheap.
+    from stages import _stats
+
     return _stats.analyse(
         extracted.groups,
         tests=s.tests,

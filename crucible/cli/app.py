@@ -18,10 +18,9 @@ from typing import Annotated, TextIO, cast
 
 import typer
 
-from crucible import logging as crucible_logging
 from crucible.cli.output import error, warn
 from crucible.errors import CrucibleError, ExperimentFileError
-from crucible.telemetry.setup import EXPORTERS
+from crucible.telemetry.choices import EXPORTERS
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -101,6 +100,8 @@ class _StderrProxy:
 def configure_logging(*, json_logs: bool) -> None:
     """structlog to stderr at the ``--log-level``; JSON lines with ``--json-logs``."""
     level = _STATE.log_level.value
+    from crucible import logging as crucible_logging  # structlog loads only when used
+
     crucible_logging.configure(json=json_logs, level=level, stream=cast(TextIO, _StderrProxy()))
 
 

@@ -5,18 +5,10 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Mapping, Sequence
-from typing import Annotated, Any, cast
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
-import anyio
 import typer
 
-from crucible.batch import (
-    DEFAULT_TRACE_CHILDREN,
-    BatchItem,
-    RunOutcome,
-    expand_matrix,
-    run_batch,
-)
 from crucible.cli.app import (
     DEFAULT_JAEGER_URL,
     EXIT_FAILED,
@@ -51,13 +43,18 @@ from crucible.cli.tracing import (
     trace_destination,
     trace_link,
 )
-from crucible.engine import plan
-from crucible.errors import CrucibleError, InvalidPipeline
-from crucible.experiment import Experiment, load_with_overrides
-from crucible.files import FileAccess, using_access
-from crucible.registry import Registry, default_registry
-from crucible.store import RunStore
-from crucible.telemetry.setup import TelemetryHandle
+
+if TYPE_CHECKING:
+    from crucible.batch import (
+        BatchItem,
+        RunOutcome,
+    )
+    from crucible.experiment import Experiment
+    from crucible.files import FileAccess
+    from crucible.registry import Registry
+    from crucible.store import RunStore
+    from crucible.telemetry.setup import TelemetryHandle
+
 
 DEFAULT_CONCURRENCY = 8
 
@@ -68,6 +65,10 @@ def _point_of(item: BatchItem) -> Mapping[str, Any]:
 
 
 def expand_file_matrix(experiment: Experiment, *, source: str) -> list[BatchItem]:
+
+    from crucible.batch import expand_matrix
+    from crucible.errors import CrucibleError
+
     """The experiment's matrix as batch items; a bad matrix is a CliError naming the file."""
     try:
         return expand_matrix(experiment)
@@ -83,11 +84,16 @@ def preflight_batch(
     source: str,
     access: FileAccess,
 ) -> None:
+
+    from crucible.engine import plan
+    from crucible.errors import InvalidPipeline
+    from crucible.files import using_access
+
     """Resolve and validate every variant before any runs; problems name their matrix point."""
     found: dict[str, list[str]] = {}
     bad_variants = 0
     for item in items:
-        experiment = cast(Experiment, item.experiment)
+        experiment = cast("Experiment", item.experiment)
         try:
             with using_access(access):
                 plan(experiment, registry, allow_imports=allow_imports)
@@ -104,7 +110,7 @@ def preflight_batch(
             lines.append(f"{source} [every matrix point]: {text}")
         else:
             lines.extend(f"{source} [{p}]: {text}" if p else f"{source}: {text}" for p in points)
-    lines.extend(imports_hint(cast(Experiment, items[0].experiment), allow_imports=allow_imports))
+    lines.extend(imports_hint(cast("Experiment", items[0].experiment), allow_imports=allow_imports))
     scope = f" in {bad_variants} of {len(items)} matrix points" if len(items) > 1 else ""
     raise CliError(f"{source}: invalid pipeline{scope}; nothing was run", lines=lines)
 
@@ -124,6 +130,11 @@ async def _batch_async(
     url: str | None,
     access: FileAccess,
 ) -> list[RunOutcome]:
+
+    import anyio
+
+    from crucible.batch import run_batch
+
     try:
         await store.open()
         return await run_batch(
@@ -167,6 +178,12 @@ def batch_command(
     json_: JsonOption = False,
     jaeger_url: JaegerOption = DEFAULT_JAEGER_URL,
 ) -> None:
+
+    from crucible.batch import DEFAULT_TRACE_CHILDREN
+    from crucible.experiment import load_with_overrides
+    from crucible.registry import default_registry
+    from crucible.store import RunStore
+
     """Run every point of the experiment's matrix as one batch; print a summary per run."""
     with guard():
         check_timeout(timeout)

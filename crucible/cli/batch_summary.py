@@ -4,16 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich import box
 from rich.table import Table
 from rich.text import Text
 
-from crucible.batch import RunOutcome, summarize
 from crucible.cli.output import console, cut, flatten_metrics, format_duration, say, value_text
 from crucible.errors import StageFailed
 from crucible.serialize import to_jsonable
+
+if TYPE_CHECKING:
+    from crucible.batch import RunOutcome
+
 
 _OUTCOME_STYLES = {
     "completed": "green",
@@ -79,6 +82,9 @@ def _metrics_cell(metrics: Mapping[str, Any]) -> str:
 
 
 def batch_json(outcomes: Sequence[RunOutcome], report: BatchReport) -> dict[str, Any]:
+
+    from crucible.batch import summarize
+
     """The ``--json`` document of a finished batch."""
     return {
         "batch_id": report.batch_id,
@@ -132,6 +138,9 @@ def _runs_table(outcomes: Sequence[RunOutcome], report: BatchReport) -> Table:
 
 
 def print_batch_summary(outcomes: Sequence[RunOutcome], report: BatchReport) -> None:
+
+    from crucible.batch import summarize
+
     """The table of runs, the failures, the totals and where the batch's trace and runs went."""
     say()
     console().print(_runs_table(outcomes, report))

@@ -12,7 +12,7 @@ import time
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich import box
 from rich.console import Console, RenderableType
@@ -31,12 +31,14 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from crucible.batch import BatchProgress
 from crucible.cli.output import STATUS_STYLES, format_duration
-from crucible.engine import PlannedStage
 from crucible.observers import AttemptStart, BatchStart, RunEnd, RunObserver, RunStart
 from crucible.status import RunStatus
-from crucible.trace import SpanRecord
+
+if TYPE_CHECKING:
+    from crucible.batch import BatchProgress
+    from crucible.engine import PlannedStage
+    from crucible.trace import SpanRecord
 
 
 @dataclass
@@ -144,6 +146,8 @@ class BatchBoard(RunObserver):
         self._console = console
         self._total = total
         self._printed_bucket = 0
+        from crucible.batch import BatchProgress
+
         self.last = BatchProgress(total=total)
         self.trace_id: str | None = None
         self._progress: Progress | None = None

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich import box
@@ -17,13 +17,20 @@ from rich.text import Text
 from crucible.cli.app import CliError, JsonOption, StoreOption, guard
 from crucible.cli.output import console, print_json, say, value_text
 from crucible.cli.runs import store_missing
-from crucible.compare import DiffRow, RunDiff, diff_runs, run_configuration
-from crucible.store import RunInfo, RunStore
+
+if TYPE_CHECKING:
+    from crucible.compare import DiffRow, RunDiff
+    from crucible.store import RunInfo
+
 
 _MISSING_TEXT = "-"
 
 
 async def _read(url: str | None, run_ids: Sequence[str]) -> tuple[list[RunInfo | None], list[Any]]:
+
+    from crucible.compare import run_configuration
+    from crucible.store import RunStore
+
     store = RunStore(url)
     try:
         infos = [await store.get_run(rid) for rid in run_ids]
@@ -89,6 +96,9 @@ def diff_command(
     store: StoreOption = None,
     json_: JsonOption = False,
 ) -> None:
+
+    from crucible.compare import diff_runs
+
     """Show what differs between stored runs: configuration, versions, status, metrics."""
     with guard():
         if len(runs) < 2 or len(set(runs)) != len(runs):

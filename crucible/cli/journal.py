@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from crucible.cli.output import warn
-from crucible.store import RunStore
+
+if TYPE_CHECKING:
+    from crucible.store import RunStore
 
 
 def warn_if_journaled(store: RunStore) -> None:

@@ -4,19 +4,23 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from crucible.cli.app import CliError
-from crucible.engine import PlannedStage, plan
-from crucible.errors import InvalidPipeline
-from crucible.experiment import Experiment
-from crucible.files import FileAccess, using_access
-from crucible.registry import Registry
+
+if TYPE_CHECKING:
+    from crucible.engine import PlannedStage
+    from crucible.experiment import Experiment
+    from crucible.files import FileAccess
+    from crucible.registry import Registry
 
 
 def file_access_for(
     file: Path, allow_read: Sequence[Path] | None, allow_write: Sequence[Path] | None
 ) -> FileAccess:
     """Where a run of ``file`` may read and write: the defaults plus ``--allow-read/-write``."""
+    from crucible.files import FileAccess
+
     return FileAccess.default(
         experiment_dir=file.parent, allow_read=allow_read or (), allow_write=allow_write or ()
     )
@@ -41,6 +45,10 @@ def preflight(
     access: FileAccess,
 ) -> list[PlannedStage]:
     """Resolve and validate every stage; a bad pipeline becomes a CliError listing problems."""
+    from crucible.engine import plan
+    from crucible.errors import InvalidPipeline
+    from crucible.files import using_access
+
     try:
         with using_access(access):
             return plan(experiment, registry, allow_imports=allow_imports)

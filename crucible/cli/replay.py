@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -27,17 +27,20 @@ from crucible.cli.app import (
     guard,
 )
 from crucible.cli.output import say
-from crucible.cli.run import execute_run
 from crucible.cli.runs import store_missing
-from crucible.files import FileAccess
-from crucible.reproduce import Replay, prepare_rerun, prepare_resume
-from crucible.store import RunStore
+
+if TYPE_CHECKING:
+    from crucible.reproduce import Replay
+
 
 RunIdArgument = Annotated[str, typer.Argument(help="The stored run's id.", show_default=False)]
-Prepare = Callable[..., Awaitable[Replay]]
+Prepare = Callable[..., Awaitable["Replay"]]
 
 
 def _prepare(prepare: Prepare, store_url: str | None, run_id: str, sets: Sequence[str]) -> Replay:
+
+    from crucible.store import RunStore
+
     """Read the stored run and make it ready to run again (ReplayError explains a refusal)."""
     if store_missing(store_url):
         raise CliError(f"unknown run id {run_id!r}: no run store at {store_url or 'the default'}")
@@ -60,6 +63,10 @@ def _execute(
     checkpoint: bool = False,
     **options: Any,
 ) -> int:
+
+    from crucible.cli.run import execute_run
+    from crucible.files import FileAccess
+
     experiment = replay.experiment
     if checkpoint:
         experiment = experiment.model_copy(update={"checkpoint": True})
@@ -87,6 +94,9 @@ def rerun_command(
     checkpoint: CheckpointOption = False,
     jaeger_url: JaegerOption = DEFAULT_JAEGER_URL,
 ) -> None:
+
+    from crucible.reproduce import prepare_rerun
+
     """Run a stored run's configuration again as a new run, linked to the original.
 
     Secret options were redacted when the run was stored: pass each again with --set.
@@ -116,6 +126,9 @@ def resume_command(
     allow_write: AllowWriteOption = None,
     jaeger_url: JaegerOption = DEFAULT_JAEGER_URL,
 ) -> None:
+
+    from crucible.reproduce import prepare_resume
+
     """Continue a failed, cancelled or abandoned run from its first unfinished stage.
 
     Needs the run's checkpoints (checkpoint: true, or --checkpoint when it ran). The stages

@@ -6,12 +6,10 @@ import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import anyio
 import typer
 
-from crucible.artifact import Artifact
 from crucible.cli.app import (
     DEFAULT_JAEGER_URL,
     EXIT_FAILED,
@@ -45,14 +43,14 @@ from crucible.cli.tracing import (
     trace_destination,
     trace_link,
 )
-from crucible.context import Context
-from crucible.engine import run
-from crucible.errors import StageFailed
-from crucible.experiment import Experiment, load_with_overrides
-from crucible.files import FileAccess
-from crucible.registry import Registry, default_registry
-from crucible.store import RunStore
-from crucible.telemetry.setup import TelemetryHandle
+
+if TYPE_CHECKING:
+    from crucible.context import Context
+    from crucible.errors import StageFailed
+    from crucible.experiment import Experiment
+    from crucible.files import FileAccess
+    from crucible.registry import Registry
+    from crucible.telemetry.setup import TelemetryHandle
 
 
 @dataclass
@@ -75,6 +73,13 @@ async def _run_async(
     access: FileAccess,
     extra: Mapping[str, Any],
 ) -> _Outcome:
+
+    import anyio
+
+    from crucible.engine import run
+    from crucible.errors import StageFailed
+    from crucible.store import RunStore
+
     store = RunStore(store_url)
     try:
         await store.open()
@@ -120,6 +125,9 @@ def _print_where(
 
 
 def _print_artifacts(ctx: Context) -> None:
+
+    from crucible.artifact import Artifact
+
     if not ctx.artifacts:
         return
     say("reports:")
@@ -183,6 +191,9 @@ def run_command(
     checkpoint: CheckpointOption = False,
     jaeger_url: JaegerOption = DEFAULT_JAEGER_URL,
 ) -> None:
+
+    from crucible.experiment import load_with_overrides
+
     """Run an experiment: pre-flight, run every stage, store the run, print where it went."""
     with guard():
         check_timeout(timeout)
@@ -211,6 +222,9 @@ def execute_run(
     access: FileAccess,
     extra: Mapping[str, Any] | None = None,
 ) -> int:
+
+    from crucible.registry import default_registry
+
     """Pre-flight, then run ``experiment`` on a live board; the exit code (0, 1, 130 or 143).
 
     ``access`` says where stages may read and write; ``extra`` goes to ``crucible.run`` as

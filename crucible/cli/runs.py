@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich import box
@@ -32,12 +32,18 @@ from crucible.cli.output import (
     say,
 )
 from crucible.status import RunStatus
-from crucible.store import RunInfo, RunStore, normalize_url
+
+if TYPE_CHECKING:
+    from crucible.store import RunInfo
+
 
 runs_app = typer.Typer(help="Inspect runs recorded in the run store.", no_args_is_help=True)
 
 
 def store_missing(url: str | None) -> bool:
+
+    from crucible.store import normalize_url
+
     """True when the store is a SQLite file that does not exist (so no run was ever stored)."""
     parsed = normalize_url(url)
     db = parsed.database
@@ -47,6 +53,9 @@ def store_missing(url: str | None) -> bool:
 
 
 async def _with_store(url: str | None, op: str, **kwargs: Any) -> Any:
+
+    from crucible.store import RunStore
+
     store = RunStore(url)
     try:
         return await getattr(store, op)(**kwargs)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich import box
@@ -12,8 +12,9 @@ from rich.text import Text
 
 from crucible.cli.app import CliError, JsonOption, guard
 from crucible.cli.output import console, print_json, say, short
-from crucible.registry import ENTRY_POINT_GROUP, default_registry
-from crucible.stage import StageSpec
+
+if TYPE_CHECKING:
+    from crucible.stage import StageSpec
 
 
 def type_text(spec: Any) -> str:
@@ -109,6 +110,9 @@ def stages_command(
     ] = None,
     json_: JsonOption = False,
 ) -> None:
+
+    from crucible.registry import ENTRY_POINT_GROUP, default_registry
+
     """List the registered stages (entry-point group crucible.stages) and their options."""
     with guard():
         registry = default_registry()

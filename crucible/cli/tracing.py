@@ -5,10 +5,13 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from crucible.cli.app import CliError
 from crucible.cli.output import jaeger_link, warn
-from crucible.telemetry.setup import TelemetryHandle, configure
+
+if TYPE_CHECKING:
+    from crucible.telemetry.setup import TelemetryHandle
 
 DEFAULT_EXPORTER = "file"
 SHUTDOWN_TIMEOUT_S = 5.0
@@ -16,6 +19,8 @@ SHUTDOWN_TIMEOUT_S = 5.0
 
 def setup_telemetry(exporter: str | None) -> TelemetryHandle:
     """Configure (and install globally) the providers for ``--exporter`` or the environment."""
+    from crucible.telemetry.setup import configure  # the SDK loads only when a run needs it
+
     chosen = exporter or os.environ.get("OTEL_TRACES_EXPORTER", "").strip() or DEFAULT_EXPORTER
     try:
         handle = configure(exporter=chosen, set_global=True)

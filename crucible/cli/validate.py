@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from crucible.cli.app import (
     AllowImportsOption,
     AllowReadOption,
@@ -12,8 +14,9 @@ from crucible.cli.app import (
 )
 from crucible.cli.output import say
 from crucible.cli.preflight import file_access_for, preflight
-from crucible.experiment import load_with_overrides
-from crucible.registry import default_registry
+
+if TYPE_CHECKING:
+    pass
 
 
 def validate_command(
@@ -23,6 +26,10 @@ def validate_command(
     allow_read: AllowReadOption = None,
     allow_write: AllowWriteOption = None,
 ) -> None:
+
+    from crucible.experiment import load_with_overrides
+    from crucible.registry import default_registry
+
     """Check an experiment file without running it: stages resolve, options validate."""
     with guard():
         experiment = load_with_overrides(file, set_ or [])

@@ -1,8 +1,27 @@
-"""Telemetry: engine-side spans and metrics, and provider setup for applications and the CLI."""
+"""Telemetry: engine-side spans and metrics, and provider setup for applications and the CLI.
 
-from crucible.telemetry.carrier import parent_context
-from crucible.telemetry.setup import ShutdownReport, TelemetryHandle, configure
-from crucible.telemetry.spans import fallback_tracer_provider, resolve_tracer_provider
+Names load on first use, so importing a submodule (``crucible.telemetry.conventions``) does not
+load the OpenTelemetry SDK and its exporters.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from crucible.telemetry.carrier import parent_context
+    from crucible.telemetry.setup import ShutdownReport, TelemetryHandle, configure
+    from crucible.telemetry.spans import fallback_tracer_provider, resolve_tracer_provider
+
+_WHERE = {
+    "parent_context": "crucible.telemetry.carrier",
+    "ShutdownReport": "crucible.telemetry.setup",
+    "TelemetryHandle": "crucible.telemetry.setup",
+    "configure": "crucible.telemetry.setup",
+    "fallback_tracer_provider": "crucible.telemetry.spans",
+    "resolve_tracer_provider": "crucible.telemetry.spans",
+}
 
 __all__ = [
     "ShutdownReport",
@@ -12,3 +31,12 @@ __all__ = [
     "parent_context",
     "resolve_tracer_provider",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'crucible.telemetry' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

@@ -31,6 +31,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 
+from crucible.telemetry.choices import EXPORTERS, PROTOCOLS
 from crucible.telemetry.dropcount import (
     CountingSpanExporter,
     CountingSpanProcessor,
@@ -51,8 +52,6 @@ __all__ = [
 _log = logging.getLogger(__name__)
 
 DEFAULT_SERVICE_NAME = "crucible"
-EXPORTERS = ("otlp", "console", "file", "none")
-PROTOCOLS = ("http/protobuf", "grpc")
 _HTTP_DEFAULT_BASE = "http://localhost:4318"
 _GRPC_DEFAULT_ENDPOINT = "http://localhost:4317"
 _TRACES_PATH = "v1/traces"

@@ -357,7 +357,8 @@ def test_records_the_database_could_not_take_are_journaled_and_reported(
 ) -> None:
     write(
         tmp_path / "gone.yaml",
-        "id: gone\npipeline:\n  - name: vanish\n    module: tests.support.cli_stages:vanish_stage\n",
+        "id: gone\npipeline:\n  - name: vanish\n"
+        "    module: tests.support.cli_stages:vanish_stage\n",
     )
     res = cli(tmp_path, "run", "gone.yaml", "--allow-imports", "--run-id", "r-gone", env=env)
     assert res.returncode == 0, res.stderr

@@ -1,0 +1,8 @@
+"""The exporters and OTLP protocols ``configure`` accepts (light: the CLI's help lists them)."""
+
+from __future__ import annotations
+
+from typing import Final
+
+EXPORTERS: Final = ("otlp", "console", "file", "none")
+PROTOCOLS: Final = ("http/protobuf", "grpc")
