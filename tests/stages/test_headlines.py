@@ -35,10 +35,10 @@ async def test_two_groups_difference_ci_first_test_and_effect_size() -> None:
     welch = stats.ttest_ind(CANDIDATE, BASELINE, equal_var=False)
     ci = welch.confidence_interval(0.95)
     diff = float(np.mean(CANDIDATE) - np.mean(BASELINE))
-    g = result["effect_size"]["value"]
+    g, size = result["effect_size"]["value"], result["effect_size"]["interpretation"]
     expected = (
         f"candidate {MINUS} baseline = {diff:.3f}, 95 % CI [{ci.low:.3f}, {ci.high:.3f}], "
-        f"Welch p = {welch.pvalue:.2g}, Hedges g = {g:.2f} ({result['effect_size']['interpretation']})"
+        f"Welch p = {welch.pvalue:.2g}, Hedges g = {g:.2f} ({size})"
     )
     assert result["headline"] == expected == headline(result)
     assert expected.startswith(f"candidate {MINUS} baseline = 0.084, 95 % CI [0.029, 0.139]")
