@@ -362,8 +362,8 @@ def _apply_correction(results: Iterable[Result], method: str, alpha: float) -> N
         entry["significant_adjusted"] = adjusted < alpha
 
 
-def _describe(name: str, x: FloatArray, confidence_level: float) -> Result:
-    """Descriptive statistics of one group with a t-based CI of its mean."""
+def _summary(name: str, x: FloatArray, confidence_level: float) -> Result:
+    """One group's size, mean, standard deviation and t-based CI of the mean (None for n < 2)."""
     n = int(x.size)
     mean = float(x.mean())
     std: float | None = None
@@ -372,12 +372,13 @@ def _describe(name: str, x: FloatArray, confidence_level: float) -> Result:
         std = float(np.std(x, ddof=1))
         half = float(stats.t.ppf((1 + confidence_level) / 2, n - 1)) * std / math.sqrt(n)
         ci = _interval(mean - half, mean + half)
+    return {"group": name, "n": n, "mean": mean, "std": std, "confidence_interval": ci}
+
+
+def _describe(name: str, x: FloatArray, confidence_level: float) -> Result:
+    """Descriptive statistics of the only group that has data."""
     return {
-        "group": name,
-        "n": n,
-        "mean": mean,
-        "std": std,
-        "confidence_interval": ci,
+        **_summary(name, x, confidence_level),
         "confidence_level": confidence_level,
         "tests_skipped": "only one group has data; comparison tests need two or more groups",
     }
@@ -434,6 +435,7 @@ def analyse(
         "confidence_level": level,
         "tests_run": canonical,
         "correction": method,
+        "group_stats": [_summary(n, x, level) for n, x in zip(names, samples, strict=True)],
     }
     if len(samples) == 1:
         out["results"] = _describe(names[0], samples[0], level)

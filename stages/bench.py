@@ -2,7 +2,8 @@
 
 Groups of numbers come from the run's outputs (grouped by prompt), from list-valued metrics, or
 from a custom extractor; ``stages._stats.analyse`` does the statistics in a worker thread and the
-JSON-safe summary lands in ``metrics["bench"]``.
+JSON-safe summary lands in ``metrics["bench"]``, with its one-line ``headline`` (see
+``stages.headlines``).
 """
 
 from __future__ import annotations
@@ -27,8 +28,9 @@ from crucible.registry import load_option_callable
 from crucible.serialize import to_jsonable
 from crucible.stage import stage
 from stages import _stat_names
+from stages.headlines import bench_headline as headline
 
-__all__ = ["BenchFailed", "BenchOptions", "BenchTestOptions", "bench", "extract_groups"]
+__all__ = ["BenchFailed", "BenchOptions", "BenchTestOptions", "bench", "extract_groups", "headline"]
 
 _log = structlog.get_logger("crucible.stages.bench")
 
@@ -427,6 +429,7 @@ async def bench(ctx: Context, opts: BenchOptions) -> Context:
             _log.warning("bench skipped non-mapping outputs", count=extracted.skipped_outputs)
     result["timestamp"] = timestamp
     metric = to_jsonable(result, redact_secrets=False)
+    metric["headline"] = headline(metric)
     return ctx.put_metric("bench", metric).record_event(
         "bench.analysed",
         groups=len(extracted.groups),

@@ -21,6 +21,7 @@ from crucible.context import Context
 from crucible.errors import CrucibleError
 from crucible.registry import load_option_callable
 from crucible.stage import stage
+from stages.headlines import data_checks_headline
 
 __all__ = [
     "DataChecksFailed",
@@ -30,8 +31,12 @@ __all__ = [
     "data_checks",
     "examples_from",
     "find_missing",
+    "flagged_rows",
     "short_repr",
 ]
+
+FLAGGED_LIMIT = 20
+"""How many flagged examples ``metrics["data_checks"]["flagged"]`` names (all are in assigns)."""
 
 _repr = reprlib.Repr()
 _repr.maxstring = 80
@@ -168,6 +173,41 @@ def _count_missing(issues: Sequence[Any]) -> int:
     return total
 
 
+def _example_id(example: Any) -> Any:
+    """An example's own ``id`` when it has a short scalar one, else None."""
+    if not isinstance(example, Mapping):
+        return None
+    value = example.get("id")
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        return None
+    return value if not isinstance(value, str) or len(value) <= 80 else short_repr(value)
+
+
+def flagged_rows(issues: Sequence[Any], examples: Sequence[Any]) -> list[dict[str, Any]]:
+    """The first FLAGGED_LIMIT issues as ``{"index", "id"?, "missing"?, "error"?}`` (no example
+    bodies: they can be large, and a report or the store should not copy them)."""
+    rows: list[dict[str, Any]] = []
+    for issue in issues[:FLAGGED_LIMIT]:
+        if not isinstance(issue, Mapping):
+            rows.append({"issue": short_repr(issue)})
+            continue
+        row: dict[str, Any] = {}
+        index = issue.get("index")
+        if isinstance(index, int) and not isinstance(index, bool):
+            row["index"] = index
+            ident = _example_id(examples[index]) if 0 <= index < len(examples) else None
+            if ident is not None:
+                row["id"] = ident
+        missing = issue.get("missing")
+        if isinstance(missing, list | tuple):
+            row["missing"] = [str(m) for m in missing]
+        why = issue.get("error") or issue.get("reason")
+        if why is not None:
+            row["error"] = short_repr(why) if not isinstance(why, str) else why[:200]
+        rows.append(row)
+    return rows
+
+
 async def _run_checker(checker: Any, examples: Sequence[Any], opts: DataChecksOptions) -> list[Any]:
     name = callable_name(checker)
     try:
@@ -193,7 +233,8 @@ async def _run_checker(checker: Any, examples: Sequence[Any], opts: DataChecksOp
     register=False,
 )
 async def data_checks(ctx: Context, opts: DataChecksOptions) -> Context:
-    """Record ``metrics["data_checks"]`` and ``assigns["data_issues"]``; fail fast if asked."""
+    """Record ``metrics["data_checks"]`` (counts, the first flagged rows, a headline) and
+    ``assigns["data_issues"]``; fail fast if asked."""
     examples = examples_from(ctx, DataChecksFailed)
     if examples is None:
         return ctx
@@ -219,6 +260,8 @@ async def data_checks(ctx: Context, opts: DataChecksOptions) -> Context:
         "missing_required": len(issues),
         "missing_fields": _count_missing(issues),
         "required_fields": list(opts.required_fields),
+        "flagged": flagged_rows(issues, examples),
     }
+    metric["headline"] = data_checks_headline(metric)
     ctx = ctx.record_event("data_checks.checked", total=len(examples), issues=len(issues))
     return ctx.put_metric("data_checks", metric).assign("data_issues", issues)

@@ -1,20 +1,17 @@
 """The ``report`` stage: render metrics, outputs and stage timings per ``experiment.outputs``.
 
-Formats: markdown (.md), json (.json) and html (.html, one self-contained page). Sinks: ``file``
+Formats: markdown (.md), json (.json) and html (.html, one self-contained page); what they
+show is in ``stages.report_view`` and how in ``stages.report_formats``. Sinks: ``file``
 (atomic writes inside ``out_dir``, recorded as artifacts) and ``stdout``. Every spec is checked
 before anything is written, so a bad spec leaves no partial reports behind.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import html
-import json
 import os
 import re
 import sys
 import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,10 +23,19 @@ from crucible.context import Context
 from crucible.errors import CrucibleError
 from crucible.experiment import OutputSpec
 from crucible.files import DEFAULT_WRITE_DIR, WriteDir, current_access
-from crucible.serialize import to_jsonable
 from crucible.stage import stage
+from stages.report_formats import render
+from stages.report_view import Document, build_document
 
-__all__ = ["EXTENSIONS", "ReportError", "ReportOptions", "build_document", "render", "report"]
+__all__ = [
+    "EXTENSIONS",
+    "Document",
+    "ReportError",
+    "ReportOptions",
+    "build_document",
+    "render",
+    "report",
+]
 
 EXTENSIONS: dict[str, str] = {"markdown": ".md", "json": ".json", "html": ".html"}
 """Supported formats and the file extension each is written with."""
@@ -60,190 +66,6 @@ class ReportOptions(BaseModel):
         if isinstance(v, str) and not v.strip():
             raise ValueError("out_dir must not be empty")
         return v
-
-
-# --- the document ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Document:
-    """Everything a report shows, already JSON-safe."""
-
-    experiment_id: str
-    run_id: str
-    generated_at: str
-    metrics: dict[str, Any]
-    outputs: list[Any]
-    stages: list[dict[str, Any]]
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "experiment_id": self.experiment_id,
-            "run_id": self.run_id,
-            "generated_at": self.generated_at,
-            "metrics": self.metrics,
-            "outputs": self.outputs,
-            "stages": self.stages,
-        }
-
-
-def _timing_rows(ctx: Context) -> list[dict[str, Any]]:
-    """One row per finished stage attempt recorded in ``ctx.trace``."""
-    if ctx.trace is None:
-        return []
-    rows = []
-    for span in ctx.trace.spans:
-        error = span.error_type
-        if error is not None and span.error_message:
-            error = f"{error}: {span.error_message}"
-        rows.append(
-            {
-                "stage": span.stage,
-                "attempt": span.attempt,
-                "result": span.result,
-                "duration_ms": round((span.end_ns - span.start_ns) / 1e6, 3),
-                "error": error,
-            }
-        )
-    return rows
-
-
-def build_document(ctx: Context) -> Document:
-    """Snapshot the context as JSON-safe data (secret-looking values redacted)."""
-    metrics = to_jsonable(ctx.metrics)
-    outputs = to_jsonable(ctx.outputs)
-    return Document(
-        experiment_id=ctx.experiment_id,
-        run_id=ctx.run_id,
-        generated_at=dt.datetime.now(dt.UTC).isoformat(),
-        metrics=metrics if isinstance(metrics, dict) else {},
-        outputs=outputs if isinstance(outputs, list) else [],
-        stages=to_jsonable(_timing_rows(ctx)),
-    )
-
-
-def _pretty(value: Any) -> str:
-    return json.dumps(value, indent=2, ensure_ascii=False, allow_nan=False)
-
-
-def _fence(body: str) -> str:
-    """A backtick fence longer than any backtick run inside ``body``."""
-    longest = max((len(m) for m in re.findall(r"`+", body)), default=0)
-    return "`" * max(3, longest + 1)
-
-
-def _md_cell(value: Any) -> str:
-    text = "" if value is None else str(value)
-    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\r", " ").replace("\n", " ")
-
-
-def render_markdown(doc: Document) -> str:
-    """Markdown: heading, run facts, metrics and outputs as JSON blocks, a timing table."""
-    parts = [
-        f"# Experiment {doc.experiment_id}",
-        "",
-        f"- Run: `{doc.run_id}`",
-        f"- Generated: {doc.generated_at}",
-        "",
-    ]
-    for title, value in (("Metrics", doc.metrics), ("Outputs", doc.outputs)):
-        body = _pretty(value)
-        fence = _fence(body)
-        parts += [f"## {title}", "", f"{fence}json", body, fence, ""]
-    parts += ["## Stage timings", ""]
-    if doc.stages:
-        parts += [
-            "| Stage | Attempt | Result | Duration (ms) | Error |",
-            "| --- | ---: | --- | ---: | --- |",
-        ]
-        for row in doc.stages:
-            cells = (row["stage"], row["attempt"], row["result"], row["duration_ms"], row["error"])
-            parts.append("| " + " | ".join(_md_cell(c) for c in cells) + " |")
-    else:
-        parts.append("No stage has finished before this report.")
-    return "\n".join(parts) + "\n"
-
-
-def render_json(doc: Document) -> str:
-    """JSON: the whole document, strictly valid (no NaN), pretty-printed."""
-    return _pretty(doc.as_json()) + "\n"
-
-
-_CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem;color:#1b1f24;
-background:#fff;line-height:1.45}
-h1{font-size:1.5rem;margin-bottom:.25rem}h2{font-size:1.15rem;margin-top:2rem}
-dl{display:grid;grid-template-columns:max-content auto;gap:.2rem 1rem}dt{font-weight:600}
-table{border-collapse:collapse;margin:.5rem 0;min-width:40%}
-th,td{border:1px solid #d0d7de;padding:.3rem .6rem;text-align:left;vertical-align:top}
-th{background:#f6f8fa}td.num{text-align:right;font-variant-numeric:tabular-nums}
-pre{background:#f6f8fa;padding:.6rem;overflow:auto;margin:0;font-size:.85rem}
-.success{color:#1a7f37}.failure,.error,.timeout,.cancellation{color:#cf222e}.skip{color:#6e7781}
-""".strip()
-
-
-def _esc(value: Any) -> str:
-    return html.escape("" if value is None else str(value), quote=True)
-
-
-def render_html(doc: Document) -> str:
-    """HTML: one self-contained page (inline CSS, no scripts or external assets), all escaped."""
-    out = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>Experiment {_esc(doc.experiment_id)} — run {_esc(doc.run_id)}</title>",
-        f"<style>{_CSS}</style></head><body>",
-        f"<h1>Experiment {_esc(doc.experiment_id)}</h1>",
-        "<dl>",
-        f"<dt>Experiment</dt><dd>{_esc(doc.experiment_id)}</dd>",
-        f"<dt>Run</dt><dd>{_esc(doc.run_id)}</dd>",
-        f"<dt>Generated</dt><dd>{_esc(doc.generated_at)}</dd>",
-        "</dl>",
-        "<h2>Metrics</h2>",
-    ]
-    if doc.metrics:
-        out.append("<table><thead><tr><th>Metric</th><th>Value</th></tr></thead><tbody>")
-        for key, value in doc.metrics.items():
-            shown = value if isinstance(value, str) else _pretty(value)
-            out.append(f"<tr><td>{_esc(key)}</td><td><pre>{_esc(shown)}</pre></td></tr>")
-        out.append("</tbody></table>")
-    else:
-        out.append("<p>No metrics.</p>")
-    out += [
-        "<h2>Outputs</h2>",
-        f"<pre>{_esc(_pretty(doc.outputs))}</pre>",
-        "<h2>Stage timings</h2>",
-    ]
-    if doc.stages:
-        out.append(
-            "<table><thead><tr><th>Stage</th><th>Attempt</th><th>Result</th>"
-            "<th>Duration (ms)</th><th>Error</th></tr></thead><tbody>"
-        )
-        for row in doc.stages:
-            result = _esc(row["result"])
-            out.append(
-                f'<tr><td>{_esc(row["stage"])}</td><td class="num">{_esc(row["attempt"])}</td>'
-                f'<td class="{result}">{result}</td>'
-                f'<td class="num">{_esc(row["duration_ms"])}</td><td>{_esc(row["error"])}</td></tr>'
-            )
-        out.append("</tbody></table>")
-    else:
-        out.append("<p>No stage has finished before this report.</p>")
-    out.append("</body></html>")
-    return "\n".join(out) + "\n"
-
-
-RENDERERS: dict[str, Callable[[Document], str]] = {
-    "markdown": render_markdown,
-    "json": render_json,
-    "html": render_html,
-}
-
-
-def render(doc: Document, fmt: str) -> str:
-    """Render ``doc`` in one of EXTENSIONS' formats."""
-    return RENDERERS[fmt](doc)
 
 
 # --- planning: check every spec before writing anything ----------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
@@ -30,8 +31,15 @@ from crucible.cli.app import (
     configure_logging,
     guard,
 )
-from crucible.cli.batch_summary import BatchReport, batch_json, point_text, print_batch_summary
+from crucible.cli.batch_summary import (
+    BatchReport,
+    batch_json,
+    parse_show,
+    point_text,
+    print_batch_summary,
+)
 from crucible.cli.boards import BatchBoard
+from crucible.cli.export import check_export_path, export_runs
 from crucible.cli.journal import warn_if_journaled
 from crucible.cli.output import console, error, print_json, warn
 from crucible.cli.preflight import file_access_for, imports_hint
@@ -177,6 +185,24 @@ def batch_command(
     ] = None,
     json_: JsonOption = False,
     jaeger_url: JaegerOption = DEFAULT_JAEGER_URL,
+    show: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--show",
+            metavar="METRIC[,METRIC]",
+            help="Metric columns of the summary (flattened keys such as bench.headline); "
+            "default: the runs' headlines, else their first numeric metrics.",
+        ),
+    ] = None,
+    export: Annotated[
+        Path | None,
+        typer.Option(
+            "--export",
+            metavar="FILE.csv",
+            help="Also write one CSV row per run: ids, status, matrix values, metrics "
+            "(the --show ones, else all).",
+        ),
+    ] = None,
 ) -> None:
 
     from crucible.batch import DEFAULT_TRACE_CHILDREN
@@ -189,6 +215,8 @@ def batch_command(
         check_timeout(timeout)
         if batch_id is not None and not batch_id.strip():
             raise CliError("--batch-id must not be empty")
+        columns = parse_show(show)
+        export_to = check_export_path(export) if export is not None else None
         experiment = load_with_overrides(file, set_ or [])
         if checkpoint:
             experiment = experiment.model_copy(update={"checkpoint": True})
@@ -265,8 +293,10 @@ def batch_command(
                 if json_:
                     print_json(batch_json(outcomes, report))
                 else:
-                    print_batch_summary(outcomes, report)
+                    print_batch_summary(outcomes, report, columns)
                 code = 0 if all(o.ok for o in outcomes) else EXIT_FAILED
+                if export_to and not export_runs(export_to, outcomes, report.points, columns):
+                    code = EXIT_FAILED
         finally:
             shutdown_telemetry(handle)
     raise typer.Exit(code)

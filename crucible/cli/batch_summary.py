@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -10,9 +11,12 @@ from rich import box
 from rich.table import Table
 from rich.text import Text
 
-from crucible.cli.output import console, cut, flatten_metrics, format_duration, say, value_text
+from crucible.cli.output import console, elide, format_duration, say, value_text, warn
 from crucible.errors import StageFailed
+from crucible.flatten import flatten, is_number
+from crucible.headline import is_headline_key
 from crucible.serialize import to_jsonable
+from crucible.ui.display import number
 
 if TYPE_CHECKING:
     from crucible.batch import RunOutcome
@@ -27,7 +31,8 @@ _OUTCOME_STYLES = {
 _MATRIX_WIDTH = 60
 _METRICS_SHOWN = 3
 _METRICS_WIDTH = 48
-_SHORT_TRACE = 8
+_SHORT_ID = 8
+_SUGGESTED = 8
 
 
 def point_text(point: Mapping[str, Any]) -> str:
@@ -73,12 +78,52 @@ def _outcome_metrics(outcome: RunOutcome) -> Mapping[str, Any]:
     return outcome.context.metrics if outcome.context is not None else {}
 
 
-def _metrics_cell(metrics: Mapping[str, Any]) -> str:
-    pairs = flatten_metrics(metrics)
-    text = ", ".join(f"{k}={value_text(v, 20)}" for k, v in pairs[:_METRICS_SHOWN])
-    if len(pairs) > _METRICS_SHOWN:
-        text += f", … (+{len(pairs) - _METRICS_SHOWN})"
-    return cut(text, _METRICS_WIDTH) or "-"
+def flat_metrics(outcome: RunOutcome) -> dict[str, Any]:
+    """A run's metrics as flat ``a.b`` keys, secret-looking values redacted."""
+    metrics = to_jsonable(dict(_outcome_metrics(outcome)))
+    return flatten(metrics) if isinstance(metrics, dict) else {}
+
+
+def default_columns(flat: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The runs' headlines when they have any, else their first few numeric metrics."""
+    seen: dict[str, None] = {}
+    for metrics in flat:
+        seen.update(dict.fromkeys(k for k in metrics if is_headline_key(k)))
+    if seen:
+        return list(seen)
+    for metrics in flat:
+        seen.update(dict.fromkeys(k for k, v in metrics.items() if is_number(v)))
+    return list(seen)[:_METRICS_SHOWN]
+
+
+def parse_show(values: Sequence[str] | None) -> list[str] | None:
+    """``--show a,b --show c`` as ``[a, b, c]``; None when not given."""
+    if not values:
+        return None
+    names = [n.strip() for v in values for n in v.split(",") if n.strip()]
+    return list(dict.fromkeys(names)) or None
+
+
+def _suggest(key: str, known: Sequence[str]) -> str:
+    """``; did you mean ...`` for near names, else a few of the names there are."""
+    close = difflib.get_close_matches(key, known, n=3, cutoff=0.6)
+    if close:
+        return f"; did you mean {', '.join(close)}?"
+    if not known:
+        return ""
+    more = f", … ({len(known)} in all)" if len(known) > _SUGGESTED else ""
+    return f"; metrics include {', '.join(known[:_SUGGESTED])}{more}"
+
+
+def _cell(metrics: Mapping[str, Any], key: str) -> Text:
+    if key not in metrics:
+        return Text("-", style="dim")
+    value = metrics[key]
+    if is_number(value):
+        return Text(number(value))
+    if is_headline_key(key) and isinstance(value, str):
+        return Text(value)  # whole: the table wraps it between words
+    return Text(value_text(value, _METRICS_WIDTH))
 
 
 def batch_json(outcomes: Sequence[RunOutcome], report: BatchReport) -> dict[str, Any]:
@@ -115,35 +160,49 @@ def batch_json(outcomes: Sequence[RunOutcome], report: BatchReport) -> dict[str,
     }
 
 
-def _runs_table(outcomes: Sequence[RunOutcome], report: BatchReport) -> Table:
+def _runs_table(
+    outcomes: Sequence[RunOutcome], report: BatchReport, columns: Sequence[str]
+) -> Table:
     table = Table(box=box.SIMPLE_HEAD, show_edge=False)
     table.add_column("#", justify="right")
     table.add_column("matrix", overflow="fold")
     table.add_column("status")
     table.add_column("duration", justify="right")
-    table.add_column("metrics", overflow="fold")
+    for key in columns:
+        table.add_column(key, overflow="fold", justify="left" if is_headline_key(key) else "right")
     table.add_column("run id", no_wrap=True)
     table.add_column("trace id", no_wrap=True)
     for o in outcomes:
+        metrics = flat_metrics(o)
         table.add_row(
             str(o.index),
-            Text(cut(point_text(report.points[o.index]), _MATRIX_WIDTH) or "-"),
+            Text(elide(point_text(report.points[o.index]), _MATRIX_WIDTH) or "-"),
             Text(o.status, style=_OUTCOME_STYLES.get(o.status, "")),
             format_duration(o.duration_s),
-            Text(_metrics_cell(_outcome_metrics(o))),
-            Text(o.run_id),
-            (o.trace_id or "-")[:_SHORT_TRACE],
+            *(_cell(metrics, key) for key in columns),
+            Text(o.run_id[:_SHORT_ID]),
+            (o.trace_id or "-")[:_SHORT_ID],
         )
     return table
 
 
-def print_batch_summary(outcomes: Sequence[RunOutcome], report: BatchReport) -> None:
+def print_batch_summary(
+    outcomes: Sequence[RunOutcome], report: BatchReport, show: Sequence[str] | None = None
+) -> None:
 
     from crucible.batch import summarize
 
-    """The table of runs, the failures, the totals and where the batch's trace and runs went."""
+    """The table of runs (``show``: its metric columns), the failures, the totals and where
+    the batch's trace and runs went. Run and trace ids are cut to 8 characters here; ``--json``
+    and ``--export`` have them whole."""
+    flat = [flat_metrics(o) for o in outcomes]
+    columns = list(show) if show else default_columns(flat)
+    known = sorted({k for m in flat for k in m})
+    for key in columns:
+        if key not in known:
+            warn(f"warning: --show {key!r}: no run has this metric{_suggest(key, known)}")
     say()
-    console().print(_runs_table(outcomes, report))
+    console().print(_runs_table(outcomes, report, columns))
     failures = [o for o in outcomes if not o.ok]
     if failures:
         say("failures:")

@@ -13,6 +13,7 @@ from rich.console import Console, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from crucible.headline import headlines, is_headline_key
 from crucible.serialize import to_jsonable
 
 _VALUE_WIDTH = 80
@@ -78,9 +79,9 @@ def format_duration(seconds: float | None) -> str:
 
 
 def _rounded(value: Any) -> Any:
-    """Floats to 6 significant digits for display (0.6313000000000001 -> 0.6313)."""
+    """Floats to 4 significant digits for display (0.07669999999999999 -> 0.0767)."""
     if isinstance(value, float):
-        return float(f"{value:.6g}")
+        return float(f"{value:.4g}")
     if isinstance(value, dict):
         return {k: _rounded(v) for k, v in value.items()}
     if isinstance(value, list):
@@ -93,20 +94,37 @@ def cut(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+def elide(text: str, width: int) -> str:
+    """``text`` shortened to about ``width`` characters at a token boundary, ending ``…``.
+
+    JSON items (``", "``) are kept whole where possible, then words; a single token longer
+    than ``width`` is kept whole (the table wraps it) rather than cut through the middle.
+    """
+    if len(text) <= width:
+        return text
+    room = max(1, width - 2)  # space for " …"
+    for sep in (", ", " "):
+        at = text.rfind(sep, 0, room + 1)
+        if at > 0:
+            return text[:at].rstrip(",:") + " …"
+    first = text.find(" ")
+    return text if first < 0 else text[:first].rstrip(",:") + " …"
+
+
 def short(value: Any, width: int = _VALUE_WIDTH) -> str:
-    """A JSON rendering of ``value`` (floats rounded for display), cut to ``width`` characters."""
+    """A JSON rendering of ``value`` (floats rounded for display), elided at a token boundary."""
     try:
         shown = _rounded(to_jsonable(value))
         text = json.dumps(shown, ensure_ascii=False, separators=(", ", ": "))
     except (TypeError, ValueError):
         text = repr(value)
-    return cut(text, width)
+    return elide(text, width)
 
 
 def value_text(value: Any, width: int = 40) -> str:
     """A value for a table cell: strings as they are, anything else as compact JSON."""
     if isinstance(value, str):
-        return cut(value, width)
+        return elide(value, width)
     return short(value, width)
 
 
@@ -115,7 +133,7 @@ def flatten_metrics(
 ) -> list[tuple[str, Any]]:
     """Nested metric mappings as ``(dotted.key, value)`` pairs, in insertion order.
 
-    Below ``max_depth`` levels a mapping stays whole (shown as truncated JSON).
+    Below ``max_depth`` levels a mapping stays whole (shown as elided JSON).
     """
     out: list[tuple[str, Any]] = []
     for key, value in metrics.items():
@@ -128,18 +146,41 @@ def flatten_metrics(
     return out
 
 
-def metrics_table(metrics: Mapping[str, Any], title: str) -> RenderableType:
-    """Metrics as a two-column table sorted by dotted key; ``title: (none)`` when empty."""
-    # Three levels keep the summary short (bench.test_results.ttest stays one row); the
-    # report and `crucible runs show --json` have everything.
-    rows = sorted(flatten_metrics(metrics, max_depth=3), key=lambda kv: kv[0])
+def headlines_table(metrics: Mapping[str, Any]) -> Table | None:
+    """The metrics' one-line results (see ``crucible.headline``), wrapped at word boundaries."""
+    lines = headlines(metrics)
+    if not lines:
+        return None
+    table = Table(title="results", title_justify="left", box=None, show_header=False)
+    table.add_column("metric", no_wrap=True, style="bold")
+    table.add_column("result", overflow="fold")
+    for name, line in lines:
+        table.add_row(Text(name), Text(line))
+    return table
+
+
+def metrics_table(
+    metrics: Mapping[str, Any], title: str, *, width: int | None = None
+) -> RenderableType:
+    """Metrics as a two-column table sorted by dotted key; ``title: (none)`` when empty.
+
+    Values longer than the line allows are elided at a token boundary (the store and
+    ``--json`` keep them whole); headlines are left out, ``headlines_table`` shows them.
+    """
+    # Three levels keep the summary short (bench.test_results.ttest stays one row).
+    rows = sorted(
+        ((k, v) for k, v in flatten_metrics(metrics, max_depth=3) if not is_headline_key(k)),
+        key=lambda kv: kv[0],
+    )
     if not rows:
         return Text(f"{title}: (none)")
+    key_width = max(len(k) for k, _ in rows)
+    room = max(24, (width or console().width) - key_width - 6)
     table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, show_edge=False)
     table.add_column("metric", no_wrap=True)
     table.add_column("value", overflow="fold")
     for key, value in rows:
-        table.add_row(Text(key), Text(short(value)))
+        table.add_row(Text(key), Text(short(value, room)))
     return table
 
 

@@ -6,7 +6,8 @@ import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -33,7 +34,16 @@ from crucible.cli.app import (
 )
 from crucible.cli.boards import StageBoard
 from crucible.cli.journal import warn_if_journaled
-from crucible.cli.output import console, error, format_duration, metrics_table, say, short
+from crucible.cli.output import (
+    console,
+    error,
+    format_duration,
+    headlines_table,
+    metrics_table,
+    print_json,
+    say,
+    short,
+)
 from crucible.cli.preflight import file_access_for, preflight
 from crucible.cli.signals import EXIT_TERMINATED, Terminated, run_cancellable
 from crucible.cli.tracing import (
@@ -113,11 +123,9 @@ def _trace_id_of(ctx: Context | None) -> str | None:
     return ctx.trace.trace_id if ctx is not None and ctx.trace is not None else None
 
 
-def _print_where(
-    run_id: str, trace_id: str | None, handle: TelemetryHandle, jaeger_url: str
-) -> None:
+def _print_where(trace_id: str | None, handle: TelemetryHandle, jaeger_url: str) -> None:
+    """Where the trace went (the run id is on the summary's first line, once)."""
     say(f"trace:    {trace_destination(handle)}")
-    say(f"run id:   {run_id}")
     say(f"trace id: {trace_id or '-'}")
     link = trace_link(handle, jaeger_url, trace_id)
     if link:
@@ -133,8 +141,59 @@ def _print_artifacts(ctx: Context) -> None:
     say("reports:")
     for name, value in ctx.artifacts.items():
         art = Artifact.from_value(name, value)
-        where = art.location if art.location is not None else short(value)
+        where = _relative(art.location) if art.location is not None else short(value)
         say(f"  {name}: {where}" + (f" ({art.format})" if art.format else ""))
+
+
+def _relative(location: str) -> str:
+    """A file path under the working directory as a short relative path; others unchanged."""
+    path = Path(location)
+    if path.is_absolute() and path.is_relative_to(Path.cwd()):
+        return str(path.relative_to(Path.cwd()))
+    return location
+
+
+def _print_results(ctx: Context, title: str) -> None:
+    """Headline results first, then the metric table."""
+    out = console()
+    table = headlines_table(ctx.metrics)
+    if table is not None:
+        out.print(table)
+        say()
+    out.print(metrics_table(ctx.metrics, title))
+
+
+def _run_json(
+    outcome: _Outcome, *, run_id: str, trace_id: str | None, jaeger: str | None, elapsed: float
+) -> dict[str, Any]:
+    """The ``--json`` document: the run's status, headlines, full metrics and artifacts."""
+    from crucible.headline import headlines
+
+    ctx = outcome.context or (outcome.failure.context if outcome.failure else None)
+    failure = outcome.failure
+    status = "completed"
+    if failure is not None:
+        status = {"timeout": "timed_out", "cancellation": "cancelled"}.get(failure.result, "failed")
+    metrics = dict(ctx.metrics) if ctx is not None else {}
+    return {
+        "run_id": run_id,
+        "experiment_id": ctx.experiment_id if ctx is not None else None,
+        "status": status,
+        "duration_s": elapsed,
+        "trace_id": trace_id,
+        "jaeger_url": jaeger,
+        "headlines": dict(headlines(metrics)),
+        "metrics": metrics,
+        "artifacts": dict(ctx.artifacts) if ctx is not None else {},
+        "error": None
+        if failure is None
+        else {
+            "stage": failure.stage,
+            "result": failure.result,
+            "type": type(failure.cause).__name__,
+            "message": str(failure.cause),
+        },
+    }
 
 
 def _report_outcome(
@@ -145,8 +204,20 @@ def _report_outcome(
     handle: TelemetryHandle,
     jaeger_url: str,
     elapsed: float,
+    json_: bool = False,
 ) -> int:
-    out = console()
+    last = outcome.context or (outcome.failure.context if outcome.failure else None)
+    trace_id = _trace_id_of(last) or board.trace_id
+    code = 0 if outcome.context is not None else EXIT_FAILED
+    if json_:
+        if outcome.failure is not None:
+            stopped = outcome.failure
+            error(f"run {run_id} failed: stage {stopped.stage!r} ended with {stopped.result}")
+        link = trace_link(handle, jaeger_url, trace_id)
+        print_json(
+            _run_json(outcome, run_id=run_id, trace_id=trace_id, jaeger=link, elapsed=elapsed)
+        )
+        return code
     if outcome.context is not None:
         ctx = outcome.context
         n = len(ctx.experiment.pipeline)
@@ -156,10 +227,11 @@ def _report_outcome(
             f"(experiment {ctx.experiment_id}, {n} stage{'s' if n != 1 else ''})",
             style="green",
         )
-        out.print(metrics_table(ctx.metrics, "metrics"))
+        say()
+        _print_results(ctx, "metrics")
         _print_artifacts(ctx)
-        _print_where(run_id, _trace_id_of(ctx) or board.trace_id, handle, jaeger_url)
-        return 0
+        _print_where(trace_id, handle, jaeger_url)
+        return code
     failure = outcome.failure
     assert failure is not None
     cause = failure.cause
@@ -168,13 +240,12 @@ def _report_outcome(
         f"run {run_id} {verb}: stage {failure.stage!r} ended with {failure.result}: "
         f"{type(cause).__name__}: {cause}"
     )
-    last = failure.context
     say()
     if last is not None:
-        out.print(metrics_table(last.metrics, "last good metrics"))
+        _print_results(last, "last good metrics")
         _print_artifacts(last)
-    _print_where(run_id, _trace_id_of(last) or board.trace_id, handle, jaeger_url)
-    return EXIT_FAILED
+    _print_where(trace_id, handle, jaeger_url)
+    return code
 
 
 def run_command(
@@ -190,6 +261,12 @@ def run_command(
     allow_write: AllowWriteOption = None,
     checkpoint: CheckpointOption = False,
     jaeger_url: JaegerOption = DEFAULT_JAEGER_URL,
+    json_: Annotated[
+        bool,
+        typer.Option(
+            "--json", help="Print the finished run (full metrics) as JSON; progress to stderr."
+        ),
+    ] = False,
 ) -> None:
 
     from crucible.experiment import load_with_overrides
@@ -204,6 +281,7 @@ def run_command(
             experiment, source=file.name, run_id=run_id, store=store, exporter=exporter,
             json_logs=json_logs, timeout=timeout, allow_imports=allow_imports,
             jaeger_url=jaeger_url, access=file_access_for(file, allow_read, allow_write),
+            json_=json_,
         )  # fmt: skip
     raise typer.Exit(code)
 
@@ -221,6 +299,7 @@ def execute_run(
     jaeger_url: str,
     access: FileAccess,
     extra: Mapping[str, Any] | None = None,
+    json_: bool = False,
 ) -> int:
 
     from crucible.registry import default_registry
@@ -228,7 +307,8 @@ def execute_run(
     """Pre-flight, then run ``experiment`` on a live board; the exit code (0, 1, 130 or 143).
 
     ``access`` says where stages may read and write; ``extra`` goes to ``crucible.run`` as
-    keyword arguments (a rerun's or resume's links).
+    keyword arguments (a rerun's or resume's links); ``json_`` prints the finished run as JSON
+    on stdout and the progress on stderr.
     """
     registry = default_registry()
     planned = preflight(
@@ -238,7 +318,7 @@ def execute_run(
         configure_logging(json_logs=True)
     rid = run_id or str(uuid.uuid4())
     handle = setup_telemetry(exporter)
-    out = console()
+    out = console(stderr=json_)  # keep stdout clean for --json
     board = StageBoard(planned, out, live=out.is_interactive)
     code = EXIT_FAILED
     try:
@@ -263,12 +343,12 @@ def execute_run(
         except (KeyboardInterrupt, Terminated) as stop:
             why = "terminated (SIGTERM)" if isinstance(stop, Terminated) else "interrupted"
             error(f"run {rid} cancelled ({why}); it is recorded as cancelled")
-            _print_where(rid, board.trace_id, handle, jaeger_url)
+            _print_where(board.trace_id, handle, jaeger_url)
             code = EXIT_TERMINATED if isinstance(stop, Terminated) else EXIT_INTERRUPTED
         else:
             code = _report_outcome(
                 outcome, run_id=rid, board=board, handle=handle, jaeger_url=jaeger_url,
-                elapsed=time.perf_counter() - started,
+                elapsed=time.perf_counter() - started, json_=json_,
             )  # fmt: skip
     finally:
         shutdown_telemetry(handle)

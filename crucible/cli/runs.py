@@ -26,16 +26,24 @@ from crucible.cli.output import (
     STATUS_STYLES,
     console,
     format_duration,
+    headlines_table,
     jaeger_link,
     metrics_table,
     print_json,
     say,
+    value_text,
+    warn,
 )
+from crucible.flatten import flatten, is_number
+from crucible.headline import is_headline_key
 from crucible.status import RunStatus
+from crucible.ui.display import number
 
 if TYPE_CHECKING:
     from crucible.store import RunInfo
 
+
+_SHORT_ID = 8
 
 runs_app = typer.Typer(help="Inspect runs recorded in the run store.", no_args_is_help=True)
 
@@ -77,6 +85,29 @@ def _run_style(status: str) -> str:
     return {"completed": "green", "running": "yellow"}.get(status, "red")
 
 
+async def _list_runs(url: str | None, *, batch: str | None, **filters: Any) -> list[RunInfo]:
+    """Runs matching the filters; ``batch`` is a whole batch id or, failing that, its start."""
+    from crucible.store import RunStore
+
+    store = RunStore(url)
+    try:
+        found: list[RunInfo] = await store.list_runs(batch_id=batch, **filters)
+        if batch is not None and not found:
+            found = await store.list_runs(batch_prefix=batch, **filters)
+        return found
+    finally:
+        await store.close()
+
+
+def _metric_cell(metrics: dict[str, Any], name: str) -> Text:
+    if name not in metrics:
+        return Text("-", style="dim")
+    value = metrics[name]
+    if is_headline_key(name) and isinstance(value, str):
+        return Text(value)  # whole: the table wraps it between words
+    return Text(number(value) if is_number(value) else value_text(value, 60))
+
+
 @runs_app.command("list")
 def runs_list_command(
     store: StoreOption = None,
@@ -87,38 +118,69 @@ def runs_list_command(
     status: Annotated[
         RunStatus | None, typer.Option("--status", help="Only runs with this status.")
     ] = None,
+    batch: Annotated[
+        str | None,
+        typer.Option(
+            "--batch", metavar="ID", help="Only runs of this batch (its id, or the id's start)."
+        ),
+    ] = None,
+    metric: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--metric",
+            metavar="NAME",
+            help="Add a column with this metric (flattened key, e.g. bench.headline); repeatable.",
+        ),
+    ] = None,
     json_: JsonOption = False,
     jaeger_url: JaegerOption = DEFAULT_JAEGER_URL,
 ) -> None:
     """List stored runs, newest first."""
     with guard():
+        if batch is not None and not batch.strip():
+            raise CliError("--batch must not be empty")
+        names = list(dict.fromkeys(n.strip() for n in metric or [] if n.strip()))
         runs: list[RunInfo] = []
         if not store_missing(store):
             runs = asyncio.run(
-                _with_store(
-                    store, "list_runs", limit=limit, experiment_id=experiment, status=status
-                )
+                _list_runs(store, batch=batch, limit=limit, experiment_id=experiment, status=status)
             )
+        flat = [flatten(r.metrics) for r in runs]
         if json_:
-            print_json([_run_json(r, jaeger_url) for r in runs])
+            rows = [_run_json(r, jaeger_url) for r in runs]
+            if names:
+                for row, values in zip(rows, flat, strict=True):
+                    row["selected_metrics"] = {n: values.get(n) for n in names}
+            print_json(rows)
             return
         if not runs:
-            say("no runs recorded")
+            say("no runs recorded" if batch is None else f"no runs recorded for batch {batch!r}")
             return
+        # Ids are never broken across lines; metric columns take the Jaeger link's place
+        # (runs show and --json have it).
         table = Table(box=box.SIMPLE_HEAD, show_edge=False)
-        for col in ("run id", "experiment", "status", "started", "duration", "trace id", "jaeger"):
+        table.add_column("run id", no_wrap=True)
+        for col in ("experiment", "batch", "status", "started", "duration", *names):
             table.add_column(col, overflow="fold")
-        for r in runs:
+        table.add_column("trace id", no_wrap=True)
+        if not names:
+            table.add_column("jaeger", overflow="fold")
+        for r, values in zip(runs, flat, strict=True):
             table.add_row(
                 Text(r.run_id),
                 Text(r.experiment_id),
+                Text(r.batch_id[:_SHORT_ID] if r.batch_id else "-"),
                 Text(r.status, style=_run_style(r.status)),
                 _when(r.started_at),
                 format_duration(r.duration_s),
+                *(_metric_cell(values, n) for n in names),
                 r.trace_id or "-",
-                jaeger_link(jaeger_url, r.trace_id) or "-",
+                *([] if names else [jaeger_link(jaeger_url, r.trace_id) or "-"]),
             )
         console().print(table)
+        missing = [n for n in names if not any(n in v for v in flat)]
+        for name in missing:
+            warn(f"warning: --metric {name!r}: none of these runs has this metric")
 
 
 @runs_app.command("show")
@@ -174,6 +236,10 @@ def _show_run(info: RunInfo, jaeger_url: str) -> None:
     for key, value in fields:
         say(f"{key + ':':<11} {value}")
     say()
+    results = headlines_table(info.metrics)
+    if results is not None:
+        out.print(results)
+        say()
     out.print(metrics_table(info.metrics, "metrics"))
     say()
     if info.attempts:

@@ -341,9 +341,14 @@ class RunStore:
 
     @staticmethod
     def _filters(
-        experiment_id: str | None, status: str | None, batch_id: str | None
+        experiment_id: str | None,
+        status: str | None,
+        batch_id: str | None,
+        batch_prefix: str | None = None,
     ) -> Sequence[sa.ColumnElement[bool]]:
         conds: list[sa.ColumnElement[bool]] = []
+        if batch_prefix is not None:  # what a short id shown in a table matches
+            conds.append(runs.c.batch_id.startswith(batch_prefix, autoescape=True))
         if experiment_id is not None:
             conds.append(runs.c.experiment_id == experiment_id)
         if status is not None:
@@ -359,12 +364,14 @@ class RunStore:
         experiment_id: str | None = None,
         status: str | None = None,
         batch_id: str | None = None,
+        batch_prefix: str | None = None,
     ) -> list[RunInfo]:
-        """Runs newest first, optionally filtered; attempts and artifacts are left empty."""
+        """Runs newest first, optionally filtered (``batch_prefix``: batch ids starting with
+        it); attempts and artifacts are left empty."""
         await self._ensure_open("list_runs", None)
         stmt = (
             sa.select(runs)
-            .where(*self._filters(experiment_id, status, batch_id))
+            .where(*self._filters(experiment_id, status, batch_id, batch_prefix))
             .order_by(runs.c.started_at.desc(), runs.c.id.desc())
             .limit(max(0, limit))
         )
@@ -378,13 +385,14 @@ class RunStore:
         experiment_id: str | None = None,
         status: str | None = None,
         batch_id: str | None = None,
+        batch_prefix: str | None = None,
     ) -> int:
         """How many runs match the filters."""
         await self._ensure_open("count_runs", None)
         stmt = (
             sa.select(sa.func.count())
             .select_from(runs)
-            .where(*self._filters(experiment_id, status, batch_id))
+            .where(*self._filters(experiment_id, status, batch_id, batch_prefix))
         )
         async with self._db.read("count_runs", None) as conn:
             return int((await conn.execute(stmt)).scalar_one())

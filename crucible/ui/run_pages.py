@@ -11,6 +11,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 
 from crucible.compare import diff_runs, run_configuration
 from crucible.flatten import flatten, flatten_configuration
+from crucible.headline import headlines
 from crucible.status import RunStatus
 from crucible.store import RunInfo, RunStore
 from crucible.store.records import ExperimentInfo
@@ -71,6 +72,7 @@ async def _run_context(request: Request) -> dict[str, Any]:
         "running": info.status == RunStatus.RUNNING,
         "timeline": Markup(chart) if chart else None,
         "origin_ns": origin,
+        "headlines": headlines(info.metrics),
         "metrics": sorted(flatten(info.metrics).items()),
         "matrix": info.assigns.get("matrix") or {},
         "configuration": sorted(flatten_configuration(run_configuration(info, experiment)).items()),

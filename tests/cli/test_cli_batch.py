@@ -119,7 +119,8 @@ def test_matrix_batch_summary_json_store_and_trace(tmp_path: Path, env: dict[str
     runs = stored_runs(text_dir)
     assert len(runs) == 4 and {r.batch_id for r in runs} == {batch_id}
     assert sorted(r.status for r in runs) == ["completed", "completed", "completed", "failed"]
-    rows = {r.run_id: next(line for line in out.splitlines() if r.run_id in line) for r in runs}
+    rows = {r.run_id: next(ln for ln in out.splitlines() if r.run_id[:8] in ln) for r in runs}
+    assert all(r.run_id not in out for r in runs)  # short ids in the table (8 characters)
     for run in runs:
         assert run.status in rows[run.run_id]
     (failed,) = [r for r in runs if r.status == "failed"]
@@ -158,7 +159,11 @@ def test_matrix_batch_summary_json_store_and_trace(tmp_path: Path, env: dict[str
 
     # no matrix: one run, exit 0
     assert single.returncode == 0, (single.stdout, single.stderr)
-    assert "1 completed (1 run" in single.stdout and "count=5" in single.stdout
+    assert "1 completed (1 run" in single.stdout
+    header = next(ln for ln in single.stdout.splitlines() if ln.lstrip().startswith("#"))
+    assert "count" in header.split()  # numeric metrics are the default columns
+    row = next(ln for ln in single.stdout.splitlines() if ln.lstrip().startswith("0 "))
+    assert " 5 " in row
     (only,) = stored_runs(one_dir)
     assert only.status == "completed" and only.metrics["count"] == 5 and only.batch_id
 

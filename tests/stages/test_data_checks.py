@@ -10,7 +10,13 @@ import pytest
 from crucible import Context, InvalidPipeline, StageFailed
 from crucible.registry import ImportsNotAllowed
 from crucible.testing import SpanCapture, make_context, run_stage
-from stages.data_checks import DataChecksFailed, DataChecksOptions, data_checks, find_missing
+from stages.data_checks import (
+    FLAGGED_LIMIT,
+    DataChecksFailed,
+    DataChecksOptions,
+    data_checks,
+    find_missing,
+)
 
 
 def ctx_with(examples: Any) -> Context:
@@ -52,6 +58,8 @@ async def test_one_of_two_examples_missing_output() -> None:
         "missing_required": 1,
         "missing_fields": 1,
         "required_fields": ["input", "output"],
+        "flagged": [{"index": 1, "missing": ["output"]}],
+        "headline": "1 of 2 examples flagged: #1 missing output",
     }
     assert ctx.assigns["data_issues"] == [
         {"index": 1, "example": {"input": "c"}, "missing": ["output"]}
@@ -166,6 +174,8 @@ async def test_sync_custom_checker_replaces_the_builtin_check() -> None:
         "missing_required": 2,
         "missing_fields": 2,
         "required_fields": ["input", "output"],
+        "flagged": [{"index": 0, "missing": ["label", "score"]}, {"index": 1, "error": "too long"}],
+        "headline": "2 of 2 examples flagged: #0 missing label, score; #1 too long",
     }
 
 
@@ -228,3 +238,34 @@ def test_find_missing_is_pure_and_ordered() -> None:
     examples = [{}, {"input": 1, "output": 1}, {"output": ""}]
     assert [i["index"] for i in find_missing(examples, ["input", "output"])] == [0, 2]
     assert [i["index"] for i in find_missing(examples, ["input"], fail_fast=True)] == [0]
+
+
+async def test_flagged_rows_name_index_and_id_bounded_without_example_bodies() -> None:
+    examples: list[Any] = [
+        {"id": f"q{i}", "input": "x" * 500, "output": "" if i % 2 else "y"} for i in range(60)
+    ]
+    examples[3] = "not a mapping"
+    ctx = await run_stage(data_checks, ctx_with(examples), {"required_fields": ["input", "output"]})
+    metric = ctx.metrics["data_checks"]
+    assert metric["missing_required"] == 30  # the odd rows (3 is a string)
+    flagged = metric["flagged"]
+    assert len(flagged) == FLAGGED_LIMIT == 20
+    assert flagged[0] == {"index": 1, "id": "q1", "missing": ["output"]}
+    assert flagged[1] == {
+        "index": 3,
+        "missing": ["input", "output"],
+        "error": "not a mapping (got str)",
+    }
+    assert [f["index"] for f in flagged[2:5]] == [5, 7, 9]
+    assert "x" * 100 not in repr(flagged)  # the examples themselves stay in assigns only
+    assert len(ctx.assigns["data_issues"]) == 30
+    assert metric["headline"] == (
+        "30 of 60 examples flagged: #1 (id q1) missing output; #3 missing input, output; "
+        "#5 (id q5) missing output; 27 more"
+    )
+
+
+async def test_headline_when_every_example_is_complete() -> None:
+    ctx = await run_stage(data_checks, ctx_with([{"input": 1, "output": 2}]), {})
+    assert ctx.metrics["data_checks"]["headline"] == "the example has input, output"
+    assert ctx.metrics["data_checks"]["flagged"] == []

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import html
 import json
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
 import pytest
 
@@ -14,8 +16,13 @@ from crucible import Context, Experiment, OutputSpec, StageDef, StageFailed
 from crucible.files import FileAccess, using_access
 from crucible.stage import as_stage_spec
 from crucible.testing import make_context, run_stage
+from crucible.ui.display import number
+from stages.bench import BenchOptions, bench
+from stages.data_checks import DataChecksOptions, data_checks
 from stages.report import ReportError, ReportOptions, report
 from tests.support.schema import validate_schema
+
+SVG_NS = "http://www.w3.org/2000/svg"
 
 
 @pytest.fixture(autouse=True)
@@ -249,3 +256,65 @@ def test_options_and_describe() -> None:
         ReportOptions.model_validate({"out_dir": " "})
     with pytest.raises(ValueError):
         ReportOptions.model_validate({"format": "md"})
+
+
+async def analysed_run(tmp_path: Path) -> tuple[Context, Path]:
+    """data_checks, bench and report (all three formats) on two prompts and one bad row."""
+    examples: list[dict[str, Any]] = [
+        {"id": f"ex-{i}", "input": f"q{i}", "output": "" if i == 4 else "a"} for i in range(8)
+    ]
+    base = [0.61, 0.64, 0.58, 0.66, 0.60, 0.63, 0.59, 0.65]
+    cand = [0.71, 0.69, 0.74, 0.68, 0.73, 0.70, 0.75, 0.72]
+    spec = OutputSpec(name="r", formats=["markdown", "json", "html"])
+    ctx = make_context("exp1", "run1", experiment=Experiment(id="exp1", outputs=[spec]))
+    ctx = ctx.assign("examples", examples).add_outputs(
+        [{"prompt": "baseline", "score": v} for v in base]
+        + [{"prompt": "candidate", "score": v, "note": "x|y"} for v in cand]
+    )
+    ctx = await data_checks(ctx, DataChecksOptions())
+    ctx = await bench(ctx, BenchOptions(tests=["welch"], effect_size="hedges_g"))
+    return await produce(ctx, tmp_path), tmp_path
+
+
+async def test_reports_lead_with_headlines_groups_and_flagged_rows(tmp_path: Path) -> None:
+    ctx, root = await analysed_run(tmp_path)
+    headline = ctx.metrics["bench"]["headline"]
+    assert headline.startswith("candidate \u2212 baseline = 0.0")
+    md = (root / "exp1-run1-r.md").read_text()
+    page = (root / "exp1-run1-r.html").read_text()
+    data = json.loads((root / "exp1-run1-r.json").read_text())
+
+    assert data["headlines"]["bench"] == headline
+    assert data["metrics"]["bench"]["group_stats"][0]["mean"] == pytest.approx(0.62)
+    # markdown: headline first, groups and flagged rows as tables, rounded metrics
+    assert md.index("## Results") < md.index("## Compared groups") < md.index("## Metrics")
+    assert f"- **bench**: {headline}" in md
+    assert "| baseline | 8 | 0.62 | [" in md
+    assert "| 4 | ex-4 | output |  |" in md
+    p_value = ctx.metrics["bench"]["test_results"]["welch"]["p_value"]
+    assert f"| bench.test_results.welch.p_value | {p_value:.4g} |" in md
+    assert repr(p_value) in md  # the full value, in the JSON block
+    assert "| candidate | 0.71 | x\\|y |" in md  # outputs as a table, cells escaped
+    # HTML: the same headline, a plot of both groups with intervals, exact values on hover
+    assert f"<li><b>bench</b>: {html.escape(headline)}</li>" in page
+    assert f'title="{p_value!r}">{p_value:.4g}</td>' in page
+    assert "<script" not in page and "http://" not in page.replace(SVG_NS, "")
+    svg = ElementTree.fromstring(page[page.index("<svg") : page.index("</svg>") + 6])
+    marks = [el for el in svg.iter(f"{{{SVG_NS}}}rect") if el.get("class") == "mark"]
+    titles = [el.findtext(f"{{{SVG_NS}}}title") or "" for el in marks]
+    assert [t.split(":")[0] for t in titles] == ["baseline", "candidate"]
+    low, high = ctx.metrics["bench"]["group_stats"][1]["confidence_interval"]
+    assert titles[1] == f"candidate: 0.715 [{number(low)}, {number(high)}]"
+    assert len([el for el in svg.iter(f"{{{SVG_NS}}}path")]) == 2  # one whisker per group
+    assert "<td>4</td><td>ex-4</td><td>output</td>" in page
+
+
+async def test_reports_without_bench_or_flags_have_no_such_sections(tmp_path: Path) -> None:
+    spec = OutputSpec(name="s", formats=["markdown", "html"])
+    await produce(ctx_for(spec, accuracy=0.93), tmp_path)
+    md = (tmp_path / "exp1-run1-s.md").read_text()
+    page = (tmp_path / "exp1-run1-s.html").read_text()
+    for text in (md, page):
+        assert "Results" not in text and "Compared groups" not in text and "<svg" not in text
+        assert "Flagged examples" not in text
+    assert "| accuracy | 0.93 |" in md and "<th>accuracy</th><td>0.93</td>" in page

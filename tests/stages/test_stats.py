@@ -147,6 +147,26 @@ def test_one_value_group_has_no_std_or_interval() -> None:
     assert res == {**res, "n": 1, "mean": 3.0, "std": None, "confidence_interval": None}
 
 
+def test_every_group_gets_its_mean_and_t_interval() -> None:
+    groups = {"b": [0.9, 1.4, 1.1, 1.3], "a": [0.2, 0.5, 0.4], "c": [2.0]}
+    result = _json_roundtrip(analyse(groups, tests=["anova"], confidence_level=0.9))
+    stats_by_group = {g["group"]: g for g in result["group_stats"]}
+    assert [g["group"] for g in result["group_stats"]] == ["a", "b", "c"]
+    for name in ("a", "b"):
+        lo, hi = DescrStatsW(np.array(groups[name])).tconfint_mean(alpha=0.1)
+        entry = stats_by_group[name]
+        assert entry["n"] == len(groups[name])
+        assert entry["mean"] == pytest.approx(np.mean(groups[name]))
+        assert entry["confidence_interval"] == pytest.approx([lo, hi])
+    assert stats_by_group["c"] == {
+        "group": "c",
+        "n": 1,
+        "mean": 2.0,
+        "std": None,
+        "confidence_interval": None,
+    }
+
+
 # --- two groups: parametric tests ------------------------------------------------------------
 
 
@@ -503,5 +523,6 @@ def test_result_shape_is_plain_json() -> None:
         "correction",
         "test_results",
         "effect_size",
+        "group_stats",
     }
     assert result["alpha"] == 0.05 and result["sample_sizes"] == [10, 10]

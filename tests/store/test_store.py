@@ -327,6 +327,18 @@ async def test_list_filter_count(store: RunStore) -> None:
     assert await store.count_runs(batch_id="nope") == 0
 
 
+async def test_batch_prefix_matches_the_start_of_the_id_only(store: RunStore) -> None:
+    for run_id, batch in (("p1", "3f2a9c1e-aa"), ("p2", "3f2a9c1e-bb"), ("p3", "x3f2a9c1e"),
+                          ("p4", "3f_a%"), ("p5", None)):  # fmt: skip
+        await store.start_run(experiment("exp"), run_id, batch_id=batch)
+    got = await store.list_runs(batch_prefix="3f2a9c1e")
+    assert sorted(r.run_id for r in got) == ["p1", "p2"]
+    assert await store.count_runs(batch_prefix="3f2a9c1e-b") == 1
+    # LIKE wildcards in the prefix are literal characters
+    assert [r.run_id for r in await store.list_runs(batch_prefix="3f_")] == ["p4"]
+    assert await store.count_runs(batch_prefix="3f%") == 0
+
+
 # --- concurrency -----------------------------------------------------------------------------
 
 
