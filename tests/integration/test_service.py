@@ -252,7 +252,35 @@ async def test_get_run_returns_the_stored_run(service: Service) -> None:
         assert run["trace_id"] == posted["trace_id"]
         assert run["metrics"]["sum"] == 9.0
         assert [a["stage"] for a in run["attempts"]] == ["nap", "tally"]
-        assert SECRET not in got.text and run["assigns"]["db_password"] == "[REDACTED]"
+        assert SECRET not in got.text
+        # What the run did, not what it held: no assigns, options, configuration or outputs.
+        assert set(run) == {
+            "run_id",
+            "experiment_id",
+            "status",
+            "trace_id",
+            "batch_id",
+            "started_at",
+            "finished_at",
+            "duration_s",
+            "metrics",
+            "failure",
+            "attempts",
+            "artifacts",
+        }
+        assert set(run["attempts"][0]) == {
+            "stage",
+            "stage_index",
+            "attempt",
+            "result",
+            "duration_s",
+            "error_type",
+            "error",
+        }
+        listed = await http.get("/runs", params={"limit": 5})
+        assert listed.status_code == 200, listed.text
+        assert [r["run_id"] for r in listed.json()["runs"]] == ["stored-1"]
+        assert SECRET not in listed.text and "assigns" not in listed.json()["runs"][0]
 
         again = await http.post(
             "/runs", json={"experiment": experiment(("nap", {})), "run_id": "stored-1"}
@@ -288,7 +316,12 @@ async def test_failed_stage_is_a_successful_call_with_status_failed(service: Ser
         }
         assert body["metrics"] == {"napped_s": 0.0}  # the last good context's metrics
         stored = (await http.get(f"/runs/{body['run_id']}")).json()
-        assert stored["status"] == "failed" and stored["failure_stage"] == "boom"
+        assert stored["status"] == "failed"
+        assert stored["failure"] == {
+            "stage": "boom",
+            "error_type": "RuntimeError",
+            "error": "bad",
+        }, stored
 
         slow = await http.post(
             "/runs", json={"experiment": experiment(("nap", {"seconds": 5})), "timeout": 0.1}
