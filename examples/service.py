@@ -68,6 +68,7 @@ from crucible.engine import new_run_id
 from crucible.errors import format_location
 from crucible.experiment.json_toml import load_json
 from crucible.experiment.limits import structure_problem
+from crucible.files import FileAccess
 from crucible.serialize import to_jsonable
 from crucible.store import RunStore, StoreError
 from crucible.telemetry import setup as telemetry_setup
@@ -369,13 +370,22 @@ class _Service:
     experiments: _ExperimentCache = field(default_factory=_ExperimentCache)
     running: dict[str, _Running] = field(default_factory=dict)
     stopping: bool = False
+    accesses: dict[Path | None, FileAccess] = field(default_factory=dict)
 
     def configure(self, settings: ServiceSettings) -> None:
         """Take ``settings``: the offered stages are the allow-listed ones ``source`` has."""
         self.settings = settings
+        self.accesses.clear()
         self.offered, missing = settings.offered(self.source)
         if missing:
             _log.warning("allow-listed stages are not installed", stages=missing)
+
+    def file_access(self, experiment_dir: Path | None) -> FileAccess:
+        """The settings' file access, resolved once per experiment folder (not per request)."""
+        access = self.accesses.get(experiment_dir)
+        if access is None:
+            access = self.accesses[experiment_dir] = self.settings.file_access(experiment_dir)
+        return access
 
     def token(self) -> bytes | None:
         token = self.settings.token
@@ -579,7 +589,7 @@ def create_app(
                 tracer_provider=svc.tracer_provider,
                 timeout=body.timeout,
                 url=run_url.replace("{", "{{").replace("}", "}}"),
-                file_access=svc.settings.file_access(experiment_dir),
+                file_access=svc.file_access(experiment_dir),
                 allow_imports=False,
             )
 
