@@ -6,8 +6,9 @@ import importlib
 import threading
 from collections.abc import Iterable, Iterator
 from contextvars import ContextVar, Token
-from importlib.metadata import entry_points
-from typing import Any
+from dataclasses import dataclass, field
+from importlib.metadata import EntryPoint, entry_points
+from typing import Any, Literal
 
 import structlog
 
@@ -17,6 +18,52 @@ from crucible.stage import StageSpec, as_stage_spec, declared_since
 
 ENTRY_POINT_GROUP = "crucible.stages"
 _log = structlog.get_logger("crucible.registry")
+
+SourceKind = Literal["entry point", "@stage", "registered"]
+
+
+@dataclass(frozen=True, slots=True)
+class StageSource:
+    """Where a registered stage came from: an entry point, an ``@stage`` declaration, or an
+    explicit ``Registry.register``; ``where`` is ``module:attribute``."""
+
+    kind: SourceKind
+    where: str
+    entry_point: EntryPoint | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def module(self) -> str:
+        return self.where.partition(":")[0]
+
+    @property
+    def distribution(self) -> str | None:
+        """``name version`` of the package declaring the entry point (read on demand)."""
+        dist = self.entry_point.dist if self.entry_point is not None else None
+        if dist is None:
+            return None
+        meta = dist.metadata
+        return f"{meta['Name']} {meta['Version']}"
+
+    def label(self) -> str:
+        """Short, for messages: ``entry point stages.report`` or ``my_pkg.stages``."""
+        return f"entry point {self.module}" if self.kind == "entry point" else self.module
+
+    def describe(self) -> str:
+        """Full, for listings: the kind, the package (entry points) and ``module:attribute``."""
+        if self.kind == "entry point":
+            dist = self.distribution
+            return f"entry point {self.where}" + (f", {dist}" if dist else "")
+        return f"{self.kind} {self.where}"
+
+
+def _warn_shadow(name: str, winner: StageSource, loser: StageSource) -> None:
+    """Say that ``winner`` now provides ``name`` instead of (or before) ``loser``."""
+    _log.warning(
+        f"stage {name!r} from {winner.label()} shadows {name!r} from {loser.label()}",
+        stage=name,
+        source=winner.describe(),
+        shadowed=loser.describe(),
+    )
 
 
 class Registry:
@@ -28,6 +75,7 @@ class Registry:
 
     def __init__(self, stages: Iterable[Any] = (), *, discover: bool = False) -> None:
         self._stages: dict[str, StageSpec] = {}
+        self._sources: dict[str, StageSource] = {}
         self._version = 0
         self._discover = discover
         self._discovered = False
@@ -43,7 +91,10 @@ class Registry:
         return self._version
 
     def register(self, obj: Any, *, name: str | None = None, replace: bool = False) -> StageSpec:
-        """Register a stage (decorated function, Stage class/instance or StageSpec)."""
+        """Register a stage (decorated function, Stage class/instance or StageSpec).
+
+        Replacing a stage of another origin (``replace=True``) logs a warning naming both.
+        """
         self._take_declared()
         spec = as_stage_spec(obj, name=name)
         existing = self._stages.get(spec.name)
@@ -52,12 +103,22 @@ class Registry:
                 f"stage {spec.name!r} is already registered by {existing.origin}; "
                 "pass replace=True to override"
             )
-        self._put(spec)
+        self._put(spec, StageSource("registered", spec.origin))
         return spec
 
-    def _put(self, spec: StageSpec) -> None:
+    def _put(self, spec: StageSpec, source: StageSource) -> None:
+        """Store ``spec`` as provided by ``source``, warning when it shadows another origin."""
+        old = self._stages.get(spec.name)
+        if old is not None and old.origin != spec.origin:
+            _warn_shadow(spec.name, source, self._sources[spec.name])
         self._stages[spec.name] = spec
+        self._sources[spec.name] = source
         self._version += 1
+
+    def source(self, name: str) -> StageSource:
+        """Where the stage registered as ``name`` came from; raises UnknownStage."""
+        self.get(name)
+        return self._sources[name]
 
     def _take_declared(self) -> None:
         """Add the stages declared elsewhere since the last call; an explicit registry has none."""
@@ -70,10 +131,15 @@ class Registry:
             if self._discovered:
                 return
             for ep in entry_points(group=ENTRY_POINT_GROUP):
-                if ep.name in self._stages:
-                    continue  # an explicitly registered stage wins over a plugin
+                if ep.name in self._stages:  # registered or declared stages win over plugins
+                    if self._stages[ep.name].origin != ep.value:
+                        _warn_shadow(ep.name, self._sources[ep.name], _entry_source(ep))
+                    continue
                 try:
-                    self.register(ep.load(), name=ep.name)
+                    spec = as_stage_spec(ep.load(), name=ep.name)
+                    self._stages[ep.name] = spec
+                    self._sources[ep.name] = _entry_source(ep)
+                    self._version += 1
                 except Exception as err:  # a broken plugin must not break every other stage
                     msg = f"entry point {ep.name} = {ep.value}: {type(err).__name__}: {err}"
                     self.discovery_errors.append(msg)
@@ -134,7 +200,11 @@ class _DefaultRegistry(Registry):
         with self._declared_lock:
             self._declarations_seen, specs = declared_since(self._declarations_seen)
             for spec in specs:
-                self._put(spec)
+                self._put(spec, StageSource("@stage", spec.origin))
+
+
+def _entry_source(ep: EntryPoint) -> StageSource:
+    return StageSource("entry point", ep.value, ep)
 
 
 _imports_allowed: ContextVar[bool] = ContextVar("crucible_imports_allowed", default=False)

@@ -1,10 +1,13 @@
-"""A FastAPI service that runs Crucible experiments inside its requests.
+"""A FastAPI service that runs Crucible experiments inside its requests, safe to expose.
 
-Run it with ``uvicorn examples.service:app``; telemetry then comes from the ``OTEL_*`` variables
-(see ``crucible.telemetry.setup.configure``), the run store from ``CRUCIBLE_STORE_URL`` (``none``
-turns it off), named experiments from ``CRUCIBLE_EXPERIMENTS_DIR`` (default: this folder) and
-log lines are JSON unless ``CRUCIBLE_LOG_FORMAT=console``. Tests and benchmarks build their own
-app with ``create_app(...)``; importing this module configures nothing.
+Run it with ``uvicorn examples.service:app --timeout-graceful-shutdown 30``; telemetry then
+comes from the ``OTEL_*`` variables (see ``crucible.telemetry.setup.configure``), the run store
+from ``CRUCIBLE_STORE_URL`` (``none`` turns it off), named experiments from
+``CRUCIBLE_EXPERIMENTS_DIR`` (default: this folder), what the service allows from the
+``CRUCIBLE_SERVICE_*`` variables (``examples.service_settings``: data and reports folders,
+token, body limit, stage allow-list) and log lines are JSON unless ``CRUCIBLE_LOG_FORMAT=console``.
+Tests and benchmarks build their own app with ``create_app(...)``; importing this module
+configures nothing.
 
 ``POST /runs`` runs one experiment and answers when it has finished:
 
@@ -13,17 +16,21 @@ app with ``create_app(...)``; importing this module configures nothing.
 * 200 ``{"run_id", "experiment_id", "trace_id", "status": "completed", "metrics"}``.
 * 200 with ``status`` ``failed`` or ``timed_out`` and ``failure: {stage, result, error}`` when a
   stage fails: the service call worked, the experiment did not. ``metrics`` are the last good ones.
-* 422 ``{"detail", "problems": [...]}`` for a bad body, an invalid experiment file or an invalid
-  pipeline (unknown stage, bad options); nothing ran. 404 for an unknown name, 409 for a run id
-  the store already has.
+* 422 ``{"detail", "problems": [...]}`` for a bad body (invalid JSON, duplicate keys, too deep or
+  too big for the loader's limits), an invalid experiment file or an invalid pipeline (a stage
+  not on the allow-list, a ``module:`` import, bad options, a path outside the service's
+  folders); nothing ran. 404 for an unknown name, 409 for a run id the store already has, 413
+  for a body over the limit, 401 without the token (when one is set).
 * If the client disconnects, the run is cancelled (stored as ``cancelled``) and the answer,
-  which nobody reads, is 499.
+  which nobody reads, is 499. If the service stops first, it is cancelled too (503).
 
-``GET /runs/{run_id}`` returns the stored run (404 unknown, 503 without a store).
+``GET /runs/{run_id}`` and ``GET /runs`` return stored runs: status, ids, metrics, stage results
+and artifact names, never assigns or options (404 unknown, 503 without a store). ``GET /health``
+needs no token.
 
 The request's SERVER span (OpenTelemetry FastAPI instrumentation, continuing the caller's
 ``traceparent``) is the parent of the run's ``RUN`` span. Values under secret-looking keys are
-redacted and request bodies are never echoed back. Experiments cannot import code by path.
+redacted and request bodies are never echoed back.
 """
 
 from __future__ import annotations
@@ -34,16 +41,16 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, Literal, Self
+from typing import Annotated, Any, Final, Literal, Self
 
 import anyio
 import structlog
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from opentelemetry.trace import TracerProvider
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from starlette.types import Receive
 
 import crucible
@@ -59,16 +66,23 @@ from crucible import (
 )
 from crucible.engine import new_run_id
 from crucible.errors import format_location
+from crucible.experiment.json_toml import load_json
+from crucible.experiment.limits import structure_problem
+from crucible.files import FileAccess
 from crucible.serialize import to_jsonable
 from crucible.store import RunStore, StoreError
 from crucible.telemetry import setup as telemetry_setup
+from examples.service_guard import BearerToken, BodyLimit
+from examples.service_settings import ServiceSettings
 from examples.service_stages import STAGES as DEMO_STAGES
+from examples.service_views import public_run, scrub, secret_values
 
 __all__ = [
     "Failure",
     "Problem",
     "RunRequest",
     "RunResult",
+    "ServiceSettings",
     "app",
     "create_app",
     "find_experiment_file",
@@ -78,6 +92,9 @@ NAME_PATTERN: Final = r"^[A-Za-z0-9_-]+$"
 RUN_ID_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9._:-]*$"
 EXPERIMENT_SUFFIXES: Final = (".yaml", ".yml", ".json", ".toml")
 CLIENT_CLOSED_REQUEST: Final = 499  # nginx's code; the client never sees it
+SHUTDOWN_WAIT_S: Final = 10.0  # for cancelled runs to record themselves before the store closes
+_CLI_HINT: Final = "; allow it with --allow-read DIR or run(..., file_access=...)"
+_CLI_WRITE_HINT: Final = "; allow it with --allow-write DIR or run(..., file_access=...)"
 _NAME = re.compile(NAME_PATTERN)
 _log = structlog.get_logger("crucible.service")
 
@@ -169,7 +186,7 @@ def pipeline_problems(err: InvalidPipeline, *, source: str | None = None) -> lis
             where = f"{prefix}pipeline[{p.stage_index}]" + (f".options.{p.path}" if p.path else "")
         problems.append(
             Problem(
-                message=p.message,
+                message=_service_hint(p.message),
                 field=where,
                 stage=p.stage,
                 stage_index=p.stage_index,
@@ -177,6 +194,71 @@ def pipeline_problems(err: InvalidPipeline, *, source: str | None = None) -> lis
             )
         )
     return problems
+
+
+def _service_hint(message: str) -> str:
+    """File-access messages name the CLI's remedy; here the remedy is the service's setting."""
+    return message.replace(
+        _CLI_HINT, "; this service reads only inside its data folder (CRUCIBLE_SERVICE_DATA_DIR)"
+    ).replace(
+        _CLI_WRITE_HINT,
+        "; this service writes only inside its reports folder (CRUCIBLE_SERVICE_REPORTS_DIR)",
+    )
+
+
+def stage_problems(
+    experiment: Experiment, offered: Sequence[str], *, source: str | None = None
+) -> list[Problem]:
+    """Pipeline entries naming a stage not on the allow-list, or a ``module:`` import."""
+    prefix = "" if source is not None else "experiment."
+    listed = ", ".join(sorted(offered)) or "(none)"
+    problems = []
+    for i, sd in enumerate(experiment.pipeline):
+        where = f"{prefix}pipeline[{i}]"
+        if sd.module is not None:
+            message = (
+                f"stage {sd.name!r} names module {sd.module!r}; this service never imports code "
+                f"named in a request; it offers: {listed}"
+            )
+            problems.append(
+                Problem(
+                    message=message,
+                    field=f"{where}.module",
+                    stage=sd.name,
+                    stage_index=i,
+                    source=source,
+                )
+            )
+        elif sd.name not in offered:
+            message = (
+                f"unknown stage {sd.name!r}: this service offers only {listed} "
+                "(ServiceSettings.stages, CRUCIBLE_SERVICE_STAGES)"
+            )
+            problems.append(
+                Problem(message=message, field=where, stage=sd.name, stage_index=i, source=source)
+            )
+    return problems
+
+
+def parse_body(raw: bytes, settings: ServiceSettings) -> RunRequest | list[Problem]:
+    """The body as a RunRequest, through the experiment loader's limits (depth, duplicate keys,
+    values, string length); or the problems, each naming where."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        return [Problem(message=f"not UTF-8 text (byte {err.start})", field="body")]
+    limits = settings.document_limits()
+    try:
+        data = load_json(text, source="request body", limits=limits)
+    except ExperimentFileError as err:
+        return [Problem(message=message, field="body") for message in err.errors]
+    problem = structure_problem(data, limits)
+    if problem is not None:
+        return [Problem(message=problem, field="body")]
+    try:
+        return RunRequest.model_validate(data)
+    except ValidationError as err:
+        return validation_problems(err.errors(include_input=False))
 
 
 # --- experiments by name ---------------------------------------------------------------------
@@ -270,28 +352,83 @@ async def run_until_disconnect(
 
 
 @dataclass
+class _Running:
+    """A run in progress: the scope that cancels it and the event set when it has ended."""
+
+    scope: anyio.CancelScope
+    done: anyio.Event = field(default_factory=anyio.Event)
+
+
+@dataclass
 class _Service:
     store: RunStore | None
-    registry: Registry
+    source: Registry  # every stage the service could offer; the allow-list picks from it
     tracer_provider: TracerProvider | None
     experiments_dir: Path | None
+    settings: ServiceSettings = field(default_factory=ServiceSettings.defaults)
+    offered: Registry = field(default_factory=Registry)
     experiments: _ExperimentCache = field(default_factory=_ExperimentCache)
+    running: dict[str, _Running] = field(default_factory=dict)
+    stopping: bool = False
+    accesses: dict[Path | None, FileAccess] = field(default_factory=dict)
+
+    def configure(self, settings: ServiceSettings) -> None:
+        """Take ``settings``: the offered stages are the allow-listed ones ``source`` has."""
+        self.settings = settings
+        self.accesses.clear()
+        self.offered, missing = settings.offered(self.source)
+        if missing:
+            _log.warning("allow-listed stages are not installed", stages=missing)
+
+    def file_access(self, experiment_dir: Path | None) -> FileAccess:
+        """The settings' file access, resolved once per experiment folder (not per request)."""
+        access = self.accesses.get(experiment_dir)
+        if access is None:
+            access = self.accesses[experiment_dir] = self.settings.file_access(experiment_dir)
+        return access
+
+    def token(self) -> bytes | None:
+        token = self.settings.token
+        return token.get_secret_value().encode() if token is not None else None
+
+    async def stop_runs(self) -> None:
+        """Cancel the runs still in progress and wait (bounded) until they have recorded it."""
+        self.stopping = True
+        for run in self.running.values():
+            run.scope.cancel()
+        with anyio.move_on_after(SHUTDOWN_WAIT_S):
+            for run in list(self.running.values()):
+                await run.done.wait()
+        if self.running:
+            _log.warning("runs still ending at shutdown", run_ids=sorted(self.running))
 
 
-def _result(ctx: Context) -> dict[str, Any]:
+def _result(ctx: Context, secrets: set[str]) -> dict[str, Any]:
     return {
         "run_id": ctx.run_id,
         "experiment_id": ctx.experiment_id,
         "trace_id": ctx.trace.trace_id if ctx.trace is not None else None,
-        "metrics": to_jsonable(dict(ctx.metrics)),  # redacts secret-looking keys, NaN-safe
+        # secret-looking keys redacted (NaN-safe), values the request marked secret scrubbed
+        "metrics": _scrubbed(to_jsonable(dict(ctx.metrics)), secrets),
     }
 
 
-def _failed(err: StageFailed, run_id: str, experiment: Experiment) -> dict[str, Any]:
+def _scrubbed(value: Any, secrets: set[str]) -> Any:
+    if isinstance(value, str):
+        return scrub(value, secrets)
+    if isinstance(value, dict):
+        return {k: _scrubbed(v, secrets) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_scrubbed(v, secrets) for v in value]
+    return value
+
+
+def _failed(
+    err: StageFailed, run_id: str, experiment: Experiment, secrets: set[str]
+) -> dict[str, Any]:
     status = "timed_out" if err.result == "timeout" else "failed"
-    failure = Failure(
-        stage=err.stage, result=err.result, error=f"{type(err.cause).__name__}: {err.cause}"
-    )
+    error = scrub(f"{type(err.cause).__name__}: {err.cause}", secrets) or ""
+    failure = Failure(stage=err.stage, result=err.result, error=error)
     if err.context is None:  # not produced by the engine, but keep the answer well-formed
         body: dict[str, Any] = {
             "run_id": run_id,
@@ -300,7 +437,7 @@ def _failed(err: StageFailed, run_id: str, experiment: Experiment) -> dict[str, 
             "metrics": {},
         }
     else:
-        body = _result(err.context)
+        body = _result(err.context, secrets)
     return RunResult(status=status, failure=failure, **body).model_dump(mode="json")
 
 
@@ -314,36 +451,46 @@ def create_app(
     registry: Registry | None = None,
     tracer_provider: TracerProvider | None = None,
     experiments_dir: Path | None = None,
+    settings: ServiceSettings | None = None,
     tracing: bool = True,
     from_env: bool = False,
 ) -> FastAPI:
     """Build the service.
 
     ``store``: where runs are recorded (None: not recorded, ``GET /runs/{id}`` answers 503).
-    ``registry``: the stages runs may use (None: ``crucible.default_registry()``).
+    ``registry``: where the offered stages come from (None: the demo stages and the installed
+    entry-point stages); only those on ``settings.stages`` are offered.
     ``tracer_provider``: for the request spans and the runs (None: the global provider).
     ``experiments_dir``: where ``{"name": ...}`` looks (None: names are unknown, 404).
+    ``settings``: folders, token, limits, allow-list (None: ``ServiceSettings.defaults()``, or
+    the ``CRUCIBLE_SERVICE_*`` environment with ``from_env``).
     ``tracing=False`` skips the FastAPI instrumentation (runs still get the engine's spans and
     ids, from ``tracer_provider`` or the engine's default); handy for overhead benchmarks.
-    ``from_env=True`` is for the deployed app: at startup it configures logging and telemetry
-    from the environment and, when ``store`` is None, opens ``CRUCIBLE_STORE_URL``; the demo
-    stages join the built-in ones and ``experiments_dir`` defaults to this folder.
+    ``from_env=True`` is for the deployed app: at startup it reads its settings, configures
+    logging and telemetry from the environment and, when ``store`` is None, opens
+    ``CRUCIBLE_STORE_URL``; ``experiments_dir`` defaults to this folder.
     """
     if from_env:
-        registry = registry if registry is not None else Registry(DEMO_STAGES, discover=True)
         experiments_dir = experiments_dir if experiments_dir is not None else _env_dir()
     svc = _Service(
         store=store,
-        registry=registry if registry is not None else crucible.default_registry(),
+        source=registry if registry is not None else Registry(DEMO_STAGES, discover=True),
         tracer_provider=tracer_provider,
         experiments_dir=experiments_dir,
     )
+    if settings is not None or not from_env:
+        svc.configure(settings if settings is not None else ServiceSettings.defaults())
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         if not from_env:
-            yield
+            try:
+                yield
+            finally:
+                await svc.stop_runs()
             return
+        if settings is None:
+            svc.configure(ServiceSettings())  # CRUCIBLE_SERVICE_*; bad values stop the startup
         crucible.logging.configure(json=os.environ.get("CRUCIBLE_LOG_FORMAT", "json") == "json")
         # The instrumentation took its tracer from the global (proxy) provider when the app was
         # built; installing the configured provider globally is what makes that tracer record.
@@ -355,10 +502,17 @@ def create_app(
         if svc.store is None and (url or "").lower() != "none":
             owned = svc.store = RunStore(url or None)
             await owned.open()
-        _log.info("service started", exporters=list(handle.exporters), store=repr(svc.store))
+        _log.info(
+            "service started",
+            exporters=list(handle.exporters),
+            store=repr(svc.store),
+            stages=svc.offered.names(),
+            token=svc.settings.token is not None,  # whether one is needed, never its value
+        )
         try:
             yield
         finally:
+            await svc.stop_runs()  # before the store closes: their last records go in
             if owned is not None:
                 svc.store = None
                 await owned.close()
@@ -370,20 +524,40 @@ def create_app(
         version="0.1.0",
         lifespan=lifespan,
     )
+    # Added last runs first: the token is checked before any of the body is read.
+    app.add_middleware(BodyLimit, limit_of=lambda: svc.settings.max_body_bytes)
+    app.add_middleware(BearerToken, token_of=svc.token, open_paths=("/health",))
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_request: Request, exc: Exception) -> Response:
         errors = exc.errors() if isinstance(exc, RequestValidationError) else []
         return _problem_response(422, "invalid request", validation_problems(errors))
 
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        """Liveness, without a token."""
+        return {"status": "stopping" if svc.stopping else "ok"}
+
     @app.post(
         "/runs",
         response_model=RunResult,
-        responses={404: {}, 409: {}, 422: {}, CLIENT_CLOSED_REQUEST: {}},
+        responses={401: {}, 404: {}, 409: {}, 413: {}, 422: {}, 503: {}, CLIENT_CLOSED_REQUEST: {}},
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "description": "A RunRequest: experiment or name, run_id, assigns, timeout.",
+                "content": {"application/json": {"schema": {"type": "object"}}},
+            }
+        },
     )
-    async def post_run(body: RunRequest, request: Request) -> Response:
+    async def post_run(request: Request) -> Response:
         """Run an experiment and answer with its outcome when it has finished."""
+        parsed = parse_body(await request.body(), svc.settings)
+        if isinstance(parsed, list):
+            return _problem_response(422, "invalid request", parsed)
+        body = parsed
         source: str | None = None  # the experiment file, for named runs
+        experiment_dir: Path | None = None
         if body.experiment is not None:
             experiment = body.experiment
         else:
@@ -391,12 +565,18 @@ def create_app(
             loaded = await _load_named(body.name)
             if isinstance(loaded, Response):
                 return loaded
-            experiment, source = loaded
+            experiment, path = loaded
+            source, experiment_dir = path.name, path.parent
+        refused = stage_problems(experiment, svc.offered.names(), source=source)
+        if refused:
+            return _problem_response(422, "stage not offered", refused)
         run_id = body.run_id or new_run_id()
         store = svc.store
         if body.run_id is not None and store is not None and await store.get_run(run_id):
             return _detail(409, f"run {run_id!r} already exists", run_id=run_id)
-
+        if run_id in svc.running:
+            return _detail(409, f"run {run_id!r} is running", run_id=run_id)
+        secrets = secret_values([body.assigns, [sd.options for sd in experiment.pipeline]])
         run_url = str(request.url_for("get_run", run_id=run_id))
 
         async def work() -> Context:
@@ -404,14 +584,26 @@ def create_app(
                 experiment,
                 run_id=run_id,
                 assigns=body.assigns,
-                registry=svc.registry,
+                registry=svc.offered,
                 store=svc.store,
                 tracer_provider=svc.tracer_provider,
                 timeout=body.timeout,
                 url=run_url.replace("{", "{{").replace("}", "}}"),
+                file_access=svc.file_access(experiment_dir),
+                allow_imports=False,
             )
 
-        outcome = await run_until_disconnect(request.receive, work)
+        running = svc.running[run_id] = _Running(anyio.CancelScope())
+        outcome = _Outcome()
+        try:
+            with running.scope:
+                outcome = await run_until_disconnect(request.receive, work)
+        finally:
+            del svc.running[run_id]
+            running.done.set()
+        if running.scope.cancelled_caught:
+            _log.info("run cancelled: service stopping", run_id=run_id, status="cancelled")
+            return _detail(503, "service stopping; the run was cancelled", run_id=run_id)
         if outcome.disconnected:
             _log.info("run cancelled: client disconnected", run_id=run_id, status="cancelled")
             return _detail(CLIENT_CLOSED_REQUEST, "client closed request", run_id=run_id)
@@ -419,31 +611,31 @@ def create_app(
         if isinstance(err, InvalidPipeline):
             return _problem_response(422, "invalid pipeline", pipeline_problems(err, source=source))
         if isinstance(err, StageFailed):
-            answer = _failed(err, run_id, experiment)
+            answer = _failed(err, run_id, experiment, secrets)
             _log.info("run answered", run_id=run_id, status=answer["status"], stage=err.stage)
             return JSONResponse(answer)
         if err is not None:
             raise err
         assert outcome.context is not None
         _log.info("run answered", run_id=run_id, status="completed")
-        done = RunResult(status="completed", **_result(outcome.context))
+        done = RunResult(status="completed", **_result(outcome.context, secrets))
         return JSONResponse(done.model_dump(mode="json"))
 
-    async def _load_named(name: str) -> tuple[Experiment, str] | Response:
+    async def _load_named(name: str) -> tuple[Experiment, Path] | Response:
         if svc.experiments_dir is None:
             return _detail(404, f"unknown experiment {name!r} (no experiments folder configured)")
         path = await anyio.to_thread.run_sync(find_experiment_file, svc.experiments_dir, name)
         if path is None:
             return _detail(404, f"unknown experiment {name!r}")
         try:
-            return await svc.experiments.load(path), path.name
+            return await svc.experiments.load(path), path
         except ExperimentFileError as err:
             problems = [Problem(message=m, source=err.path) for m in err.errors]
             return _problem_response(422, "invalid experiment file", problems)
 
-    @app.get("/runs/{run_id}", responses={404: {}, 503: {}})
+    @app.get("/runs/{run_id}", responses={401: {}, 404: {}, 503: {}})
     async def get_run(run_id: str) -> Response:
-        """The stored run: status, timings, trace id, metrics, stage attempts, artifacts."""
+        """The stored run: status, ids, timings, metrics, stage results, artifact names."""
         if svc.store is None:
             return _detail(503, "no run store configured")
         try:
@@ -453,7 +645,25 @@ def create_app(
             return _detail(503, "run store unavailable")
         if info is None:
             return _detail(404, f"unknown run {run_id!r}")
-        return JSONResponse(to_jsonable(info.to_dict()))
+        return JSONResponse(public_run(info))
+
+    @app.get("/runs", responses={401: {}, 503: {}})
+    async def list_runs(
+        limit: Annotated[int, Query(ge=1, le=500)] = 50,
+        experiment_id: Annotated[str | None, Query(max_length=256)] = None,
+        status: Annotated[str | None, Query(max_length=32)] = None,
+    ) -> Response:
+        """The latest stored runs (newest first), each as ``GET /runs/{id}`` shows it."""
+        if svc.store is None:
+            return _detail(503, "no run store configured")
+        try:
+            infos = await svc.store.list_runs(
+                limit=limit, experiment_id=experiment_id, status=status
+            )
+        except StoreError as err:
+            _log.warning("run store read failed", error=str(err))
+            return _detail(503, "run store unavailable")
+        return JSONResponse({"runs": [public_run(info) for info in infos]})
 
     if tracing:
         FastAPIInstrumentor.instrument_app(

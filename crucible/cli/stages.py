@@ -14,6 +14,7 @@ from crucible.cli.app import CliError, JsonOption, guard
 from crucible.cli.output import console, print_json, say, short
 
 if TYPE_CHECKING:
+    from crucible.registry import Registry
     from crucible.stage import StageSpec
 
 
@@ -49,12 +50,14 @@ def _option_summary(schema: Mapping[str, Any], key: str, *, with_default: bool) 
     return text + ")"
 
 
-def _print_stage_list(specs: Sequence[StageSpec]) -> None:
+def _print_stage_list(specs: Sequence[StageSpec], registry: Registry) -> None:
     say("Available stages:")
+    width = max(len(spec.name) for spec in specs)
     for spec in specs:
         schema = spec.describe()
         say()
-        say(Text.assemble((spec.name, "bold"), f"  ({spec.origin})"))
+        origin = registry.source(spec.name).describe()
+        say(Text.assemble((spec.name.ljust(width), "bold"), f"  {origin}"))
         say(f"  Description: {schema.get('description') or '(none)'}")
         required = [_option_summary(schema, k, with_default=False) for k in schema["required"]]
         optional = [_option_summary(schema, k, with_default=True) for k in schema["optional"]]
@@ -83,11 +86,11 @@ def _option_table(schema: Mapping[str, Any], keys: Sequence[str], *, required: b
     return table
 
 
-def _print_stage_detail(spec: StageSpec) -> None:
+def _print_stage_detail(spec: StageSpec, registry: Registry) -> None:
     schema = spec.describe()
     out = console()
     say(Text.assemble("Stage: ", (spec.name, "bold")))
-    say(f"Origin: {spec.origin}")
+    say(f"Origin: {registry.source(spec.name).describe()}")
     if schema.get("version"):
         say(f"Version: {schema['version']}")
     say(f"Schema version: {schema.get('__schema_version__', '-')}")
@@ -104,16 +107,21 @@ def _print_stage_detail(spec: StageSpec) -> None:
         out.print(_option_table(schema, keys, required=required))
 
 
+def _described(spec: StageSpec, registry: Registry) -> dict[str, Any]:
+    """The option schema plus where the stage comes from."""
+    return {**spec.describe(), "origin": registry.source(spec.name).describe()}
+
+
 def stages_command(
     name: Annotated[
         str | None, typer.Option("--name", "-n", help="Show one stage in detail.")
     ] = None,
     json_: JsonOption = False,
 ) -> None:
-
+    """List the registered stages (entry-point group crucible.stages), where each comes from,
+    and their options."""
     from crucible.registry import ENTRY_POINT_GROUP, default_registry
 
-    """List the registered stages (entry-point group crucible.stages) and their options."""
     with guard():
         registry = default_registry()
         specs = registry.specs()
@@ -123,12 +131,12 @@ def stages_command(
                 raise CliError(f"unknown stage {name!r}", lines=[f"known stages: {known}"])
             spec = registry.get(name)
             if json_:
-                print_json(spec.describe())
+                print_json(_described(spec, registry))
             else:
-                _print_stage_detail(spec)
+                _print_stage_detail(spec, registry)
             return
         if json_:
-            print_json([s.describe() for s in specs])
+            print_json([_described(s, registry) for s in specs])
             return
         if not specs:
             say(
@@ -136,4 +144,4 @@ def stages_command(
                 f"{ENTRY_POINT_GROUP!r} entry-point group, or use 'module:' with --allow-imports."
             )
             return
-        _print_stage_list(specs)
+        _print_stage_list(specs, registry)

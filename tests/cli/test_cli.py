@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -291,7 +292,8 @@ def test_stages_listing_detail_json_and_unknown(tmp_path: Path, env: dict[str, s
     assert listing.returncode == 0, listing.stderr
     out = listing.stdout
     assert out.startswith("Available stages:")
-    assert "cli_ok  (tests.support.cli_stages:ok_stage)" in out
+    origin = "entry point tests.support.cli_stages:ok_stage, crucible-cli-test-plugin 0.1"
+    assert re.search(r"^cli_ok +" + re.escape(origin) + "$", out, re.MULTILINE), out
     assert "Description: Record its options as metrics" in out
     assert "count (integer, default 1)" in out and "fields (list[string], default [])" in out
     assert "Required: threshold (float)" in out
@@ -302,13 +304,41 @@ def test_stages_listing_detail_json_and_unknown(tmp_path: Path, env: dict[str, s
     assert "Stage: cli_needs" in detail.stdout and "Schema version: 1.0" in detail.stdout
     assert "Required options:" in detail.stdout and "Required threshold." in detail.stdout
     assert "Optional options: (none)" in detail.stdout
+    assert (
+        "Origin: entry point tests.support.cli_stages:needs_stage, crucible-cli-test-plugin 0.1"
+        in detail.stdout
+    )
 
     schemas = {s["name"]: s for s in json.loads(as_json.stdout)}
     assert schemas["cli_ok"]["defaults"]["count"] == 1
+    assert schemas["cli_ok"]["origin"] == origin
+    assert schemas["report"]["origin"].startswith("entry point stages.report:report, crucible-")
     assert schemas["cli_needs"]["required"] == ["threshold"]
 
     assert unknown.returncode == 2
     assert "unknown stage 'x'" in unknown.stderr and "cli_ok" in unknown.stderr
+
+
+def test_stages_shows_a_plugin_shadowing_a_built_in(tmp_path: Path, env: dict[str, str]) -> None:
+    site = tmp_path / "site"
+    dist = site / "shadow_plugin-2.0.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: shadow-plugin\nVersion: 2.0\n")
+    (dist / "entry_points.txt").write_text(
+        "[crucible.stages]\nreport = tests.support.cli_stages:ok_stage\n"
+    )
+    shadowed = {**env, "PYTHONPATH": os.pathsep.join([str(site), env["PYTHONPATH"]])}
+    listing = cli(tmp_path, "stages", env=shadowed)
+    assert listing.returncode == 0, listing.stderr
+    # The plugin comes first on the path, so it provides 'report'; both sources are named.
+    assert (
+        "stage 'report' from entry point tests.support.cli_stages shadows 'report' from "
+        "entry point stages.report" in listing.stderr
+    )
+    origin = "entry point tests.support.cli_stages:ok_stage, shadow-plugin 2.0"
+    assert re.search(r"^report +" + re.escape(origin) + "$", listing.stdout, re.MULTILINE)
+    plain = cli(tmp_path, "stages", env=env)  # without the plugin: no warning at all
+    assert plain.returncode == 0 and "shadows" not in plain.stderr, plain.stderr
 
 
 @pytest.mark.parametrize(("sig", "exit_code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])

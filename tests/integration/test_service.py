@@ -10,21 +10,16 @@ import os
 import random
 import re
 import signal
-import socket
 import sys
-import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
-from fastapi import FastAPI
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind
 
@@ -33,6 +28,7 @@ from crucible.store import RunStore
 from crucible.testing import SpanCapture, capture_spans
 from examples.service import create_app, find_experiment_file
 from examples.service_stages import demo_registry
+from tests.support.asgi_server import serve
 
 REPO = Path(__file__).resolve().parents[2]
 SECRET = "sk-live-DO-NOT-ECHO-4242"
@@ -58,42 +54,6 @@ class Service:
 
     def log_lines(self) -> list[dict[str, Any]]:
         return [json.loads(line) for line in self.logs.getvalue().splitlines() if line.strip()]
-
-
-@contextmanager
-def serve(app: FastAPI, store: RunStore | None = None) -> Iterator[str]:
-    """Serve ``app`` with uvicorn on an ephemeral 127.0.0.1 port in its own thread and loop."""
-    # IPPROTO_TCP explicitly: asyncio only sets TCP_NODELAY on sockets that say they are TCP.
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        app, log_config=None, log_level="warning", lifespan="on", timeout_graceful_shutdown=5
-    )
-    server = uvicorn.Server(config)
-
-    async def main() -> None:
-        try:
-            await server.serve(sockets=[sock])
-        finally:
-            if store is not None:
-                await store.close()  # on the loop that used it
-
-    thread = threading.Thread(target=asyncio.run, args=(main(),), daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert thread.is_alive(), "uvicorn stopped during startup"
-        assert time.monotonic() < deadline, "uvicorn did not start within 10 s"
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=15)
-        sock.close()
-        assert not thread.is_alive(), "uvicorn did not shut down within 15 s"
 
 
 @pytest.fixture
@@ -252,7 +212,35 @@ async def test_get_run_returns_the_stored_run(service: Service) -> None:
         assert run["trace_id"] == posted["trace_id"]
         assert run["metrics"]["sum"] == 9.0
         assert [a["stage"] for a in run["attempts"]] == ["nap", "tally"]
-        assert SECRET not in got.text and run["assigns"]["db_password"] == "[REDACTED]"
+        assert SECRET not in got.text
+        # What the run did, not what it held: no assigns, options, configuration or outputs.
+        assert set(run) == {
+            "run_id",
+            "experiment_id",
+            "status",
+            "trace_id",
+            "batch_id",
+            "started_at",
+            "finished_at",
+            "duration_s",
+            "metrics",
+            "failure",
+            "attempts",
+            "artifacts",
+        }
+        assert set(run["attempts"][0]) == {
+            "stage",
+            "stage_index",
+            "attempt",
+            "result",
+            "duration_s",
+            "error_type",
+            "error",
+        }
+        listed = await http.get("/runs", params={"limit": 5})
+        assert listed.status_code == 200, listed.text
+        assert [r["run_id"] for r in listed.json()["runs"]] == ["stored-1"]
+        assert SECRET not in listed.text and "assigns" not in listed.json()["runs"][0]
 
         again = await http.post(
             "/runs", json={"experiment": experiment(("nap", {})), "run_id": "stored-1"}
@@ -288,7 +276,12 @@ async def test_failed_stage_is_a_successful_call_with_status_failed(service: Ser
         }
         assert body["metrics"] == {"napped_s": 0.0}  # the last good context's metrics
         stored = (await http.get(f"/runs/{body['run_id']}")).json()
-        assert stored["status"] == "failed" and stored["failure_stage"] == "boom"
+        assert stored["status"] == "failed"
+        assert stored["failure"] == {
+            "stage": "boom",
+            "error_type": "RuntimeError",
+            "error": "bad",
+        }, stored
 
         slow = await http.post(
             "/runs", json={"experiment": experiment(("nap", {"seconds": 5})), "timeout": 0.1}

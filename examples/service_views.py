@@ -1,0 +1,89 @@
+"""What the service shows of a run: status, ids, metrics, stage results and artifact names.
+
+Never the run's assigns, options, configuration or outputs (they may hold data a request read,
+or secrets): a client sees what a run did, not what it held.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from crucible.redact import REDACTED, is_secret_key
+from crucible.serialize import to_jsonable
+from crucible.store import RunInfo
+
+__all__ = ["public_run", "scrub", "secret_values"]
+
+_ATTEMPT_FIELDS = ("stage", "stage_index", "attempt", "result", "duration_s", "error_type")
+
+
+def public_run(info: RunInfo, *, secrets: Iterable[str] = ()) -> dict[str, Any]:
+    """``info`` as a client may see it; ``secrets`` are replaced wherever they appear."""
+    hidden = tuple(secrets)
+    view: dict[str, Any] = {
+        "run_id": info.run_id,
+        "experiment_id": info.experiment_id,
+        "status": info.status,
+        "trace_id": info.trace_id,
+        "batch_id": info.batch_id,
+        "started_at": info.started_at.isoformat(),
+        "finished_at": info.finished_at.isoformat() if info.finished_at else None,
+        "duration_s": info.duration_s,
+        "metrics": to_jsonable(dict(info.metrics)),  # secret-looking keys redacted, NaN-safe
+        "failure": None,
+        "attempts": [
+            {
+                **{name: getattr(a, name) for name in _ATTEMPT_FIELDS},
+                "error": scrub(a.error_message, hidden),
+            }
+            for a in info.attempts
+        ],
+        "artifacts": [a.name for a in info.artifacts],
+    }
+    if info.failure_stage is not None or info.failure_message is not None:
+        view["failure"] = {
+            "stage": info.failure_stage,
+            "error_type": info.error_type,
+            "error": scrub(info.failure_message, hidden),
+        }
+    return view
+
+
+def secret_values(data: Any) -> set[str]:
+    """Every string found under a secret-looking key anywhere in ``data`` (to scrub them)."""
+    found: set[str] = set()
+    stack = [data]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, Mapping):
+            for key, child in value.items():
+                if isinstance(key, str) and is_secret_key(key):
+                    found.update(_strings(child))
+                else:
+                    stack.append(child)
+        elif isinstance(value, list | tuple):
+            stack.extend(value)
+    return {s for s in found if len(s) >= 4}  # shorter ones would blank ordinary words
+
+
+def _strings(value: Any) -> Iterable[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, Mapping):
+        for child in value.values():
+            yield from _strings(child)
+    elif isinstance(value, list | tuple):
+        for child in value:
+            yield from _strings(child)
+    elif value is not None and not isinstance(value, bool):
+        yield str(value)
+
+
+def scrub(text: str | None, secrets: Iterable[str]) -> str | None:
+    """``text`` with every secret value replaced by ``[REDACTED]``, longest first."""
+    if not text:
+        return text
+    for secret in sorted(secrets, key=len, reverse=True):
+        text = text.replace(secret, REDACTED)
+    return text

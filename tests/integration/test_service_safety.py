@@ -1,0 +1,408 @@
+"""The example service is safe to expose: its own folders, a token, body limits, an allow-list.
+
+Every test talks real HTTP to a real uvicorn on 127.0.0.1 (in a thread, or as a subprocess for
+the shutdown tests).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+import signal
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+import crucible.logging
+from crucible import Registry, stage
+from crucible.store import RunStore
+from examples.service import create_app
+from examples.service_settings import DEFAULT_STAGES, ServiceSettings
+from examples.service_stages import STAGES as DEMO_STAGES
+from tests.support.asgi_server import serve, uvicorn_process
+
+TOKEN = "tok-3f9c-VERY-PRIVATE-81d2"
+SECRET = "sk-live-NEVER-SHOWN-5150"
+ROW_MARKER = "row-content-that-stays-on-the-server"
+MiB = 1024 * 1024
+
+
+@stage("not_offered", description="installed, but not on the allow-list", register=False)
+async def not_offered(ctx: Any) -> Any:
+    return ctx.put_metric("should_not_run", True)
+
+
+@dataclass
+class Safe:
+    url: str
+    data: Path
+    reports: Path
+    outside: Path
+    logs: io.StringIO
+    db: Path
+
+    def client(self, token: str | None = TOKEN, **kwargs: Any) -> httpx.AsyncClient:
+        headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
+        kwargs.setdefault("timeout", httpx.Timeout(30.0))
+        return httpx.AsyncClient(base_url=self.url, headers=headers, **kwargs)
+
+
+@pytest.fixture
+def safe(tmp_path: Path) -> Iterator[Safe]:
+    logs = io.StringIO()
+    crucible.logging.configure(json=True, stream=logs)  # conftest resets structlog afterwards
+    data, reports, outside = tmp_path / "data", tmp_path / "reports", tmp_path / "outside"
+    for folder in (data, reports, outside):
+        folder.mkdir()
+    rows = [{"input": f"q{i}", "output": f"{ROW_MARKER}-{i}"} for i in range(3)]
+    (data / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (outside / "private.csv").write_text("input,output\nsecret,stuff\n")
+    (data / "link.csv").symlink_to(outside / "private.csv")
+    settings = ServiceSettings.defaults(data_dir=data, reports_dir=reports, token=TOKEN)
+    db = tmp_path / "runs.db"
+    store = RunStore(db)
+    source = Registry([*DEMO_STAGES, not_offered], discover=True)
+    app = create_app(store=store, registry=source, settings=settings, tracing=False)
+    with serve(app, store) as url:
+        yield Safe(url, data, reports, outside, logs, db)
+
+
+def only_files(folder: Path) -> list[str]:
+    """The files under ``folder``, relative, sorted."""
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+
+
+def exists(path: Path) -> bool:
+    return path.exists()
+
+
+def run_body(*stages: tuple[str, dict[str, Any]], **extra: Any) -> dict[str, Any]:
+    pipeline = [{"name": n, "options": o} for n, o in stages]
+    return {"experiment": {"id": "safety", "pipeline": pipeline, **extra.pop("exp", {})}, **extra}
+
+
+def one_problem(resp: httpx.Response, status: int = 422) -> dict[str, Any]:
+    assert resp.status_code == status, resp.text
+    problems = resp.json()["problems"]
+    assert len(problems) == 1, problems
+    return dict(problems[0])
+
+
+# --- the bearer token ------------------------------------------------------------------------
+
+
+async def test_every_endpoint_but_health_needs_the_token(safe: Safe) -> None:
+    seen: list[httpx.Response] = []
+    async with safe.client(token=None) as anon:
+        for method, path in [
+            ("POST", "/runs"),
+            ("GET", "/runs"),
+            ("GET", "/runs/anything"),
+            ("GET", "/docs"),
+            ("GET", "/openapi.json"),
+        ]:
+            resp = await anon.request(method, path, json=run_body(("nap", {})))
+            seen.append(resp)
+            assert resp.status_code == 401, (path, resp.text)
+            assert resp.headers["www-authenticate"] == 'Bearer realm="crucible"'
+        health = await anon.get("/health")
+        assert health.status_code == 200 and health.json() == {"status": "ok"}
+        for header in (f"Bearer {TOKEN}x", f"Bearer {TOKEN[:-1]}", f"Basic {TOKEN}", TOKEN):
+            resp = await anon.get("/runs", headers={"Authorization": header})
+            seen.append(resp)
+            assert resp.status_code == 401, header
+        wrong = seen[-4]
+        assert wrong.headers["www-authenticate"] == 'Bearer realm="crucible", error="invalid_token"'
+    async with safe.client() as http:
+        ok = await http.post("/runs", json=run_body(("nap", {}), run_id="with-token"))
+        assert ok.status_code == 200, ok.text
+        assert (await http.get("/runs/with-token")).json()["status"] == "completed"
+        lower = await http.get("/runs", headers={"Authorization": f"bearer {TOKEN}"})
+        assert lower.status_code == 200  # the scheme is case-insensitive (RFC 7235)
+        seen += [ok, lower]
+    for resp in seen:
+        assert TOKEN not in resp.text and TOKEN not in str(resp.headers)
+    assert TOKEN not in safe.logs.getvalue()
+
+
+async def test_the_token_is_checked_before_the_body_is_read(safe: Safe) -> None:
+    reader, writer = await asyncio.open_connection(*httpx.URL(safe.url).netloc.decode().split(":"))
+    writer.write(
+        b"POST /runs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 52428800\r\n\r\n"
+    )
+    await writer.drain()
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=20)
+    assert head.startswith(b"HTTP/1.1 401 ")
+    writer.close()
+
+
+# --- the file roots --------------------------------------------------------------------------
+
+
+async def test_runs_read_only_the_data_folder_and_write_only_the_reports_folder(
+    safe: Safe,
+) -> None:
+    data = str(safe.data.resolve())
+    reports = str(safe.reports.resolve())
+    async with safe.client() as http:
+        for path in ("/etc/passwd", "../outside/private.csv", "link.csv"):
+            resp = await http.post(
+                "/runs", json=run_body(("load_examples", {"path": path, "format": "csv"}))
+            )
+            problem = one_problem(resp)
+            assert problem["field"] == "experiment.pipeline[0].options.path", path
+            assert "outside the folders this run may read" in problem["message"]
+            assert data in problem["message"] and "CRUCIBLE_SERVICE_DATA_DIR" in problem["message"]
+            assert "secret,stuff" not in resp.text and "root:" not in resp.text
+
+        pwned = Path("/PWNED.md")
+        for out_dir in ("/", str(safe.outside), "../outside"):
+            resp = await http.post(
+                "/runs",
+                json=run_body(
+                    ("report", {"out_dir": out_dir}),
+                    run_id=f"write-{len(out_dir)}",
+                    exp={"outputs": [{"name": "PWNED", "formats": ["markdown"]}]},
+                ),
+            )
+            problem = one_problem(resp)
+            assert problem["field"] == "experiment.pipeline[0].options.out_dir", out_dir
+            assert reports in problem["message"], problem
+            assert "CRUCIBLE_SERVICE_REPORTS_DIR" in problem["message"]
+            assert (await http.get(f"/runs/write-{len(out_dir)}")).status_code == 404
+        assert not exists(pwned) and only_files(safe.outside) == ["private.csv"]
+
+        good = await http.post(
+            "/runs",
+            json=run_body(
+                ("load_examples", {"path": "rows.jsonl"}),
+                ("report", {"out_dir": "."}),
+                run_id="inside",
+                exp={"outputs": [{"name": "summary", "formats": ["markdown", "json"]}]},
+            ),
+        )
+        assert good.status_code == 200, good.text
+        stored = await http.get("/runs/inside")
+    assert stored.status_code == 200
+    run = stored.json()
+    assert run["status"] == "completed"
+    assert sorted(run["artifacts"]) == ["report.summary.json", "report.summary.markdown"]
+    assert str(safe.reports) not in stored.text  # names only, not where they are
+    assert only_files(safe.reports) == ["safety-inside-summary.json", "safety-inside-summary.md"]
+    assert ROW_MARKER not in stored.text and ROW_MARKER not in good.text  # no rows echoed back
+
+
+# --- body size and loader limits -------------------------------------------------------------
+
+
+def padded(size: int) -> bytes:
+    """A valid run request of exactly ``size`` bytes."""
+    skeleton = json.dumps(run_body(("nap", {}), assigns={"pad": ""})).encode()
+    return skeleton.replace(b'"pad": ""', b'"pad": "' + b"x" * (size - len(skeleton)) + b'"')
+
+
+async def test_bodies_over_one_mib_get_413_and_up_to_it_run(safe: Safe) -> None:
+    async with safe.client() as http:
+        at_limit = padded(MiB)
+        assert len(at_limit) == MiB
+        headers = {"content-type": "application/json"}
+        ok = await http.post("/runs", content=at_limit, headers=headers)
+        assert ok.status_code == 200, ok.text[:300]
+        over = await http.post("/runs", content=padded(MiB + 1), headers=headers)
+        assert over.status_code == 413
+        assert "1,048,576 bytes" in over.json()["detail"]
+        assert "CRUCIBLE_SERVICE_MAX_BODY_BYTES" in over.json()["detail"]
+
+        async def fifty_mib() -> AsyncIterator[bytes]:  # chunked: no Content-Length
+            yield b'{"experiment": {"id": "big", "pipeline": []}, "assigns": {"pad": "'
+            for _ in range(50):
+                yield b"x" * MiB
+            yield b'"}}'
+
+        chunked = await http.post("/runs", content=fifty_mib(), headers=headers)
+        assert chunked.status_code == 413, chunked.text[:300]
+        assert (await http.get("/runs", params={"experiment_id": "big"})).json()["runs"] == []
+
+
+async def test_a_chunked_body_is_refused_once_past_the_limit_not_when_complete(safe: Safe) -> None:
+    """The client sends 2 MiB of a body that never ends; the 413 comes anyway."""
+    host, port = httpx.URL(safe.url).netloc.decode().split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(
+        b"POST /runs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        + f"Authorization: Bearer {TOKEN}\r\n".encode()
+        + b"Transfer-Encoding: chunked\r\n\r\n"
+    )
+    chunk = b"x" * 65536
+    for _ in range(32):
+        writer.write(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+        await writer.drain()
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=20)
+    assert head.startswith(b"HTTP/1.1 413 "), head
+    writer.close()
+
+
+async def test_the_body_goes_through_the_loader_limits(safe: Safe) -> None:
+    async with safe.client() as http:
+        deep: dict[str, Any] = {}
+        for _ in range(100):
+            deep = {"d": deep}
+        resp = await http.post("/runs", json=run_body(("nap", {}), exp={"metadata": deep}))
+        problem = one_problem(resp)
+        assert problem["field"] == "body"
+        assert "nested deeper than 64 levels" in problem["message"]
+
+        duplicated = b'{"experiment": {"id": "a", "id": "b", "pipeline": []}}'
+        resp = await http.post("/runs", content=duplicated)
+        problem = one_problem(resp)
+        assert problem["message"] == (
+            "line 1, column 28: experiment: duplicate key 'id' (first on line 1)"
+        )
+
+        brackets = b"[" * 100_000  # the standard JSON parser would recurse once per bracket
+        problem = one_problem(await http.post("/runs", content=brackets))
+        assert problem["message"] == "line 1, column 65: nested deeper than 64 levels"
+
+        latin1 = '{"experiment": {"id": "é"}}'.encode("latin-1")
+        assert "not UTF-8" in one_problem(await http.post("/runs", content=latin1))["message"]
+
+
+async def test_smaller_loader_limits_from_the_settings() -> None:
+    settings = ServiceSettings.defaults(max_values=50, max_string_chars=100, max_body_bytes=4096)
+    app = create_app(registry=Registry(DEMO_STAGES), settings=settings, tracing=False)
+    with serve(app) as url:
+        async with httpx.AsyncClient(base_url=url, timeout=20) as http:
+            many = await http.post("/runs", json=run_body(("nap", {}), assigns={"n": [0] * 60}))
+            assert "more than 50 values" in one_problem(many)["message"]
+            long = await http.post("/runs", json=run_body(("nap", {}), assigns={"s": "y" * 101}))
+            assert "a value of 101 characters; the limit is 100" in one_problem(long)["message"]
+            big = await http.post("/runs", content=b" " * 4097)
+            assert big.status_code == 413 and "4,096 bytes" in big.json()["detail"]
+            ok = await http.post("/runs", json=run_body(("nap", {}), assigns={"n": [0] * 10}))
+            assert ok.status_code == 200, ok.text
+
+
+# --- the stage allow-list --------------------------------------------------------------------
+
+
+async def test_only_allow_listed_stages_run_and_never_imported_ones(safe: Safe) -> None:
+    assert "not_offered" not in DEFAULT_STAGES
+    async with safe.client() as http:
+        resp = await http.post(
+            "/runs", json=run_body(("nap", {}), ("not_offered", {}), run_id="refused")
+        )
+        problem = one_problem(resp)
+        assert problem["stage"] == "not_offered" and problem["field"] == "experiment.pipeline[1]"
+        assert problem["message"].startswith("unknown stage 'not_offered': this service offers")
+        assert "CRUCIBLE_SERVICE_STAGES" in problem["message"]
+
+        imported = {
+            "experiment": {
+                "id": "imp",
+                "pipeline": [{"name": "ok", "module": "tests.support.cli_stages:ok_stage"}],
+            },
+            "run_id": "imported",
+        }
+        problem = one_problem(await http.post("/runs", json=imported))
+        assert problem["field"] == "experiment.pipeline[0].module"
+        assert "never imports code" in problem["message"]
+        for run_id in ("refused", "imported"):
+            assert (await http.get(f"/runs/{run_id}")).status_code == 404  # nothing ran
+
+    narrow = ServiceSettings.defaults(stages="nap, tally")
+    app = create_app(registry=Registry(DEMO_STAGES, discover=True), settings=narrow, tracing=False)
+    with serve(app) as url:
+        async with httpx.AsyncClient(base_url=url, timeout=20) as http:
+            problem = one_problem(await http.post("/runs", json=run_body(("report", {}))))
+            assert (
+                "unknown stage 'report': this service offers only nap, tally"
+                in (problem["message"])
+            )
+            ok = await http.post("/runs", json=run_body(("nap", {}), ("tally", {})))
+            assert ok.status_code == 200, ok.text
+
+
+async def test_secret_values_are_scrubbed_from_answers(safe: Safe) -> None:
+    async with safe.client() as http:
+        resp = await http.post(
+            "/runs",
+            json=run_body(
+                ("boom", {"message": f"upstream said {SECRET}"}),
+                assigns={"api_key": SECRET},
+                run_id="leaky",
+            ),
+        )
+        assert resp.status_code == 200, resp.text
+        assert resp.json()["failure"]["error"] == "RuntimeError: upstream said [REDACTED]"
+        assert SECRET not in resp.text
+        stored = await http.get("/runs/leaky")
+        assert stored.status_code == 200 and "assigns" not in stored.json()
+
+
+# --- graceful shutdown, as deployed ----------------------------------------------------------
+
+
+def service_env(tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "CRUCIBLE_"))}
+    env.pop("TRACEPARENT", None)
+    return env | {
+        "OTEL_TRACES_EXPORTER": "none",
+        "CRUCIBLE_STORE_URL": str(tmp_path / "runs.db"),
+        "CRUCIBLE_EXPERIMENTS_DIR": str(tmp_path),
+        "CRUCIBLE_SERVICE_REPORTS_DIR": str(tmp_path / "reports"),
+        "CRUCIBLE_SERVICE_TOKEN": TOKEN,
+    }
+
+
+@pytest.mark.parametrize(
+    ("nap_s", "grace_s", "expected"), [(600, 2, "cancelled"), (1.5, 120, "completed")]
+)
+async def test_sigterm_ends_the_run_and_the_process_within_the_graceful_timeout(
+    tmp_path: Path, nap_s: float, grace_s: int, expected: str
+) -> None:
+    args = ("--timeout-graceful-shutdown", str(grace_s))
+    run_id = f"long-{expected}"
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    async with (
+        uvicorn_process("examples.service:app", *args, env=service_env(tmp_path)) as srv,
+        httpx.AsyncClient(base_url=srv.url, headers=headers, timeout=300) as http,
+    ):
+        posted = asyncio.create_task(
+            http.post("/runs", json=run_body(("nap", {"seconds": nap_s}), run_id=run_id))
+        )
+        status = None
+        while status != "running":  # the run has started and is stored as running
+            assert not posted.done(), posted.result().text
+            got = await http.get(f"/runs/{run_id}")
+            status = got.json().get("status") if got.status_code == 200 else None
+            await asyncio.sleep(0.05)
+        srv.proc.send_signal(signal.SIGTERM)
+        stopped_at = time.monotonic()
+        code = await srv.wait_exit(within_s=grace_s + 60)
+        took = time.monotonic() - stopped_at
+        try:
+            answer: httpx.Response | None = await posted
+        except httpx.HTTPError:  # the server went away before answering
+            answer = None
+    assert code in (0, -signal.SIGTERM), srv.text()  # uvicorn re-raises the signal it got
+    assert took < grace_s + 30, (took, srv.text())  # not the 600 s nap
+    async with RunStore(tmp_path / "runs.db") as store:
+        info = await store.get_run(run_id)
+    assert info is not None and info.status == expected, srv.text()
+    assert info.finished_at is not None
+    assert [a.result for a in info.attempts] == [
+        "cancellation" if expected == "cancelled" else "success"
+    ]
+    if expected == "completed":
+        assert answer is not None and answer.status_code == 200
+        assert answer.json()["status"] == "completed"
+    assert TOKEN not in srv.text()
+    assert "Application startup complete" in srv.text()
