@@ -1,4 +1,4 @@
-"""structlog setup and the processor that adds the current trace and span ids to every line."""
+"""structlog setup: processors adding trace ids and run context, and one redacting secrets."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from typing import Any, TextIO
 
 import structlog
 from opentelemetry import trace
+
+from crucible.redact import REDACTED, is_secret_key
 
 # (experiment_id, run_id, stage or None) of the run executing in this context; set by the engine.
 run_context: ContextVar[tuple[str, str, str | None] | None] = ContextVar(
@@ -41,14 +43,43 @@ def add_trace_ids(
     return event_dict
 
 
-def processors(*, json: bool) -> list[Any]:
-    """The processor chain: context vars, run/stage, level, time, trace ids.
+def _redacted(value: Any, depth: int = 0) -> Any:
+    if depth > 16:
+        return value
+    if isinstance(value, dict):
+        return {
+            k: REDACTED if isinstance(k, str) and is_secret_key(k) else _redacted(v, depth + 1)
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return type(value)(_redacted(v, depth + 1) for v in value)
+    return value
 
-    To keep your own chain, add ``add_run_context`` and ``add_trace_ids`` to it.
+
+def redact_secrets(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """Replace values under secret-looking keys (any case or style), nested ones too."""
+    for key in list(event_dict):
+        if key == "event":
+            continue
+        value = event_dict[key]
+        if is_secret_key(key):
+            event_dict[key] = REDACTED
+        elif isinstance(value, dict | list | tuple):
+            event_dict[key] = _redacted(value)
+    return event_dict
+
+
+def processors(*, json: bool) -> list[Any]:
+    """The processor chain: context vars, run/stage, secrets redacted, level, time, trace ids.
+
+    To keep your own chain, add ``add_run_context``, ``redact_secrets`` and ``add_trace_ids``.
     """
     chain: list[Any] = [
         structlog.contextvars.merge_contextvars,
         add_run_context,
+        redact_secrets,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         add_trace_ids,

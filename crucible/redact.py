@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 
 REDACTED = "[REDACTED]"
@@ -18,6 +19,7 @@ _ANYWHERE = frozenset(
         "credential",
         "credentials",
         "cookie",
+        "cookies",
         "passphrase",
         "privatekey",
         "dsn",
@@ -25,15 +27,38 @@ _ANYWHERE = frozenset(
 )
 # ...or when it ends with one of these (so ``access_token`` is secret, ``token_count`` is not).
 _AT_END = frozenset({"token", "auth", "key", "bearer", "signature"})
-_SPLIT = re.compile(r"[^a-z0-9]+|(?<=[a-z0-9])(?=[A-Z])")
+# Word parts: acronyms (``API`` in ``APIKey``), capitalised or lowercase words, digit runs.
+_WORDS = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")
+_KEY_QUALIFIERS = frozenset(
+    {
+        "api",
+        "access",
+        "secret",
+        "private",
+        "signing",
+        "encryption",
+        "client",
+        "master",
+        "license",
+    }
+)
 
 
 def _parts(key: str) -> list[str]:
-    return [p.lower() for p in _SPLIT.split(key) if p]
+    """``X-Api-Key``, ``apiKey``, ``API_KEY``, ``ApiKey`` all give ``["api", "key"]``."""
+    parts = [p.lower() for p in _WORDS.findall(key)]
+    while len(parts) > 1 and parts[-1].isdigit():  # ``api_key_2`` is an ``api_key``
+        parts.pop()
+    return parts
 
 
+@functools.lru_cache(maxsize=4096)
 def is_secret_key(key: str) -> bool:
-    """True when ``key`` names a secret (password, api_key, access_token, Authorization, ...)."""
+    """True when ``key`` names a secret (password, api_key, access_token, Authorization, ...).
+
+    Case and style do not matter: ``API_KEY``, ``apiKey``, ``X-Api-Key`` and ``api-key`` are
+    the same key; ``max_tokens``, ``token_count``, ``sort_key`` or ``keyboard`` are not secrets.
+    """
     parts = _parts(key)
     if not parts:
         return False
@@ -45,15 +70,5 @@ def is_secret_key(key: str) -> bool:
     last = parts[-1]
     if last == "key":
         # ``key`` or ``sort_key`` are not secrets; ``api_key`` and ``access_key`` are.
-        return len(parts) > 1 and parts[-2] in {
-            "api",
-            "access",
-            "secret",
-            "private",
-            "signing",
-            "encryption",
-            "client",
-            "master",
-            "license",
-        }
+        return len(parts) > 1 and parts[-2] in _KEY_QUALIFIERS
     return last in _AT_END
