@@ -9,6 +9,7 @@ commit. The thread has its own engine (asyncpg connections belong to the loop th
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import threading
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -58,6 +59,27 @@ class WriterThread:
             return await fn(self.db)
 
         return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(call(), loop))
+
+    @property
+    def running(self) -> bool:
+        """Whether the thread has started (and not been stopped)."""
+        return self._loop is not None
+
+    async def call(self, fn: Callable[[], T]) -> T:
+        """``fn()`` on the writer thread (a plain function: no awaiting there)."""
+        loop = self._loop or self._start()
+        done: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+        def job() -> None:
+            if not done.set_running_or_notify_cancel():
+                return
+            try:
+                done.set_result(fn())
+            except BaseException as err:  # the caller gets it, whatever it is
+                done.set_exception(err)
+
+        loop.call_soon_threadsafe(job)
+        return await asyncio.wrap_future(done)
 
     async def stop(self) -> None:
         """Close the thread's engine and end the thread; a later ``run`` starts a new one."""

@@ -30,6 +30,8 @@ from crucible.store.connection import Database, FileLost, UnusableStore, describ
 from crucible.store.journal import Journal
 from crucible.store.rows import FINISH, START, Record
 from crucible.store.sql import Applied, Statements, apply
+from crucible.store.sqlite_bulk import AVAILABLE as BULK_AVAILABLE
+from crucible.store.sqlite_bulk import SqliteBulk
 from crucible.store.thread import WriterThread
 
 
@@ -92,6 +94,12 @@ class Writer:
         self._store = store
         db = store._db  # one shared connection in memory: it cannot move to another thread
         self._thread = None if db.in_memory else WriterThread(db.twin())
+        path = db.sqlite_file
+        self._bulk = (
+            SqliteBulk(path, db.busy_timeout, db.check_file)
+            if path is not None and BULK_AVAILABLE
+            else None
+        )
         self.journal_after_s = journal_after_s
         self._capacity = max_pending
         self._queue: deque[Record] = deque()
@@ -164,6 +172,8 @@ class Writer:
             with suppress(asyncio.CancelledError):
                 await probe
         if self._thread is not None:
+            if self._bulk is not None and self._thread.running:
+                await self._thread.call(self._bulk.close)
             await self._thread.stop()
         self._task = self._probe = None
         self._journaling, self._lost, self._recovered = False, None, False
@@ -222,6 +232,13 @@ class Writer:
     async def _apply(self, records: Sequence[Record]) -> Applied:
         """One transaction for ``records``; the file check comes last, before COMMIT."""
         sql = await self._store._writable()
+        bulk, thread = self._bulk, self._thread
+        if bulk is not None and thread is not None:
+            check_file = self._store._db.check_file
+            check_file()
+            applied = await thread.call(lambda: bulk.apply(sql, records))
+            check_file()  # lost while the batch was written: it goes to the journal as well
+            return applied
         check_file = self._store._db.check_file
 
         async def transaction(db: Database) -> Applied:
