@@ -36,12 +36,16 @@ from crucible.store.rows import (
 )
 from crucible.store.sql import Applied, Statements
 
-__all__ = ["AVAILABLE", "SqliteBulk"]
+__all__ = ["AVAILABLE", "Busy", "SqliteBulk"]
 
 AVAILABLE: Final = sqlite3.sqlite_version_info >= (3, 33, 0)
 _KEEP_IF_NULL: Final = frozenset({"metrics", "outputs", "assigns", "trace_id"})
 _VIEW: Final = "crucible_batch"
 _SLOTS: Final = ("experiments", "runs", "attempts", "artifacts", "finishes")
+
+
+class Busy(Exception):
+    """Another connection holds the write lock (``apply_now``): nothing was written."""
 
 
 def _pick(shape: Shape, names: Sequence[str], alias: str) -> list[str]:
@@ -94,7 +98,7 @@ class SqliteBulk:
 
     def __init__(self, path: Path, busy_timeout: float, check_file: Callable[[], None]) -> None:
         self.path = path
-        self.busy_timeout = busy_timeout
+        self.busy_timeout = busy_timeout  # 0: never wait for a lock (raise Busy instead)
         self._check_file = check_file
         self._conn: sqlite3.Connection | None = None
 
@@ -133,46 +137,111 @@ class SqliteBulk:
             self.close()
             raise
 
+    def apply_now(self, sql: Statements, records: Sequence[Record]) -> Applied:
+        """Commit ``records`` with ``executemany`` in one transaction, on the calling thread.
+
+        Meant for a connection that never waits (``busy_timeout`` 0): :class:`Busy` when
+        another connection holds the lock. The file check comes last, before COMMIT.
+        """
+        try:
+            conn = self._conn or self._connect()
+            self._conn = conn
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as err:
+                if err.sqlite_errorcode in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+                    raise Busy(str(err)) from err
+                raise
+            try:
+                applied = _write_each(conn, sql, records)
+                self._check_file()
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            return applied
+        except Busy:
+            raise
+        except sqlite3.Error as err:
+            self.close()
+            raise DBAPIError.instance(None, None, err, sqlite3.Error) from err
+        except BaseException:
+            self.close()
+            raise
+
 
 def _encode(sql: Statements, shape: Shape, rows: Sequence[tuple[Any, ...]]) -> str | None:
     return json.dumps(sql.driver_rows(shape, rows), separators=(",", ":")) if rows else None
 
 
+class _Sorted:
+    """A batch's rows by table, in foreign-key order (experiments sorted: no deadlocks)."""
+
+    def __init__(self, records: Sequence[Record]) -> None:
+        exps: dict[str, tuple[Any, ...]] = {}
+        self.starts: list[tuple[Any, ...]] = []
+        self.attempts: list[tuple[Any, ...]] = []
+        self.artifacts: list[tuple[Any, ...]] = []
+        self.finishes: list[tuple[Any, ...]] = []
+        for rec in records:
+            op = rec.op
+            if op == ATTEMPT:
+                self.attempts.append(rec.row)
+            elif op == START:
+                assert rec.experiment is not None
+                exps[rec.experiment[0]] = rec.experiment
+                self.starts.append(rec.row)
+            elif op == FINISH:
+                self.finishes.append(rec.row)
+            elif op == ARTIFACT:
+                self.artifacts.append(rec.row)
+        self.experiments = [exps[k] for k in sorted(exps)]
+
+    @property
+    def count(self) -> int:
+        return (len(self.experiments) + len(self.starts) + len(self.attempts)
+                + len(self.artifacts) + len(self.finishes))  # fmt: skip
+
+
 def _write(conn: sqlite3.Connection, sql: Statements, records: Sequence[Record]) -> Applied:
-    exps: dict[str, tuple[Any, ...]] = {}
-    starts: list[tuple[Any, ...]] = []
-    attempts: list[tuple[Any, ...]] = []
-    artifacts: list[tuple[Any, ...]] = []
-    finishes: list[tuple[Any, ...]] = []
-    for rec in records:
-        op = rec.op
-        if op == ATTEMPT:
-            attempts.append(rec.row)
-        elif op == START:
-            assert rec.experiment is not None
-            exps[rec.experiment[0]] = rec.experiment
-            starts.append(rec.row)
-        elif op == FINISH:
-            finishes.append(rec.row)
-        elif op == ARTIFACT:
-            artifacts.append(rec.row)
-    experiments = [exps[k] for k in sorted(exps)]
+    rows = _Sorted(records)
     before = conn.total_changes
     conn.execute(_WRITE, (
-        _encode(sql, EXPERIMENTS, experiments), _encode(sql, RUNS, starts),
-        _encode(sql, ATTEMPTS, attempts), _encode(sql, ARTIFACTS, artifacts),
-        _encode(sql, FINISHES, finishes),
+        _encode(sql, EXPERIMENTS, rows.experiments), _encode(sql, RUNS, rows.starts),
+        _encode(sql, ATTEMPTS, rows.attempts), _encode(sql, ARTIFACTS, rows.artifacts),
+        _encode(sql, FINISHES, rows.finishes),
     ))  # fmt: skip
-    expected = len(experiments) + len(starts) + len(attempts) + len(artifacts) + len(finishes)
+    if conn.total_changes - before == rows.count:
+        return Applied()  # every row went in: no start met a stored run, every finish found one
+    return _owners(conn, sql, rows)
+
+
+def _write_each(conn: sqlite3.Connection, sql: Statements, records: Sequence[Record]) -> Applied:
+    rows = _Sorted(records)
+    before = conn.total_changes
+    for statement, shape, values in (
+        (sql.upsert_experiments, EXPERIMENTS, rows.experiments),
+        (sql.insert_runs, RUNS, rows.starts),
+        (sql.insert_attempts, ATTEMPTS, rows.attempts),
+        (sql.upsert_artifacts, ARTIFACTS, rows.artifacts),
+        (sql.finish_runs, FINISHES, rows.finishes),
+    ):
+        if values:
+            conn.executemany(statement, sql.driver_rows(shape, values))
+    if conn.total_changes - before == rows.count:
+        return Applied()
+    return _owners(conn, sql, rows)
+
+
+def _owners(conn: sqlite3.Connection, sql: Statements, rows: _Sorted) -> Applied:
+    """As ``sql.apply``: a start that met a stored row is refused unless that row is this very
+    start (a retry or a replay); a finish that updated nothing is of a run that is not stored."""
     applied = Applied()
-    if conn.total_changes - before == expected:
-        return applied  # every row went in: no start met a stored run, every finish found one
-    # As sql.apply: a start that met a stored row is refused unless that row is this very start
-    # (a retry or a replay); a finish that updated nothing is of a run that is not stored.
     rid_at = RUNS.index["id"]
     key = [RUNS.index[c] for c in ("owner_host", "owner_pid", "started_at")]
-    ours = {r[rid_at]: tuple(r[i] for i in key) for r in sql.driver_rows(RUNS, starts)}
-    finished = {r[-1] for r in finishes}
+    ours = {r[rid_at]: tuple(r[i] for i in key) for r in sql.driver_rows(RUNS, rows.starts)}
+    finished = {r[-1] for r in rows.finishes}
     stored: set[str] = set()
     for row in conn.execute(sql.select_owners, (sql.id_list([*ours, *finished]),)):
         stored.add(row[0])
