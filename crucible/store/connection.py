@@ -212,6 +212,14 @@ class Database:
             yield conn
 
     @asynccontextmanager
+    async def autocommit(self, operation: str) -> AsyncIterator[AsyncConnection]:
+        """A connection whose every statement commits on its own (driver errors propagate)."""
+        engine = self.engine(operation, None)
+        async with self._lock_for_writes(), engine.connect() as conn:
+            await conn.execution_options(isolation_level="AUTOCOMMIT")
+            yield conn
+
+    @asynccontextmanager
     async def write(self, operation: str, run_id: str | None) -> AsyncIterator[AsyncConnection]:
         """A write transaction, committed on success (serialised per process on SQLite)."""
         engine = self.engine(operation, run_id)

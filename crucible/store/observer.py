@@ -6,6 +6,7 @@ id at start propagates and refuses the run, since running would overwrite the st
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Protocol
 
 import anyio
@@ -57,11 +58,14 @@ class StoreObserver(RunObserver):
             await self._wait("start_run", rec)
         self._started.add(run.run_id)
 
-    async def on_attempt_end(self, *, attempt: AttemptStart, record: SpanRecord) -> None:
-        """Queue the finished attempt's trace record (waits only while the queue is full)."""
-        waiting = self.store._writer.offer(attempt_record(attempt.run.run_id, record, durable=True))
-        if waiting is not None:
-            await waiting
+    def on_attempt_end(
+        self, *, attempt: AttemptStart, record: SpanRecord
+    ) -> Awaitable[None] | None:
+        """Queue the finished attempt's trace record; an awaitable only while the queue is full.
+
+        A plain method (the engine awaits what it returns): most attempts cost no coroutine.
+        """
+        return self.store._writer.offer(attempt_record(attempt.run.run_id, record, durable=True))
 
     async def on_run_end(self, *, run: RunEnd) -> None:
         """Store the final context's artifacts, then the status, results and failure."""

@@ -5,24 +5,61 @@ The run's start write carries them (``RunStore.start_run(..., extra=start_values
 
 from __future__ import annotations
 
-from typing import Any
+import json
+import weakref
+from collections.abc import Mapping
+from typing import Any, Final
 
 from crucible.checkpoint import encode_fields
+from crucible.experiment import Experiment
 from crucible.observers import RunStart
+from crucible.store.rows import Json
 
 __all__ = ["start_values"]
 
 
+_CACHE_SIZE: Final = 256
+_by_experiment: dict[int, tuple[weakref.ref[Experiment], Json, str | None]] = {}
+_by_versions: dict[int, tuple[Mapping[str, str], Json | None]] = {}
+
+
+def _experiment_parts(run: RunStart) -> tuple[Json, str | None]:
+    """The encoded configuration and the source of a (frozen) experiment, made once per object."""
+    experiment = run.experiment
+    hit = _by_experiment.get(id(experiment))
+    if hit is not None and hit[0]() is experiment:
+        return hit[1], hit[2]
+    config = Json(json.dumps(run.config))
+    source = None if experiment.source is None else str(experiment.source)
+    if len(_by_experiment) >= _CACHE_SIZE:
+        _by_experiment.clear()
+    _by_experiment[id(experiment)] = (weakref.ref(experiment), config, source)
+    return config, source
+
+
+def _versions(versions: Mapping[str, str]) -> Json | None:
+    """The encoded versions; the engine shares one mapping among the runs of a set of stages."""
+    hit = _by_versions.get(id(versions))
+    if hit is not None and hit[0] is versions:
+        return hit[1]
+    encoded = Json(json.dumps(dict(versions))) if versions else None
+    if len(_by_versions) >= _CACHE_SIZE:
+        _by_versions.clear()
+    _by_versions[id(versions)] = (versions, encoded)  # holds the mapping: its id stays unique
+    return encoded
+
+
 def start_values(run: RunStart) -> dict[str, Any]:
     """Configuration, the caller's assigns (checkpoint codec), versions, git, and lineage."""
+    config, source = _experiment_parts(run)
     return {
         "span_id": run.span_id,
-        "config": run.config,
+        "config": config,
         "start_assigns": encode_fields(run.assigns) if run.assigns else None,
-        "versions": dict(run.versions) or None,
+        "versions": _versions(run.versions),
         "git_commit": run.git_commit,
         "git_dirty": run.git_dirty,
         "rerun_of": run.rerun_of,
         "resumed_from": run.resumed_from,
-        "source": None if run.experiment.source is None else str(run.experiment.source),
+        "source": source,
     }

@@ -12,10 +12,11 @@ journal until the store is opened again.
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 import time
 from collections import deque
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import suppress
 from pathlib import Path
 from typing import Final, Protocol
@@ -28,8 +29,11 @@ from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 from crucible.errors import DuplicateRun, StoreError
 from crucible.store.connection import Database, FileLost, UnusableStore, describe
 from crucible.store.journal import Journal
+from crucible.store.pg_bulk import PgBulk
 from crucible.store.rows import FINISH, START, Record
 from crucible.store.sql import Applied, Statements, apply
+from crucible.store.sqlite_bulk import AVAILABLE as BULK_AVAILABLE
+from crucible.store.sqlite_bulk import Busy, SqliteBulk
 from crucible.store.thread import WriterThread
 
 
@@ -92,6 +96,19 @@ class Writer:
         self._store = store
         db = store._db  # one shared connection in memory: it cannot move to another thread
         self._thread = None if db.in_memory else WriterThread(db.twin())
+        path = db.sqlite_file
+        self._bulk = (
+            SqliteBulk(path, db.busy_timeout, db.check_file)
+            if path is not None and BULK_AVAILABLE
+            else None
+        )
+        # The first try of every SQLite batch: at once, on the callers' thread, never waiting.
+        self._now = (
+            SqliteBulk(path, 0.0, db.check_file) if path is not None and self._bulk else None
+        )
+        self._pg_bulk = PgBulk() if db.url.drivername == "postgresql+asyncpg" else None
+        self._pg_db: Database | None = None  # the bulk statement's engine, in the callers' loop
+        self._pg_loop: asyncio.AbstractEventLoop | None = None
         self.journal_after_s = journal_after_s
         self._capacity = max_pending
         self._queue: deque[Record] = deque()
@@ -163,7 +180,14 @@ class Writer:
             probe.cancel()
             with suppress(asyncio.CancelledError):
                 await probe
+        if self._now is not None:
+            self._now.close()
+        pg_db, self._pg_db = self._pg_db, None
+        if pg_db is not None and mine and self._pg_loop is asyncio.get_running_loop():
+            await pg_db.dispose()
         if self._thread is not None:
+            if self._bulk is not None and self._thread.running:
+                await self._thread.call(self._bulk.close)
             await self._thread.stop()
         self._task = self._probe = None
         self._journaling, self._lost, self._recovered = False, None, False
@@ -219,10 +243,40 @@ class Writer:
         for marker in flushes:
             self._settle(marker, COMMITTED)
 
-    async def _apply(self, records: Sequence[Record]) -> Applied:
-        """One transaction for ``records``; the file check comes last, before COMMIT."""
+    async def _apply(
+        self, records: Sequence[Record], on_applied: Callable[[Applied], None] | None = None
+    ) -> Applied:
+        """One transaction for ``records``; the file check comes last, before COMMIT.
+
+        ``on_applied`` runs once it is committed, as soon as the writer thread says so.
+        """
         sql = await self._store._writable()
         check_file = self._store._db.check_file
+        bulk, now, pg_bulk, thread = self._bulk, self._now, self._pg_bulk, self._thread
+        if bulk is not None and now is not None and thread is not None:
+            try:
+                applied = now.apply_now(sql, records)
+            except Busy:  # locked by another connection: wait for it on the writer thread
+                pass
+            else:
+                if on_applied is not None:
+                    on_applied(applied)
+                return applied
+
+            def committed(applied: Applied) -> None:
+                check_file()  # lost while the batch was written: it goes to the journal as well
+                if on_applied is not None:
+                    on_applied(applied)
+
+            check_file()
+            return await thread.call(lambda: bulk.apply(sql, records), committed)
+        if pg_bulk is not None:
+            async with self._pg_engine().autocommit("write") as conn:
+                written = await pg_bulk.apply(conn, sql, records)
+            if written is not None:
+                if on_applied is not None:
+                    on_applied(written)
+                return written
 
         async def transaction(db: Database) -> Applied:
             async with db.begin("write") as conn:
@@ -230,16 +284,30 @@ class Writer:
                 check_file()
             return applied
 
-        if self._thread is None:
-            return await transaction(self._store._db)
-        return await self._thread.run(transaction)
+        if thread is None:
+            applied = await transaction(self._store._db)
+            if on_applied is not None:
+                on_applied(applied)
+            return applied
+        return await thread.run(transaction, on_applied)
+
+    def _pg_engine(self) -> Database:
+        """The lean engine for the one-statement batches, made in (and for) this loop.
+
+        One round trip a batch: here it only waits for the server, while on the writer thread
+        it would also wait for the GIL on every socket call.
+        """
+        loop = asyncio.get_running_loop()
+        if self._pg_db is None or self._pg_loop is not loop:
+            self._pg_db, self._pg_loop = self._store._db.twin(), loop
+        return self._pg_db
 
     async def _commit(self, records: list[Record]) -> None:
         first_failure: float | None = None
         delay = _FIRST_RETRY_S
         while True:
             try:
-                applied = await self._apply(records)
+                await self._apply(records, functools.partial(self._settle_all, records))
             except UnusableStore as err:
                 for rec in records:
                     self._fail(rec, StoreError(rec.op, f"could not open the store: {err.reason}",
@@ -273,8 +341,6 @@ class Writer:
                 await asyncio.sleep(delay * random.uniform(0.5, 1.5))
                 delay = min(delay * 2, _MAX_RETRY_S)
                 continue
-            for rec in records:
-                self._settle(rec, COMMITTED, applied)
             if first_failure is not None:
                 _log.info("run store reachable again", database=self._store.url)
             return
@@ -304,6 +370,10 @@ class Writer:
         return f"{self._store.url}: {describe(err)}"
 
     # --- results ---------------------------------------------------------------------------
+    def _settle_all(self, records: Sequence[Record], applied: Applied) -> None:
+        for rec in records:
+            self._settle(rec, COMMITTED, applied)
+
     def _settle(self, rec: Record, outcome: str, applied: Applied | None = None) -> None:
         if applied is not None and rec.op == START and rec.run_id in applied.refused:
             self._fail(rec, DuplicateRun(START, "a run with this id already exists",

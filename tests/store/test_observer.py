@@ -23,6 +23,7 @@ from crucible.observers import (
     RunObserver,
     RunStart,
     StageInfo,
+    notify,
 )
 from crucible.status import RunStatus
 from crucible.store import RunStore, StoreObserver
@@ -103,7 +104,7 @@ async def record_whole_run(obs: StoreObserver, start: RunStart, ctx: Context, en
     assert ctx.trace is not None
     await obs.on_run_start(run=start)
     for rec in ctx.trace.spans:
-        await obs.on_attempt_end(attempt=attempt_start(start, rec), record=rec)
+        await notify([obs.on_attempt_end], attempt=attempt_start(start, rec), record=rec)
     await obs.on_run_end(run=end)
 
 
@@ -243,7 +244,7 @@ async def test_store_failure_in_on_attempt_end_is_logged_not_raised(store: RunSt
     start = run_start(ctx)  # never passed to on_run_start: the run is not in the store
     rec = ctx.trace.spans[0]
     with capture_logs() as logs:
-        await store.observer.on_attempt_end(attempt=attempt_start(start, rec), record=rec)
+        await notify([store.observer.on_attempt_end], attempt=attempt_start(start, rec), record=rec)
         await store.flush()  # the attempt is only queued; its commit fails in the writer
     failed = [e for e in logs if e["event"] == "run store write failed"]
     assert len(failed) == 1, logs

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from crucible import Context, DuplicateRun, Experiment, Registry, SpanRecord, StageDef, run, stage
 from crucible.errors import StoreError
+from crucible.observers import notify
 from crucible.store import RunStore, normalize_url
 from tests.store.test_observer import attempt_start, run_start
 
@@ -127,7 +128,7 @@ async def test_close_commits_what_is_still_queued(tmp_path: Path) -> None:
     assert ctx.trace is not None
     start = run_start(ctx)
     for rec in ctx.trace.spans:  # only queued: nobody waits for these
-        await observer.on_attempt_end(attempt=attempt_start(start, rec), record=rec)
+        await notify([observer.on_attempt_end], attempt=attempt_start(start, rec), record=rec)
     await store.close()
     async with RunStore(db) as again:
         info = await again.get_run("queued")
