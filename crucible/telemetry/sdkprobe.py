@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 from typing import Any
 
 from opentelemetry import trace
@@ -33,7 +34,13 @@ _ATTRIBUTE_FIELDS = frozenset(
 
 
 def spans_for(provider: Any, tracer: trace.Tracer, *, private: bool = False) -> ApiSpans:
-    """The span maker for ``tracer`` of ``provider``; ``private``: the export-free provider."""
+    """The span maker for ``tracer`` of ``provider``; ``private``: the export-free provider.
+
+    ``CRUCIBLE_ENGINE_SPANS=api`` in the environment (read when a provider is first used)
+    keeps the engine on the public API.
+    """
+    if os.environ.get("CRUCIBLE_ENGINE_SPANS", "").strip().lower() == "api":
+        return ApiSpans(tracer)
     problem = probe(provider, tracer)
     if problem is not None:
         if problem != NOT_SDK:
