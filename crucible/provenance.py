@@ -22,7 +22,14 @@ import anyio
 from crucible.experiment import Experiment
 from crucible.serialize import to_jsonable
 
-__all__ = ["DISTRIBUTION", "GitState", "Provenance", "experiment_config", "provenance_for"]
+__all__ = [
+    "DISTRIBUTION",
+    "GitState",
+    "Provenance",
+    "cached_provenance",
+    "experiment_config",
+    "provenance_for",
+]
 
 DISTRIBUTION: Final = "crucible-pipelines"
 ENTRY_POINT_GROUP: Final = "crucible.stages"
@@ -132,6 +139,15 @@ def _compute(key: tuple[tuple[str, ...], str | None]) -> Provenance:
         modules = [origin.partition(":")[0] for origin in origins]
         found = _found[key] = Provenance(_versions(modules), None if cwd is None else _git[cwd])
         return found
+
+
+def cached_provenance(origins: tuple[str, ...]) -> Provenance | None:
+    """What ``provenance_for`` would return, when it is already known (no await needed)."""
+    try:
+        cwd: str | None = os.getcwd()
+    except OSError:
+        cwd = None
+    return _found.get((origins, cwd))
 
 
 async def provenance_for(origins: tuple[str, ...]) -> Provenance:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import weakref
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -17,6 +17,7 @@ from crucible.observers import StageInfo
 from crucible.registry import Registry
 from crucible.serialize import to_jsonable
 from crucible.stage import StageSpec
+from crucible.telemetry import attributes as span_attrs
 from crucible.telemetry import conventions as names
 
 ValidateMode = Literal["error", "warn", "off"]
@@ -47,6 +48,24 @@ class PlannedStage:
         return self.definition.name
 
 
+class Plan(list[PlannedStage]):
+    """The planned stages of a pipeline, with what every run of it needs, computed once."""
+
+    __slots__ = ("infos", "origins")
+
+    def __init__(self, stages: Sequence[PlannedStage]) -> None:
+        super().__init__(stages)
+        self.origins: tuple[str, ...] = tuple(p.spec.origin for p in stages if p.spec)
+        self.infos: tuple[StageInfo, ...] = tuple(p.info for p in stages if p.info)
+
+
+def plan_facts(planned: Sequence[PlannedStage]) -> tuple[tuple[str, ...], tuple[StageInfo, ...]]:
+    """The origins of a plan's enabled stages and every entry's StageInfo."""
+    if type(planned) is Plan:
+        return planned.origins, planned.infos
+    return tuple(p.spec.origin for p in planned if p.spec), tuple(p.info for p in planned if p.info)
+
+
 def coerce_experiment(experiment: Experiment | Mapping[str, Any]) -> Experiment:
     """An Experiment as given, or built from a mapping (ExperimentFileError on problems)."""
     if isinstance(experiment, Experiment):
@@ -65,12 +84,9 @@ def options_attribute(options: Mapping[str, Any] | None) -> str:
 def _planned(
     experiment: Experiment, i: int, sd: StageDef, spec: StageSpec | None, options: Any
 ) -> PlannedStage:
-    attrs = {
-        names.TASK_NAME: sd.name,
-        names.STAGE_INDEX: i,
-        names.STAGE_OPTION_KEYS: sorted((sd.options or {}).keys()),
-        names.STAGE_OPTIONS: options_attribute(sd.options),
-    }
+    attrs = span_attrs.stage_attributes(
+        sd.name, i, (sd.options or {}).keys(), options_attribute(sd.options)
+    )
     return PlannedStage(
         i,
         sd,
@@ -83,7 +99,7 @@ def _planned(
             names.TASK_RUN_RESULT: names.RESULT_SUCCESS,
         },
         span_name=names.stage_span_name(sd.name),
-        first_attempt_attributes={**attrs, names.STAGE_ATTEMPT: 1},
+        first_attempt_attributes=span_attrs.attempt_attributes(attrs, 1),
         info=StageInfo(i, sd.name, spec is not None),
     )
 
@@ -126,7 +142,7 @@ def plan(
         raise InvalidPipeline(fatal + warnings, source=experiment.id)
     for p in warnings:
         _log.warning("invalid stage options", experiment_id=experiment.id, problem=str(p))
-    return planned
+    return Plan(planned)
 
 
 _PLAN_CACHE_SIZE = 256

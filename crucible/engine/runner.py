@@ -15,11 +15,11 @@ import anyio
 import structlog
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.trace import Link, SpanKind, Status, StatusCode
+from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
 
 from crucible.context import Context
 from crucible.engine import _fast
-from crucible.engine.plan import PlannedStage
+from crucible.engine.plan import PlannedStage, plan_facts
 from crucible.engine.resume import ResumePoint
 from crucible.errors import StageError, StageFailed
 from crucible.experiment import Experiment
@@ -36,15 +36,18 @@ from crucible.observers import (
     notify,
     notify_shielded,
 )
-from crucible.provenance import provenance_for
+from crucible.provenance import cached_provenance, provenance_for
 from crucible.stage import StageSpec
 from crucible.status import RunStatus, status_for_result
+from crucible.telemetry import attributes as span_attrs
 from crucible.telemetry import conventions as names
 from crucible.telemetry import spans as tel
 from crucible.telemetry.carrier import StageCarriers
 from crucible.trace import SpanEvent, SpanRecord, StageResult
 
 _log = structlog.get_logger("crucible.engine")
+_now, _UTC = dt.datetime.now, dt.UTC
+_INF = math.inf
 
 
 class _NotAContext(TypeError):
@@ -115,6 +118,7 @@ class Runner:
         self.run_start: RunStart | None = None
         self.live = LiveRun() if observers else None
         self.cancelled_at: StageFailed | None = None
+        self.run_span: Span = trace.INVALID_SPAN
         self._log: Any = None
 
     @property
@@ -126,26 +130,20 @@ class Runner:
 
     async def execute(self) -> Context:
         exp = self.experiment
-        attrs: dict[str, Any] = {
-            names.PIPELINE_NAME: exp.id,
-            names.PIPELINE_RUN_ID: self.run_id,
-            names.STAGE_COUNT: len(self.planned),
-        }
-        if self.batch_id is not None:
-            attrs[names.BATCH_ID] = self.batch_id
         resume = self.resume_from
-        if self.rerun_of is not None:
-            attrs[names.RUN_RERUN_OF] = self.rerun_of
-        if resume is not None:
-            attrs[names.RUN_RESUMED_FROM] = resume.run_id
-        origin = await provenance_for(tuple(p.spec.origin for p in self.planned if p.spec))
-        run_span = self.tel.tracer.start_span(
-            names.run_span_name(exp.id),
-            context=self.parent,
-            kind=SpanKind.SERVER,
-            attributes=attrs,
-            links=self.links or None,
+        attrs = span_attrs.run_attributes(
+            exp.id, self.run_id, len(self.planned), batch_id=self.batch_id,
+            rerun_of=self.rerun_of, resumed_from=None if resume is None else resume.run_id,
+        )  # fmt: skip
+        origins, infos = plan_facts(self.planned)
+        origin = cached_provenance(origins)
+        if origin is None:
+            origin = await provenance_for(origins)
+        spans = self.tel.spans
+        run_span = spans.start(
+            names.run_span_name(exp.id), self.parent, SpanKind.SERVER, attrs, self.links
         )
+        self.run_span = run_span
         run_otel_ctx = trace.set_span_in_context(run_span, self.parent)
         trace_id, run_span_id = tel.hex_ids(run_span)
         self.trace_id = trace_id
@@ -160,18 +158,16 @@ class Runner:
             ctx = resume.context(exp, self.run_id, run_trace, carriers.run)
         git = origin.git
         start = self.run_start = RunStart(
-            experiment=exp, run_id=self.run_id, trace_id=trace_id, span_id=run_span_id,
-            batch_id=self.batch_id, stages=tuple(p.info for p in self.planned if p.info),
-            started_at=dt.datetime.now(dt.UTC), url=self.url, live=self.live,
-            assigns=self.assigns, versions=origin.versions,
-            git_commit=git.commit if git else None, git_dirty=git.dirty if git else None,
-            rerun_of=self.rerun_of, resumed_from=None if resume is None else resume.run_id,
+            exp, self.run_id, trace_id, run_span_id, self.batch_id, infos, _now(_UTC), self.url,
+            self.live, self.assigns, origin.versions, git.commit if git else None,
+            git.dirty if git else None, self.rerun_of, None if resume is None else resume.run_id,
         )  # fmt: skip
-        metric_attrs = {
-            names.PIPELINE_NAME: exp.id,
-            names.PIPELINE_RUN_STATE: names.STATE_EXECUTING,
-        }
         metrics_on = self.tel.metrics_enabled
+        metric_attrs = (
+            {names.PIPELINE_NAME: exp.id, names.PIPELINE_RUN_STATE: names.STATE_EXECUTING}
+            if metrics_on
+            else {}
+        )
         ins = self.tel.instruments
         if self.obs.on_run_start:
             try:
@@ -179,9 +175,8 @@ class Runner:
                 if pending is not None:
                     await pending
             except BaseException as err:
-                run_span.set_attribute(names.ERROR_TYPE, type(err).__qualname__)
                 run_span.set_status(Status(StatusCode.ERROR, str(err)))
-                run_span.end()
+                spans.finish(run_span, span_attrs.run_end_attributes(None, err))
                 await notify_shielded(self.obs.on_run_end, run=RunEnd(
                     start, RunStatus.FAILED, None, None, dt.datetime.now(dt.UTC),
                     message=f"refused by an observer: {type(err).__name__}: {err}",
@@ -219,18 +214,15 @@ class Runner:
             run_context.reset(log_token)
             otel_context.detach(token)
         result = pipeline_result(status, failure)
-        run_span.set_attribute(names.PIPELINE_RESULT, result)
-        if failure is not None or cancelled is not None:
-            cause = failure.cause if failure is not None else cancelled
-            assert cause is not None
-            run_span.set_attribute(names.ERROR_TYPE, type(cause).__qualname__)
+        cause = failure.cause if failure is not None else cancelled
+        if cause is not None:
             desc = str(failure) if failure is not None else "run cancelled"
             run_span.set_status(Status(StatusCode.ERROR, desc))
             if metrics_on:
                 ins.run_errors.add(
                     1, {names.PIPELINE_NAME: exp.id, names.ERROR_TYPE: type(cause).__qualname__}
                 )
-        run_span.end()
+        spans.finish(run_span, span_attrs.run_end_attributes(result, cause))
         if metrics_on:
             ins.run_active.add(-1, metric_attrs)
             ins.run_duration.record(
@@ -242,8 +234,11 @@ class Runner:
             reported = self.cancelled_at
             final = self.cancelled_at.context or ctx
         if self.obs.on_run_end:
-            end = RunEnd(start, status, final, reported, dt.datetime.now(dt.UTC))
-            await notify_shielded(self.obs.on_run_end, run=end)
+            end = RunEnd(start, status, final, reported, _now(_UTC))
+            pending = fire(self.obs.on_run_end, run=end)
+            if pending is not None:
+                with anyio.CancelScope(shield=True):
+                    await pending
         if cancelled is not None:
             raise cancelled
         if failure is not None:
@@ -299,14 +294,13 @@ class Runner:
         restored: bool = False,
     ) -> Context:
         """A stage that does not run here: disabled, or ``restored`` from the resumed run."""
-        attrs = {**step.span_attributes, names.TASK_RUN_RESULT: names.RESULT_SKIP}
-        if restored and step.spec is not None:
-            attrs[names.STAGE_RESTORED] = True
-        span = self.tel.tracer.start_span(
-            step.span_name, context=run_otel_ctx, kind=SpanKind.INTERNAL, attributes=attrs
+        attrs = span_attrs.skip_attributes(
+            step.span_attributes, restored=restored and step.spec is not None
         )
+        spans = self.tel.spans
+        span = spans.start_child(step.span_name, self.run_span, run_otel_ctx, attrs)
         t = time.time_ns()
-        span.end()
+        spans.finish(span, span_attrs.NO_ATTRIBUTES)
         _, span_id = tel.hex_ids(span)
         start, end = tel.span_times(span, t, t)
         record = SpanRecord(
@@ -342,22 +336,28 @@ class Runner:
         attrs = (
             step.first_attempt_attributes
             if attempt == 1
-            else {**step.span_attributes, names.STAGE_ATTEMPT: attempt}
+            else span_attrs.attempt_attributes(step.span_attributes, attempt)
         )
-        span = self.tel.tracer.start_span(
-            step.span_name, context=run_otel_ctx, kind=SpanKind.INTERNAL, attributes=attrs
-        )
+        spans = self.tel.spans
+        span = spans.start_child(step.span_name, self.run_span, run_otel_ctx, attrs)
         span_id = f"{span.get_span_context().span_id:016x}"
         stage_otel_ctx = trace.set_span_in_context(span, run_otel_ctx)
-        base_trace, _ = ctx.trace.take_events()
+        base_trace = ctx.trace
+        if base_trace.pending_events:
+            base_trace, _ = base_trace.take_events()
         stage_in = _fast.with_run_state(
             ctx, base_trace, self.carriers.for_stage(span, span_id), ctx.assigns
         )
-        t0_ns, t0 = time.time_ns(), time.perf_counter()
+        metrics_on = self.tel.metrics_enabled
+        t0 = time.perf_counter() if metrics_on else 0.0
+        t0_ns = time.time_ns()
         watched: AttemptStart | None = None
         live = self.live
         if live is not None:
-            watched = live.attempt = self._attempt_start(step, attempt, span_id, t0_ns)
+            assert self.run_start is not None
+            watched = live.attempt = AttemptStart(
+                self.run_start, name, step.index, attempt, span_id, t0_ns, self.trace_id
+            )
         stage_deadline = run_deadline
         if sd.timeout is not None:
             stage_deadline = min(stage_deadline, anyio.current_time() + sd.timeout)
@@ -372,26 +372,31 @@ class Runner:
                 pending = fire(self.obs.on_attempt_start, attempt=watched)
                 if pending is not None:
                     await pending
-            call = _call(spec, stage_in, step.options)
-            scope = None
-            if stage_deadline == math.inf:
+            if spec.is_async:
+                call = (
+                    spec.call(stage_in, step.options) if spec.takes_options else spec.call(stage_in)
+                )
+            else:
+                call = _call(spec, stage_in, step.options)
+            if stage_deadline == _INF:
                 out = await call
             else:
                 with anyio.CancelScope(deadline=stage_deadline) as scope:
                     out = await call
-            if type(out) is not Context and inspect.isawaitable(out):
-                out = await out
-            if scope is not None and scope.cancelled_caught:
-                by_stage = stage_deadline < run_deadline
-                limit = sd.timeout if by_stage else self.timeout
-                which = "stage" if by_stage else "run"
-                error = TimeoutError(f"{which} timeout of {limit}s exceeded in stage {name!r}")
-                result = "timeout"
-            if error is None and not isinstance(out, Context):
-                error = _NotAContext(
-                    f"stage {name!r} returned {type(out).__qualname__}, expected a Context"
-                )
-                result = "error"
+                if scope.cancelled_caught:
+                    by_stage = stage_deadline < run_deadline
+                    limit = sd.timeout if by_stage else self.timeout
+                    which = "stage" if by_stage else "run"
+                    error = TimeoutError(f"{which} timeout of {limit}s exceeded in stage {name!r}")
+                    result = "timeout"
+            if type(out) is not Context and error is None:
+                if inspect.isawaitable(out):
+                    out = await out
+                if not isinstance(out, Context):
+                    error = _NotAContext(
+                        f"stage {name!r} returned {type(out).__qualname__}, expected a Context"
+                    )
+                    result = "error"
         except anyio.get_cancelled_exc_class() as exc:
             cancel_exc = error = exc
             result = "cancellation"
@@ -408,31 +413,26 @@ class Runner:
         events: tuple[SpanEvent, ...] = ()
         trace_after = None
         if left is not None and left.trace is not None:
-            trace_after, events = left.trace.take_events()
-            for ev in events:
-                span.add_event(ev.name, tel.event_attributes(ev.attributes), ev.timestamp_ns)
-        if error is None:
-            span.set_attributes({names.TASK_RUN_ID: span_id, names.TASK_RUN_RESULT: "success"})
-        else:
-            span.set_attributes({
-                names.TASK_RUN_ID: span_id,
-                names.TASK_RUN_RESULT: result,
-                names.ERROR_TYPE: type(error).__qualname__,
-            })  # fmt: skip
+            trace_after = left.trace
+            if trace_after.pending_events:
+                trace_after, events = trace_after.take_events()
+                for ev in events:
+                    attributes = span_attrs.event_attributes(ev.attributes)
+                    span.add_event(ev.name, attributes, ev.timestamp_ns)
+        if error is not None:
             if cancel_exc is None:
                 span.record_exception(error)
             span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
-        if self.url is not None:
-            span.set_attribute(names.TASK_RUN_URL, self._url_for(span_id))
-        span.end()
-        if self.tel.metrics_enabled:
+        url = None if self.url is None else self._url_for(span_id)
+        spans.finish(span, span_attrs.stage_end_attributes(span_id, result, error, url))
+        if metrics_on:
             self.tel.instruments.stage_duration.record(
                 time.perf_counter() - t0,
                 step.metric_attributes
                 if error is None
                 else {**step.metric_attributes, names.TASK_RUN_RESULT: result},
             )
-        start, end = tel.span_times(span, t0_ns, time.time_ns())
+        start, end = tel.span_times(span, t0_ns)
         record = SpanRecord(
             step.span_name, name, span_id, parent_span_id, start, end, result, attempt,
             None if error is None else type(error).__qualname__,

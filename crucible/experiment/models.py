@@ -164,7 +164,8 @@ class Experiment(_Model):
     @property
     def source(self) -> Path | None:
         """The file this experiment was loaded from (None when built in Python)."""
-        return self._source
+        private = self.__pydantic_private__  # read directly: every run asks (pydantic's
+        return private.get("_source") if private else None  # attribute path is slow)
 
     def with_source(self, path: Path | None) -> Experiment:
         """This experiment, remembered as loaded from ``path`` (relative data paths start there)."""

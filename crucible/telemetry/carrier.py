@@ -80,11 +80,14 @@ class StageCarriers:
     __slots__ = ("_base", "_head", "_per_span", "_tail", "run")
 
     def __init__(self, run_span: Span, run_context: otel_context.Context) -> None:
-        carrier = carrier_for(run_span, run_context)
+        sc = run_span.get_span_context()
+        self._head = f"00-{sc.trace_id:032x}-"
+        self._tail = f"-{int(sc.trace_flags) & 1:02x}"
+        if sc.trace_state or baggage.get_all(run_context):
+            carrier = carrier_for(run_span, run_context)
+        else:  # what carrier_for makes, from the pieces kept for the stages
+            carrier = {"traceparent": f"{self._head}{sc.span_id:016x}{self._tail}"}
         self.run: FrozenMap[str, str] = FrozenMap(carrier)
-        version, trace_id, _span_id, flags = carrier["traceparent"].split("-")
-        self._head = f"{version}-{trace_id}-"
-        self._tail = f"-{flags}"
         self._per_span = "tracestate" in carrier
         self._base = self.run
 

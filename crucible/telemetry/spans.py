@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import threading
+import time
 import weakref
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,10 +16,13 @@ from opentelemetry.metrics import (
     UpDownCounter,
     get_meter_provider,
 )
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
 from opentelemetry.trace import Span
 
 from crucible.telemetry import conventions as names
+from crucible.telemetry.enginespans import ApiSpans
+from crucible.telemetry.sdkprobe import spans_for
 
 
 def _version() -> str:
@@ -67,10 +70,11 @@ class Instruments:
 
 @dataclass(frozen=True, slots=True)
 class Telemetry:
-    """A tracer and instruments, cached per (tracer provider, meter provider)."""
+    """A tracer, its span maker and instruments, cached per (tracer provider, meter provider)."""
 
     tracer: trace.Tracer
     instruments: Instruments
+    spans: ApiSpans  # how the engine starts and ends its spans on this tracer
     metrics_enabled: bool = True
 
 
@@ -112,7 +116,8 @@ def telemetry_for(
         )
         # With no SDK meter provider installed, recording would be a no-op: skip it entirely.
         enabled = type(mp).__name__ not in ("_ProxyMeterProvider", "NoOpMeterProvider")
-        tel = Telemetry(tracer=tracer, instruments=instruments, metrics_enabled=enabled)
+        spans = spans_for(tp, tracer, private=tp is _fallback)
+        tel = Telemetry(tracer, instruments, spans, metrics_enabled=enabled)
         _cache.setdefault(tp, {})[id(mp)] = tel
         _remember(tp, mp, tel)
         return tel
@@ -129,26 +134,14 @@ def hex_ids(span: Span) -> tuple[str, str]:
     return f"{sc.trace_id:032x}", f"{sc.span_id:016x}"
 
 
-def span_times(span: Span, start_fallback: int, end_fallback: int) -> tuple[int, int]:
-    """Start/end ns from an SDK span, or the engine's own clock readings for other APIs."""
-    start = getattr(span, "start_time", None)
-    end = getattr(span, "end_time", None)
-    return (start if isinstance(start, int) else start_fallback), (
-        end if isinstance(end, int) else end_fallback
-    )
+def span_times(span: Span, start_fallback: int, end_fallback: int | None = None) -> tuple[int, int]:
+    """Start/end ns from an SDK span, or the engine's own clock readings for other spans.
 
-
-_SCALARS = (bool, int, float, str)
-
-
-def event_attributes(attributes: Mapping[str, Any]) -> dict[str, Any]:
-    """Coerce event attributes to OpenTelemetry attribute types (others become strings)."""
-    out: dict[str, Any] = {}
-    for k, v in attributes.items():
-        if isinstance(v, bool | int | float | str):
-            out[k] = v
-        elif isinstance(v, list | tuple) and all(isinstance(i, _SCALARS) for i in v):
-            out[k] = list(v)
-        else:
-            out[k] = repr(v)
-    return out
+    ``end_fallback`` None: the clock now.
+    """
+    start = end = None
+    if isinstance(span, ReadableSpan):
+        start, end = span.start_time, span.end_time
+    if not isinstance(end, int):
+        end = end_fallback if end_fallback is not None else time.time_ns()
+    return (start if isinstance(start, int) else start_fallback), end
