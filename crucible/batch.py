@@ -2,95 +2,46 @@
 
 from __future__ import annotations
 
-import datetime as dt
-import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
-import anyio
 import structlog
-from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.trace import Link, SpanKind, Status, StatusCode
+from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from crucible.context import Context
-from crucible.engine import coerce_experiment, new_run_id, run
-from crucible.errors import StageFailed
-from crucible.experiment import Experiment, matrix_points
-from crucible.observers import (
-    BatchEnd,
-    BatchStart,
-    Observers,
-    RunEnd,
-    RunObserver,
-    RunStart,
-    StageInfo,
-    notify,
-    notify_shielded,
+from crucible.engine import coerce_experiment, new_run_id
+from crucible.executors.base import (
+    BatchItem,
+    BatchProgress,
+    Executor,
+    PreparedBatch,
+    RunJob,
+    RunOutcome,
+    WorkerLost,
 )
-from crucible.status import RunStatus, status_for_result
+from crucible.executors.local import NEVER_STARTED, LocalExecutor
+from crucible.experiment import Experiment, matrix_points
+from crucible.observers import BatchEnd, BatchStart, Observers, RunObserver, notify, notify_shielded
+from crucible.status import RunStatus
 from crucible.telemetry import conventions as names
 from crucible.telemetry import spans as tel
-from crucible.telemetry.carrier import parent_context
+from crucible.telemetry.carrier import carrier_for, parent_context
+
+__all__ = [
+    "DEFAULT_TRACE_CHILDREN",
+    "NEVER_STARTED",
+    "BatchItem",
+    "BatchProgress",
+    "RunOutcome",
+    "expand_matrix",
+    "run_batch",
+    "summarize",
+]
 
 _log = structlog.get_logger("crucible.batch")
 DEFAULT_TRACE_CHILDREN = 100
-NEVER_STARTED = "batch cancelled before the run started"
-
-
-@dataclass(frozen=True, slots=True)
-class BatchItem:
-    """One run of a batch: an experiment and, optionally, its run id and assigns."""
-
-    experiment: Experiment | Mapping[str, Any]
-    run_id: str | None = None
-    assigns: Mapping[str, Any] | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class RunOutcome:
-    """What happened to one item: status, final (or last good) Context, error, ids.
-
-    ``duration_s`` counts from the moment the run started, not from when it was queued.
-    """
-
-    status: RunStatus
-    context: Context | None
-    error: BaseException | None
-    run_id: str
-    trace_id: str | None
-    index: int = 0
-    experiment_id: str = ""
-    duration_s: float = 0.0
-
-    @property
-    def ok(self) -> bool:
-        return self.status is RunStatus.COMPLETED
-
-
-@dataclass
-class BatchProgress:
-    """Counts reported to a ``progress`` callback as runs start and finish."""
-
-    total: int
-    running: int = 0
-    completed: int = 0
-    failed: int = 0
-    started_at: float = field(default_factory=time.monotonic)
-
-    @property
-    def done(self) -> int:
-        return self.completed + self.failed
-
-
-def _trace_id(ctx: Context | None) -> str | None:
-    return ctx.trace.trace_id if ctx is not None and ctx.trace is not None else None
-
-
-def _outcome_for(err: BaseException) -> RunStatus:
-    return status_for_result(err.result) if isinstance(err, StageFailed) else RunStatus.FAILED
+NO_OUTCOME = "the executor returned no outcome for this run"
 
 
 async def run_batch(
@@ -102,6 +53,7 @@ async def run_batch(
     trace_children: int = DEFAULT_TRACE_CHILDREN,
     progress: Callable[[BatchProgress], None] | None = None,
     observers: Iterable[RunObserver] = (),
+    executor: Executor | None = None,
     **run_kwargs: Any,
 ) -> list[RunOutcome]:
     """Run every item (at most ``max_concurrency`` at once) and return outcomes in input order.
@@ -110,7 +62,8 @@ async def run_batch(
     the batch has at most ``trace_children`` items; beyond that each run starts its own trace
     with a span link to the batch span. Every keyword argument of ``run`` is accepted, and
     ``observers`` follow every run and the batch itself. Cancelling the batch cancels every
-    run; each (also one still waiting for a slot) is recorded ``cancelled``.
+    run; each (also one still waiting for a slot) is recorded ``cancelled``. ``executor``
+    says where the runs execute (default: :class:`LocalExecutor`, this event loop).
     """
     if max_concurrency < 1:
         raise ValueError(f"max_concurrency must be at least 1, got {max_concurrency}")
@@ -118,8 +71,8 @@ async def run_batch(
         if key in run_kwargs:
             raise TypeError(f"run_batch sets {key!r} per run; pass BatchItem(...) items instead")
     batch = [i if isinstance(i, BatchItem) else BatchItem(i) for i in items]
-    experiments = [coerce_experiment(b.experiment) for b in batch]
-    run_ids = [b.run_id or new_run_id() for b in batch]
+    jobs = tuple(RunJob(i, coerce_experiment(b.experiment), b.run_id or new_run_id(), b.assigns)
+                 for i, b in enumerate(batch))  # fmt: skip
     batch_id = batch_id or str(uuid.uuid4())
     user_observers = tuple(observers)
     store = run_kwargs.get("store")
@@ -137,12 +90,10 @@ async def run_batch(
     )  # fmt: skip
     batch_ctx = trace.set_span_in_context(batch_span, parent)
     as_children = len(batch) <= trace_children
-    link = [Link(batch_span.get_span_context(), {names.BATCH_ID: batch_id})]
     trace_hex, span_hex = tel.hex_ids(batch_span)
     started = BatchStart(batch_id, name, len(batch), max_concurrency, trace_hex, span_hex,
                          as_children)  # fmt: skip
     await notify(watchers.on_batch_start, batch=started)
-    limiter = anyio.CapacityLimiter(max_concurrency)
     outcomes: list[RunOutcome | None] = [None] * len(batch)
     state = BatchProgress(total=len(batch))
 
@@ -153,49 +104,34 @@ async def run_batch(
             except Exception as err:  # a broken progress display must not break the batch
                 _log.warning("batch progress callback failed", error=repr(err))
 
-    async def one(i: int) -> None:
-        exp, rid = experiments[i], run_ids[i]
-        t0: float | None = None
-        try:
-            async with limiter:
-                t0 = time.perf_counter()
-                state.running += 1
-                report()
-                try:
-                    ctx = await run(
-                        exp,
-                        run_id=rid,
-                        assigns=batch[i].assigns,
-                        batch_id=batch_id,
-                        parent=batch_ctx if as_children else otel_context.Context(),
-                        links=() if as_children else link,
-                        observers=user_observers,
-                        **run_kwargs,
-                    )
-                    outcomes[i] = RunOutcome(RunStatus.COMPLETED, ctx, None, rid, _trace_id(ctx),
-                                             i, exp.id, time.perf_counter() - t0)  # fmt: skip
-                    state.completed += 1
-                except Exception as err:  # isolated: one failing run never stops the others
-                    last: Context | None = getattr(err, "context", None)
-                    outcomes[i] = RunOutcome(_outcome_for(err), last, err, rid, _trace_id(last), i,
-                                             exp.id, time.perf_counter() - t0)  # fmt: skip
-                    state.failed += 1
-                finally:
-                    state.running -= 1
-                    report()
-        except anyio.get_cancelled_exc_class():
-            if outcomes[i] is None:
-                took = 0.0 if t0 is None else time.perf_counter() - t0
-                outcomes[i] = RunOutcome(RunStatus.CANCELLED, None, None, rid, None, i, exp.id,
-                                         took)  # fmt: skip
-                if t0 is None:
-                    await _never_started(watchers, exp, rid, batch_id)
-            raise
+    running: set[int] = set()
 
+    def on_started(index: int) -> None:
+        running.add(index)
+        state.running = len(running)
+        report()
+
+    def on_finished(outcome: RunOutcome) -> None:
+        if outcomes[outcome.index] is not None:
+            return  # one outcome per job, whatever an executor reports twice
+        outcomes[outcome.index] = outcome
+        running.discard(outcome.index)
+        state.running = len(running)
+        if outcome.status is not RunStatus.CANCELLED:  # cancelled runs are not "done"
+            if outcome.ok:
+                state.completed += 1
+            else:
+                state.failed += 1
+        report()
+
+    prepared = PreparedBatch(
+        batch_id=batch_id, name=name, jobs=jobs, max_concurrency=max_concurrency,
+        as_children=as_children, parent=batch_ctx, carrier=carrier_for(batch_span, batch_ctx),
+        run_kwargs=run_kwargs, observers=user_observers, watchers=watchers,
+        started=on_started, finished=on_finished,
+    )  # fmt: skip
     try:
-        async with anyio.create_task_group() as tg:
-            for i in range(len(batch)):
-                tg.start_soon(one, i)
+        await (executor or LocalExecutor()).execute(prepared)
     except BaseException:
         batch_span.set_status(Status(StatusCode.ERROR, "batch cancelled"))
         batch_span.set_attribute(names.BATCH_FAILED, state.failed)
@@ -203,14 +139,13 @@ async def run_batch(
         done = [o for o in outcomes if o is not None]
         await notify_shielded(watchers.on_batch_end, batch=BatchEnd(started, done, True))
         raise
-    batch_span.set_attribute(names.BATCH_COMPLETED, state.completed)
-    batch_span.set_attribute(names.BATCH_FAILED, state.failed)
-    if state.failed:
-        batch_span.set_status(
-            Status(StatusCode.ERROR, f"{state.failed} of {len(batch)} runs failed")
-        )
+    final = [o if o is not None else _missing(job) for o, job in zip(outcomes, jobs, strict=True)]
+    failed = sum(1 for o in final if not o.ok)
+    batch_span.set_attribute(names.BATCH_COMPLETED, len(final) - failed)
+    batch_span.set_attribute(names.BATCH_FAILED, failed)
+    if failed:
+        batch_span.set_status(Status(StatusCode.ERROR, f"{failed} of {len(batch)} runs failed"))
     batch_span.end()
-    final = [o for o in outcomes if o is not None]
     await notify(watchers.on_batch_end, batch=BatchEnd(started, final))
     if store is not None and (waiting := store.journal_pending()):
         _log.warning("run records are waiting in the store's journal", records=waiting,
@@ -218,17 +153,11 @@ async def run_batch(
     return final
 
 
-async def _never_started(watchers: Observers, exp: Experiment, run_id: str, batch_id: str) -> None:
-    """A run cancelled while waiting for a slot is still reported (and stored) as cancelled."""
-    if not (watchers.on_run_start or watchers.on_run_end):
-        return
-    now = dt.datetime.now(dt.UTC)
-    stages = tuple(StageInfo(i, sd.name, sd.enabled) for i, sd in enumerate(exp.pipeline))
-    start = RunStart(exp, run_id, None, None, batch_id, stages, now)
-    with anyio.CancelScope(shield=True):
-        await notify(watchers.on_run_start, run=start)
-        end = RunEnd(start, RunStatus.CANCELLED, None, None, now, message=NEVER_STARTED)
-        await notify(watchers.on_run_end, run=end)
+def _missing(job: RunJob) -> RunOutcome:
+    """An outcome for a job its executor never reported: never silently missing."""
+    _log.error("run has no outcome", run_id=job.run_id, index=job.index)
+    return RunOutcome(RunStatus.FAILED, None, WorkerLost(NO_OUTCOME), job.run_id, None,
+                      job.index, job.experiment.id)  # fmt: skip
 
 
 def expand_matrix(experiment: Experiment) -> list[BatchItem]:
