@@ -61,6 +61,13 @@ class InvalidPipeline(CrucibleError):
         n = len(self.problems)
         super().__init__(f"{head}invalid pipeline ({n} problem{'s' if n != 1 else ''}):\n{lines}")
 
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_invalid_pipeline, (self.problems, self.source))
+
+
+def _invalid_pipeline(problems: Sequence[Problem], source: str | None) -> InvalidPipeline:
+    return InvalidPipeline(problems, source=source)
+
 
 class ExperimentFileError(CrucibleError):
     """An experiment file could not be read: malformed, missing field or wrong type."""
@@ -106,6 +113,13 @@ class StageError(CrucibleError):
         self.context = context
         super().__init__(message)
 
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_stage_error, (str(self), self.context))
+
+
+def _stage_error(message: str, context: Context) -> StageError:
+    return StageError(message, context=context)
+
 
 class StageFailed(CrucibleError):
     """A stage raised, timed out, was cancelled or returned something that is not a Context.
@@ -129,6 +143,16 @@ class StageFailed(CrucibleError):
         self.result = result
         super().__init__(f"stage {stage!r} failed ({result}): {type(cause).__name__}: {cause}")
 
+    def __reduce__(self) -> tuple[object, ...]:
+        """Pickle with every field (a failure shipped back from another process)."""
+        return (_stage_failed, (self.stage, self.cause, self.context, self.result))
+
+
+def _stage_failed(
+    stage: str, cause: BaseException, context: Context | None, result: str
+) -> StageFailed:
+    return StageFailed(stage, cause, context, result=result)
+
 
 class StoreError(CrucibleError):
     """A run-store operation failed; ``operation`` and ``run_id`` say which."""
@@ -139,6 +163,15 @@ class StoreError(CrucibleError):
         self.reason = message
         where = f" for run {run_id!r}" if run_id is not None else ""
         super().__init__(f"run store: {operation}{where} failed: {message}")
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_store_error, (type(self), self.operation, self.reason, self.run_id))
+
+
+def _store_error(
+    cls: type[StoreError], operation: str, message: str, run_id: str | None
+) -> StoreError:
+    return cls(operation, message, run_id=run_id)
 
 
 class DuplicateRun(StoreError):

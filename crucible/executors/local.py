@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from typing import Any
 
 import anyio
@@ -99,9 +100,9 @@ class LocalExecutor:
         links = batch_links(batch.parent, batch.batch_id, batch.as_children)
         async with anyio.create_task_group() as tg:
             for job in batch.jobs:
-                tg.start_soon(lambda j=job: run_job(
-                    j, limiter=limiter, batch_id=batch.batch_id, parent=parent, links=links,
-                    run_kwargs=batch.run_kwargs, observers=batch.observers,
+                tg.start_soon(partial(
+                    run_job, job, limiter=limiter, batch_id=batch.batch_id, parent=parent,
+                    links=links, run_kwargs=batch.run_kwargs, observers=batch.observers,
                     watchers=batch.watchers, started=batch.started, finished=batch.finished,
                 ))  # fmt: skip
 

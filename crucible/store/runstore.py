@@ -99,6 +99,10 @@ class RunStore:
         """The database URL with any password hidden."""
         return self._db.display
 
+    def url_for_workers(self) -> str:
+        """The database URL with its password, for worker processes; never show it."""
+        return str(self._db.url.render_as_string(hide_password=False))
+
     @property
     def dialect(self) -> str:
         """``sqlite`` or ``postgresql`` (the URL's backend)."""

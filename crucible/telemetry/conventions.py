@@ -69,6 +69,10 @@ BATCH_SIZE: Final = "crucible.batch.size"
 BATCH_MAX_CONCURRENCY: Final = "crucible.batch.max_concurrency"
 BATCH_COMPLETED: Final = "crucible.batch.completed"
 BATCH_FAILED: Final = "crucible.batch.failed"
+BATCH_EXECUTOR: Final = "crucible.batch.executor"  # local, ray
+BATCH_LOST: Final = "crucible.batch.lost"  # runs whose worker died (failed, result error)
+WORKER_NODE: Final = "crucible.worker.node"  # the Ray node id of a worker's spans
+EVENT_RUN_LOST: Final = "crucible.run.lost"  # batch span event: a run's worker died
 
 # --- metrics --------------------------------------------------------------------------------
 METRIC_RUN_DURATION: Final = "cicd.pipeline.run.duration"  # histogram, s
