@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import time
 import uuid
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, cast
 
@@ -137,12 +139,19 @@ async def _batch_async(
     allow_imports: bool,
     url: str | None,
     access: FileAccess,
+    ray: RaySettings | None = None,
 ) -> list[RunOutcome]:
 
     import anyio
 
     from crucible.batch import run_batch
 
+    executor: Any = None
+    if ray is not None:
+        from crucible.executors import RayExecutor
+
+        exporters = ",".join(handle.exporters) or "none"
+        executor = RayExecutor(ray.address, actors=ray.actors, exporter=exporters)
     try:
         await store.open()
         return await run_batch(
@@ -151,6 +160,9 @@ async def _batch_async(
             batch_id=batch_id,
             name=name,
             observers=[board],
+            # Ray runs report to the driver as their chunks return, not run by run.
+            progress=board.progress if executor is not None else None,
+            executor=executor,
             store=store,
             tracer_provider=handle.tracer_provider,
             meter_provider=handle.meter_provider,
@@ -162,8 +174,35 @@ async def _batch_async(
         )
     finally:
         with anyio.CancelScope(shield=True):
+            if executor is not None:
+                await executor.shutdown()
             await store.close()
         warn_if_journaled(store)
+
+
+@dataclass(frozen=True)
+class RaySettings:
+    """``--executor ray``: the cluster address and how many actors run the runs."""
+
+    address: str | None
+    actors: int
+
+
+def ray_settings(executor: str, address: str | None, actors: int | None) -> RaySettings | None:
+    """Check the executor options; None for the local executor."""
+    name = executor.strip().lower()
+    if name not in ("local", "ray"):
+        raise CliError(f"--executor must be 'local' or 'ray', got {executor!r}")
+    if name == "local":
+        for flag, value in (("--ray-address", address), ("--ray-actors", actors)):
+            if value is not None:
+                raise CliError(f"{flag} needs --executor ray")
+        return None
+    if importlib.util.find_spec("ray") is None:
+        raise CliError(
+            "--executor ray needs Ray: pip install 'crucible-pipelines[ray]'; nothing was run"
+        )
+    return RaySettings(address or None, actors or 2)
 
 
 def batch_command(
@@ -203,6 +242,28 @@ def batch_command(
             "(the --show ones, else all).",
         ),
     ] = None,
+    executor: Annotated[
+        str,
+        typer.Option(
+            "--executor",
+            metavar="local|ray",
+            help="Where the runs execute: local (this process) or ray (Ray actors; needs the "
+            "ray extra).",
+        ),
+    ] = "local",
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            "--ray-address",
+            metavar="ADDR",
+            help="Ray cluster: auto, HOST:PORT or ray://HOST:PORT (default: start or join a "
+            "local Ray instance).",
+        ),
+    ] = None,
+    ray_actors: Annotated[
+        int | None,
+        typer.Option("--ray-actors", min=1, help="Ray actors running the runs (default 2)."),
+    ] = None,
 ) -> None:
 
     from crucible.batch import DEFAULT_TRACE_CHILDREN
@@ -216,6 +277,7 @@ def batch_command(
         if batch_id is not None and not batch_id.strip():
             raise CliError("--batch-id must not be empty")
         columns = parse_show(show)
+        ray = ray_settings(executor, ray_address, ray_actors)
         export_to = check_export_path(export) if export is not None else None
         experiment = load_with_overrides(file, set_ or [])
         if checkpoint:
@@ -241,7 +303,8 @@ def batch_command(
             n = len(items)
             shown_on.print(
                 f"batch {bid}: {n} run{'s' if n != 1 else ''} of {experiment.id}, "
-                f"at most {concurrency} at once",
+                f"at most {concurrency} at once"
+                + (f", on Ray ({ray.actors} actors)" if ray is not None else ""),
                 markup=False,
                 soft_wrap=True,
             )
@@ -264,6 +327,7 @@ def batch_command(
                             allow_imports=allow_imports,
                             url=run_url(handle, jaeger_url),
                             access=access,
+                            ray=ray,
                         )
                     )
             except (KeyboardInterrupt, Terminated) as stop:

@@ -172,6 +172,11 @@ class BatchBoard(RunObserver):
     def on_batch_start(self, *, batch: BatchStart) -> None:
         self.trace_id = batch.trace_id
 
+    def progress(self, state: BatchProgress) -> None:
+        """A ``run_batch`` progress callback: show the batch's own counts."""
+        self.last = state
+        self._show()
+
     def on_run_start(self, *, run: RunStart) -> None:
         if run.trace_id is not None:
             self.last.running += 1

@@ -121,7 +121,7 @@ class RayExecutor:
         ray = _ray()
         if not ray.is_initialized():
             kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True}
-            if self.address is None:
+            if _on_loopback(self.address):
                 kwargs["_node_ip_address"] = "127.0.0.1"  # a local instance stays on loopback
             kwargs.update(self._init_kwargs)
             ray.init(address=self.address, **kwargs)
@@ -307,6 +307,14 @@ class _Dispatch:
                                    job.experiment.id))  # fmt: skip
             await never_started(batch.watchers, job, batch.batch_id)
         self.queue.clear()
+
+
+def _on_loopback(address: str | None) -> bool:
+    """Whether ``address`` is None (a local instance) or a cluster on 127.0.0.1/localhost."""
+    if address is None:
+        return True
+    host = address.removeprefix("ray://").rpartition(":")[0] or address
+    return host in ("localhost", "::1") or host.startswith("127.")
 
 
 def _actor_died(ray: Any, err: BaseException) -> bool:
