@@ -71,7 +71,8 @@ class RayExecutor:
     ``chunk_size`` jobs travel per call (default: the actor's share of ``max_concurrency``).
     ``return_contexts=False`` keeps only status, ids and metrics of each run. The workers get
     the driver's OTEL_* settings, then ``env``; ``exporter`` sets their OTEL_TRACES_EXPORTER.
-    ``retries`` is how often a run whose worker died before it began is run again. Call
+    ``retries`` is how often a run whose worker died before it began is run again;
+    ``start_timeout_s`` how long the actors may take to start (then CrucibleError). Call
     ``shutdown()`` (or use ``async with``) to stop the actors.
     """
 
@@ -87,14 +88,15 @@ class RayExecutor:
         env: Mapping[str, str] | None = None,
         retries: int = 1,
         cancel_timeout_s: float = 30.0,
+        start_timeout_s: float = 120.0,
         init_kwargs: Mapping[str, Any] | None = None,
     ) -> None:
         if actors < 1:
             raise ValueError(f"actors must be at least 1, got {actors}")
         if chunk_size is not None and chunk_size < 1:
             raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
-        if retries < 0 or cancel_timeout_s <= 0:
-            raise ValueError("retries must be >= 0 and cancel_timeout_s positive")
+        if retries < 0 or cancel_timeout_s <= 0 or start_timeout_s <= 0:
+            raise ValueError("retries must be >= 0, the timeouts positive")
         self.address = address
         self.actors = actors
         self.num_cpus = num_cpus
@@ -104,6 +106,7 @@ class RayExecutor:
         self.env = dict(env or {})
         self.retries = retries
         self.cancel_timeout_s = cancel_timeout_s
+        self.start_timeout_s = start_timeout_s
         self._init_kwargs = dict(init_kwargs or {})
         self._pool: list[Any] = []
         self._made = 0
@@ -139,11 +142,23 @@ class RayExecutor:
         return remote.remote(name, os.getcwd())
 
     async def workers(self) -> list[dict[str, Any]]:
-        """Start the actors (if not yet) and say who they are (name, node, pid)."""
+        """Start the actors (if not yet) and say who they are (name, node, pid).
+
+        Raises CrucibleError when they cannot all start within ``start_timeout_s`` (the cluster
+        lacks the CPUs they ask for, or their processes fail to start).
+        """
         self._ray = self._connect()
         while len(self._pool) < self.actors:
             self._pool.append(self._new_actor())
-        return list(await _gather([a.info.remote() for a in self._pool]))
+        with anyio.move_on_after(self.start_timeout_s):
+            return list(await _gather([a.info.remote() for a in self._pool]))
+        free = self._ray.available_resources().get("CPU", 0)
+        await self.shutdown()
+        raise CrucibleError(
+            f"Ray did not start {self.actors} actors within {self.start_timeout_s:g} s: each "
+            f"asks for num_cpus={self.num_cpus:g} and the cluster has {free:g} CPUs free; "
+            "lower actors= or num_cpus=, or add nodes; nothing was run"
+        )
 
     async def shutdown(self) -> None:
         """Close and stop the actors (the next batch starts new ones)."""
@@ -242,8 +257,13 @@ class _Dispatch:
             self.replacements -= 1
             _log.warning("a Ray worker died; starting another", batch_id=self.batch.batch_id)
             fresh = self.ex._new_actor()
-            self.ex._pool = [a for a in self.ex._pool if a is not actor] + [fresh]
-            tg.start_soon(self.serve, tg, fresh, share)
+            with anyio.move_on_after(self.ex.start_timeout_s):
+                await fresh.info.remote()
+                self.ex._pool = [a for a in self.ex._pool if a is not actor] + [fresh]
+                tg.start_soon(self.serve, tg, fresh, share)
+                return
+            self.ex._ray.kill(fresh)  # cannot start: the other actors take the rest
+            self.ex._pool = [a for a in self.ex._pool if a is not actor]
 
     async def reclaim(self, chunk: Sequence[RunJob], err: BaseException) -> None:
         """Jobs of a dead actor: run again if never begun, else recorded failed (or as stored)."""

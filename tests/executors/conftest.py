@@ -29,13 +29,16 @@ def receiver() -> Iterator[OtlpHttpReceiver]:
 
 @pytest.fixture(scope="session")
 def ray_cluster() -> Iterator[Any]:
-    """A head node and a second node, one CPU each, both bound to 127.0.0.1."""
+    """A head node and a second node, two CPUs each, both bound to 127.0.0.1.
+
+    The session's executor takes one CPU per node; the CLI's driver gets the others.
+    """
     try:
         import ray
         from ray.cluster_utils import Cluster
     except ImportError:
         missing_service("Ray is not installed (pip install -e '.[dev,ray]')")
-    loopback = {"node_ip_address": "127.0.0.1", "num_cpus": 1}
+    loopback = {"node_ip_address": "127.0.0.1", "num_cpus": 2}
     cluster = Cluster(initialize_head=True, head_node_args={**loopback, "include_dashboard": False})
     cluster.add_node(**loopback)
     cluster.wait_for_nodes()

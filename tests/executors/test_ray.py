@@ -207,6 +207,16 @@ async def test_unshippable_stage_fails_preflight_naming_it(
         assert await store.count_runs() == 0
 
 
+async def test_actors_that_cannot_start_are_a_clear_error(ray_cluster: Any) -> None:
+    from crucible.errors import CrucibleError
+    from crucible.executors import RayExecutor
+
+    ex = RayExecutor(actors=1, num_cpus=64, start_timeout_s=2)
+    with pytest.raises(CrucibleError, match=r"did not start 1 actors within 2 s.*num_cpus=64"):
+        await crucible.run_batch(_items(2, ["ray_square"]), executor=ex)
+    assert ex._pool == []  # the pending actor was removed
+
+
 @pytest.mark.postgres
 async def test_killed_worker_loses_no_run(ray_cluster: Any, pg_database: str) -> None:
     from crucible.executors import RayExecutor
