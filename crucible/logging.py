@@ -11,6 +11,7 @@ from typing import Any, TextIO
 import structlog
 from opentelemetry import trace
 
+from crucible import scrub
 from crucible.redact import REDACTED, is_secret_key
 
 # (experiment_id, run_id, stage or None) of the run executing in this context; set by the engine.
@@ -59,15 +60,20 @@ def _redacted(value: Any, depth: int = 0) -> Any:
 def redact_secrets(
     _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
-    """Replace values under secret-looking keys (any case or style), nested ones too."""
+    """Replace values under secret-looking keys (any case or style), nested ones too, and the
+    secret values of the running run and the environment wherever they appear in the line."""
+    scrubber = scrub.active()
     for key in list(event_dict):
-        if key == "event":
-            continue
         value = event_dict[key]
-        if is_secret_key(key):
+        if key != "event" and is_secret_key(key):
             event_dict[key] = REDACTED
-        elif isinstance(value, dict | list | tuple):
-            event_dict[key] = _redacted(value)
+            continue
+        if isinstance(value, dict | list | tuple):
+            value = event_dict[key] = _redacted(value)
+        if scrubber:
+            if isinstance(value, BaseException):
+                value = event_dict[key] = repr(value)
+            event_dict[key] = scrubber.value(value)
     return event_dict
 
 

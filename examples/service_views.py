@@ -6,10 +6,10 @@ or secrets): a client sees what a run did, not what it held.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any
 
-from crucible.redact import REDACTED, is_secret_key
+from crucible import scrub as crucible_scrub
 from crucible.serialize import to_jsonable
 from crucible.store import RunInfo
 
@@ -30,7 +30,8 @@ def public_run(info: RunInfo, *, secrets: Iterable[str] = ()) -> dict[str, Any]:
         "started_at": info.started_at.isoformat(),
         "finished_at": info.finished_at.isoformat() if info.finished_at else None,
         "duration_s": info.duration_s,
-        "metrics": to_jsonable(dict(info.metrics)),  # secret-looking keys redacted, NaN-safe
+        # secret-looking keys redacted, secret values scrubbed, NaN-safe
+        "metrics": crucible_scrub.Scrubber(hidden).value(to_jsonable(dict(info.metrics))),
         "failure": None,
         "attempts": [
             {
@@ -51,39 +52,13 @@ def public_run(info: RunInfo, *, secrets: Iterable[str] = ()) -> dict[str, Any]:
 
 
 def secret_values(data: Any) -> set[str]:
-    """Every string found under a secret-looking key anywhere in ``data`` (to scrub them)."""
-    found: set[str] = set()
-    stack = [data]
-    while stack:
-        value = stack.pop()
-        if isinstance(value, Mapping):
-            for key, child in value.items():
-                if isinstance(key, str) and is_secret_key(key):
-                    found.update(_strings(child))
-                else:
-                    stack.append(child)
-        elif isinstance(value, list | tuple):
-            stack.extend(value)
-    return {s for s in found if len(s) >= 4}  # shorter ones would blank ordinary words
-
-
-def _strings(value: Any) -> Iterable[str]:
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, Mapping):
-        for child in value.values():
-            yield from _strings(child)
-    elif isinstance(value, list | tuple):
-        for child in value:
-            yield from _strings(child)
-    elif value is not None and not isinstance(value, bool):
-        yield str(value)
+    """Every string under a secret-looking key (and every SecretStr) in ``data``, and the values
+    of secret-named environment variables (the service's token among them)."""
+    return crucible_scrub.secret_values(data) | set(crucible_scrub.env_scrubber().values)
 
 
 def scrub(text: str | None, secrets: Iterable[str]) -> str | None:
     """``text`` with every secret value replaced by ``[REDACTED]``, longest first."""
     if not text:
         return text
-    for secret in sorted(secrets, key=len, reverse=True):
-        text = text.replace(secret, REDACTED)
-    return text
+    return crucible_scrub.Scrubber(secrets).text(text)

@@ -23,6 +23,7 @@ from crucible.context import Context
 from crucible.errors import CrucibleError
 from crucible.experiment import OutputSpec
 from crucible.files import DEFAULT_WRITE_DIR, WriteDir, current_access
+from crucible.scrub import active as active_scrubber
 from crucible.stage import stage
 from stages.report_formats import render
 from stages.report_view import Document, build_document
@@ -177,12 +178,13 @@ def write_atomic(path: Path, text: str) -> int:
 def _produce(ctx: Context, targets: list[_Target]) -> list[tuple[_Target, str, int]]:
     """Render each format once and write the file targets (runs in a worker thread)."""
     doc = build_document(ctx)
+    scrubber = active_scrubber().encoded()  # the run's secret values, as each format writes them
     bodies: dict[str, str] = {}
     done: list[tuple[_Target, str, int]] = []
     for t in targets:
         body = bodies.get(t.fmt)
         if body is None:
-            body = bodies[t.fmt] = render(doc, t.fmt)
+            body = bodies[t.fmt] = scrubber.text(render(doc, t.fmt))
         size = 0
         if t.path is not None:
             try:

@@ -6,7 +6,7 @@ import json
 import os
 import sys
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TextIO, cast
 
 from rich import box
 from rich.console import Console, RenderableType
@@ -14,6 +14,8 @@ from rich.table import Table
 from rich.text import Text
 
 from crucible.headline import headlines, is_headline_key
+from crucible.scrub import active as active_scrubber
+from crucible.scrub import scrub_text
 from crucible.serialize import to_jsonable
 
 _VALUE_WIDTH = 80
@@ -35,11 +37,28 @@ STATUS_STYLES = {
 _consoles: dict[bool, Console] = {}
 
 
+class _Scrubbed:
+    """sys.stdout or sys.stderr (looked up on each use), with the secret values of the running
+    run and of the environment scrubbed from everything written (crucible.scrub)."""
+
+    def __init__(self, stderr: bool) -> None:
+        self._stderr = stderr
+
+    def _stream(self) -> TextIO:
+        return sys.stderr if self._stderr else sys.stdout
+
+    def write(self, text: str) -> int:
+        return self._stream().write(scrub_text(text))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream(), name)
+
+
 def console(stderr: bool = False) -> Console:
     """The stdout or stderr console; wide when not a terminal so piped lines do not wrap."""
     con = _consoles.get(stderr)
     if con is None:
-        con = Console(stderr=stderr, highlight=False)
+        con = Console(file=cast("TextIO", _Scrubbed(stderr)), highlight=False)
         if not con.is_terminal and "COLUMNS" not in os.environ:
             con.width = _PLAIN_WIDTH
         _consoles[stderr] = con
@@ -63,7 +82,8 @@ def error(text: str) -> None:
 
 def print_json(data: Any) -> None:
     """Write ``data`` as indented JSON to stdout, bypassing rich (so it is never wrapped)."""
-    sys.stdout.write(json.dumps(to_jsonable(data), indent=2, ensure_ascii=False) + "\n")
+    text = json.dumps(to_jsonable(data), indent=2, ensure_ascii=False)
+    sys.stdout.write(active_scrubber().encoded().text(text) + "\n")
 
 
 def format_duration(seconds: float | None) -> str:

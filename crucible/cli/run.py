@@ -302,6 +302,8 @@ def execute_run(
     json_: bool = False,
 ) -> int:
 
+    from crucible import scrub
+    from crucible.engine.plan import plan_secrets
     from crucible.registry import default_registry
 
     """Pre-flight, then run ``experiment`` on a live board; the exit code (0, 1, 130 or 143).
@@ -314,42 +316,47 @@ def execute_run(
     planned = preflight(
         experiment, registry, allow_imports=allow_imports, source=source, access=access
     )
-    if json_logs:
-        configure_logging(json_logs=True)
-    rid = run_id or str(uuid.uuid4())
-    handle = setup_telemetry(exporter)
-    out = console(stderr=json_)  # keep stdout clean for --json
-    board = StageBoard(planned, out, live=out.is_interactive)
-    code = EXIT_FAILED
+    # The run's secret values are scrubbed from everything printed, also after it ended.
+    token = scrub.activate(scrub.for_run(plan_secrets(planned), None))
     try:
-        started = time.perf_counter()
+        if json_logs:
+            configure_logging(json_logs=True)
+        rid = run_id or str(uuid.uuid4())
+        handle = setup_telemetry(exporter)
+        out = console(stderr=json_)  # keep stdout clean for --json
+        board = StageBoard(planned, out, live=out.is_interactive)
+        code = EXIT_FAILED
         try:
-            with board.display():
-                outcome = run_cancellable(
-                    _run_async(
-                        experiment,
-                        run_id=rid,
-                        store_url=store,
-                        registry=registry,
-                        handle=handle,
-                        run_timeout=timeout,
-                        allow_imports=allow_imports,
-                        board=board,
-                        url=run_url(handle, jaeger_url),
-                        access=access,
-                        extra=extra or {},
+            started = time.perf_counter()
+            try:
+                with board.display():
+                    outcome = run_cancellable(
+                        _run_async(
+                            experiment,
+                            run_id=rid,
+                            store_url=store,
+                            registry=registry,
+                            handle=handle,
+                            run_timeout=timeout,
+                            allow_imports=allow_imports,
+                            board=board,
+                            url=run_url(handle, jaeger_url),
+                            access=access,
+                            extra=extra or {},
+                        )
                     )
-                )
-        except (KeyboardInterrupt, Terminated) as stop:
-            why = "terminated (SIGTERM)" if isinstance(stop, Terminated) else "interrupted"
-            error(f"run {rid} cancelled ({why}); it is recorded as cancelled")
-            _print_where(board.trace_id, handle, jaeger_url)
-            code = EXIT_TERMINATED if isinstance(stop, Terminated) else EXIT_INTERRUPTED
-        else:
-            code = _report_outcome(
-                outcome, run_id=rid, board=board, handle=handle, jaeger_url=jaeger_url,
-                elapsed=time.perf_counter() - started, json_=json_,
-            )  # fmt: skip
+            except (KeyboardInterrupt, Terminated) as stop:
+                why = "terminated (SIGTERM)" if isinstance(stop, Terminated) else "interrupted"
+                error(f"run {rid} cancelled ({why}); it is recorded as cancelled")
+                _print_where(board.trace_id, handle, jaeger_url)
+                code = EXIT_TERMINATED if isinstance(stop, Terminated) else EXIT_INTERRUPTED
+            else:
+                code = _report_outcome(
+                    outcome, run_id=rid, board=board, handle=handle, jaeger_url=jaeger_url,
+                    elapsed=time.perf_counter() - started, json_=json_,
+                )  # fmt: skip
+        finally:
+            shutdown_telemetry(handle)
+        return code
     finally:
-        shutdown_telemetry(handle)
-    return code
+        scrub.deactivate(token)

@@ -15,6 +15,7 @@ from crucible.experiment import Experiment, StageDef, experiment_from_mapping
 from crucible.files import FileAccess, using_access
 from crucible.observers import StageInfo
 from crucible.registry import Registry
+from crucible.scrub import Scrubber, secret_values
 from crucible.serialize import to_jsonable
 from crucible.stage import StageSpec
 from crucible.telemetry import attributes as span_attrs
@@ -42,6 +43,7 @@ class PlannedStage:
     span_name: str = ""
     first_attempt_attributes: Mapping[str, Any] = field(default_factory=dict)
     info: StageInfo | None = None
+    secrets: frozenset[str] = frozenset()  # secret values in its options (see crucible.scrub)
 
     @property
     def name(self) -> str:
@@ -51,12 +53,20 @@ class PlannedStage:
 class Plan(list[PlannedStage]):
     """The planned stages of a pipeline, with what every run of it needs, computed once."""
 
-    __slots__ = ("infos", "origins")
+    __slots__ = ("infos", "origins", "secrets")
 
     def __init__(self, stages: Sequence[PlannedStage]) -> None:
         super().__init__(stages)
         self.origins: tuple[str, ...] = tuple(p.spec.origin for p in stages if p.spec)
         self.infos: tuple[StageInfo, ...] = tuple(p.info for p in stages if p.info)
+        self.secrets: frozenset[str] = frozenset().union(*(p.secrets for p in stages))
+
+
+def plan_secrets(planned: Sequence[PlannedStage]) -> frozenset[str]:
+    """The secret values in a plan's options (its stages' secrets, united)."""
+    if type(planned) is Plan:
+        return planned.secrets
+    return frozenset().union(*(p.secrets for p in planned))
 
 
 def plan_facts(planned: Sequence[PlannedStage]) -> tuple[tuple[str, ...], tuple[StageInfo, ...]]:
@@ -84,9 +94,11 @@ def options_attribute(options: Mapping[str, Any] | None) -> str:
 def _planned(
     experiment: Experiment, i: int, sd: StageDef, spec: StageSpec | None, options: Any
 ) -> PlannedStage:
-    attrs = span_attrs.stage_attributes(
-        sd.name, i, (sd.options or {}).keys(), options_attribute(sd.options)
-    )
+    secrets = frozenset(secret_values(sd.options) | secret_values(options))
+    shown = options_attribute(sd.options)
+    if secrets:  # a SecretStr option under an ordinary key, or a secret inside another value
+        shown = Scrubber(secrets).text(shown)
+    attrs = span_attrs.stage_attributes(sd.name, i, (sd.options or {}).keys(), shown)
     return PlannedStage(
         i,
         sd,
@@ -101,6 +113,7 @@ def _planned(
         span_name=names.stage_span_name(sd.name),
         first_attempt_attributes=span_attrs.attempt_attributes(attrs, 1),
         info=StageInfo(i, sd.name, spec is not None),
+        secrets=secrets,
     )
 
 

@@ -17,9 +17,10 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
 
+from crucible import scrub
 from crucible.context import Context
 from crucible.engine import _fast
-from crucible.engine.plan import PlannedStage, plan_facts
+from crucible.engine.plan import PlannedStage, plan_facts, plan_secrets
 from crucible.engine.resume import ResumePoint
 from crucible.errors import StageError, StageFailed
 from crucible.experiment import Experiment
@@ -118,6 +119,7 @@ class Runner:
         self.run_start: RunStart | None = None
         self.live = LiveRun() if observers else None
         self.cancelled_at: StageFailed | None = None
+        self.scrubber = scrub.NO_SECRETS
         self.run_span: Span = trace.INVALID_SPAN
         self._log: Any = None
 
@@ -129,6 +131,17 @@ class Runner:
         return self._log
 
     async def execute(self) -> Context:
+        """Run the stages with the run's secrets scrubbed from what it emits (crucible.scrub)."""
+        self.scrubber = scrub.for_run(plan_secrets(self.planned), self.assigns)
+        if not self.scrubber:
+            return await self._execute()
+        token = scrub.activate(self.scrubber)
+        try:
+            return await self._execute()
+        finally:
+            scrub.deactivate(token)
+
+    async def _execute(self) -> Context:
         exp = self.experiment
         resume = self.resume_from
         attrs = span_attrs.run_attributes(
@@ -418,11 +431,16 @@ class Runner:
                 trace_after, events = trace_after.take_events()
                 for ev in events:
                     attributes = span_attrs.event_attributes(ev.attributes)
+                    if self.scrubber:
+                        attributes = self.scrubber.value(attributes)
                     span.add_event(ev.name, attributes, ev.timestamp_ns)
         if error is not None:
+            if self.scrubber:
+                self.scrubber.exception(error)  # every later str(error) is clean
             if cancel_exc is None:
                 span.record_exception(error)
-            span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
+            described = f"{type(error).__name__}: {error}"
+            span.set_status(Status(StatusCode.ERROR, self.scrubber.text(described)))
         url = None if self.url is None else self._url_for(span_id)
         spans.finish(span, span_attrs.stage_end_attributes(span_id, result, error, url))
         if metrics_on:

@@ -21,6 +21,7 @@ import sqlalchemy as sa
 
 from crucible.context import Context
 from crucible.experiment import Experiment
+from crucible.scrub import active as active_scrubber
 from crucible.serialize import to_jsonable
 from crucible.status import RunStatus
 from crucible.store.schema import UTCDateTime, artifacts, experiments, runs, stage_attempts
@@ -176,7 +177,7 @@ def start_record(
         "outputs": EMPTY_LIST, "assigns": EMPTY_DICT, "owner_pid": os.getpid(), "owner_host": host,
         **(extra or {}),
     })  # fmt: skip
-    return Record(START, run_id, run_row, exp_row, durable=durable)
+    return Record(START, run_id, _clean(run_row), _clean(exp_row), durable=durable)
 
 
 def attempt_record(run_id: str, record: SpanRecord, *, durable: bool) -> Record:
@@ -190,7 +191,7 @@ def attempt_record(run_id: str, record: SpanRecord, *, durable: bool) -> Record:
         "parent_span_id": record.parent_span_id, "error_type": record.error_type,
         "error_message": record.error_message, "events": events,
     })  # fmt: skip
-    return Record(ATTEMPT, run_id, row, durable=durable)
+    return Record(ATTEMPT, run_id, _clean(row), durable=durable)
 
 
 def artifact_record(
@@ -209,7 +210,7 @@ def artifact_record(
         "location": None if location is None else os.fspath(location), "format": format,
         "metadata": to_jsonable(dict(metadata or {})), "created_at": dt.datetime.now(dt.UTC),
     })  # fmt: skip
-    return Record(ARTIFACT, run_id, row, durable=durable)
+    return Record(ARTIFACT, run_id, _clean(row), durable=durable)
 
 
 def finish_record(
@@ -234,4 +235,10 @@ def finish_record(
         values["assigns"] = to_jsonable(context.assigns) if context.assigns else EMPTY_DICT
         if context.trace is not None and context.trace.trace_id:
             values["trace_id"] = context.trace.trace_id
-    return Record(FINISH, run_id, FINISHES.row(values), durable=durable)
+    return Record(FINISH, run_id, _clean(FINISHES.row(values)), durable=durable)
+
+
+def _clean(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    """The row with the running run's secret values scrubbed from its strings and JSON."""
+    scrubber = active_scrubber()
+    return tuple(scrubber.value(v) for v in row) if scrubber else row

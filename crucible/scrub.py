@@ -1,0 +1,219 @@
+"""Scrub secret values from every string a run emits, not only the values under secret keys.
+
+The secrets of a run are the strings under secret-looking keys in its options and assigns, every
+pydantic ``SecretStr`` in its validated options, and the values of secret-named environment
+variables (``GITHUB_TOKEN``, ``DB_PASSWORD``). The engine makes the run's :class:`Scrubber`
+active while the run executes; logs, spans, store rows, reports and exception messages pass
+their strings through it. Values shorter than four characters are not scrubbed (they would blank
+ordinary words).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import html
+import json
+import os
+import re
+import sys
+from collections.abc import Iterable, Iterator, Mapping
+from contextvars import ContextVar
+from typing import Any
+
+from crucible.redact import REDACTED, is_secret_key
+
+MIN_SECRET_LEN = 4
+_ENV_SKIP = frozenset({"PWD", "OLDPWD"})  # "pwd" reads as password; these are folders
+
+
+class Scrubber:
+    """Replaces each known secret value in strings with ``[REDACTED]`` (longest first)."""
+
+    __slots__ = ("_pattern", "values")
+
+    def __init__(self, values: Iterable[str] = ()) -> None:
+        self.values = frozenset(v for v in values if len(v) >= MIN_SECRET_LEN)
+        ordered = sorted(self.values, key=len, reverse=True)
+        self._pattern = re.compile("|".join(map(re.escape, ordered))) if ordered else None
+
+    def __bool__(self) -> bool:
+        return self._pattern is not None
+
+    def __or__(self, other: Scrubber) -> Scrubber:
+        if not other:
+            return self
+        if not self:
+            return other
+        return Scrubber(self.values | other.values)
+
+    def encoded(self) -> Scrubber:
+        """Also matching the secrets as JSON strings and HTML text write them (escaped)."""
+        if self._pattern is None:
+            return self
+        forms = set(self.values)
+        for v in self.values:
+            forms.add(json.dumps(v)[1:-1])
+            forms.add(html.escape(v))
+            forms.add(html.escape(v, quote=False))
+        return Scrubber(forms)
+
+    def text(self, text: str) -> str:
+        """``text`` with every secret replaced."""
+        if self._pattern is None or not text:
+            return text
+        return self._pattern.sub(REDACTED, text)
+
+    def value(self, value: Any, _depth: int = 0) -> Any:
+        """Strings scrubbed inside ``value`` (mappings, lists and tuples walked); others kept."""
+        if self._pattern is None:
+            return value
+        if isinstance(value, str):
+            return self._pattern.sub(REDACTED, value)
+        if _depth > 32:
+            return value
+        if isinstance(value, Mapping):
+            return {k: self.value(v, _depth + 1) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self.value(v, _depth + 1) for v in value]
+        if isinstance(value, tuple) and not hasattr(value, "_fields"):
+            return tuple(self.value(v, _depth + 1) for v in value)
+        return value
+
+    def exception(self, err: BaseException) -> BaseException:
+        """Scrub the string arguments of ``err`` and of its causes, in place; return it."""
+        seen: set[int] = set()
+        current: BaseException | None = err
+        while current is not None and id(current) not in seen and len(seen) < 8:
+            seen.add(id(current))
+            if self._pattern is not None and any(isinstance(a, str) for a in current.args):
+                with contextlib.suppress(AttributeError, TypeError):
+                    current.args = tuple(self.text(a) if isinstance(a, str) else a
+                                         for a in current.args)  # fmt: skip
+            current = current.__cause__ or current.__context__
+        return err
+
+
+NO_SECRETS = Scrubber()
+_active: ContextVar[Scrubber] = ContextVar("crucible_scrubber", default=NO_SECRETS)
+
+
+def for_run(plan_secrets: Iterable[str], assigns: Any) -> Scrubber:
+    """A run's scrubber: its plan's option secrets, its assigns' and the environment's."""
+    env = env_scrubber()
+    extra = secret_values(assigns) if assigns else set()
+    if not extra and not plan_secrets:
+        return env
+    return Scrubber(env.values | set(plan_secrets) | extra)
+
+
+def activate(scrubber: Scrubber) -> Any:
+    """Make ``scrubber`` active in this context; returns the token for :func:`deactivate`."""
+    return _active.set(scrubber)
+
+
+def deactivate(token: Any) -> None:
+    _active.reset(token)
+
+
+def _pydantic() -> tuple[Any, Any]:
+    """(BaseModel, (SecretStr, SecretBytes)), or (None, ()) while pydantic is not imported: then
+    no value can be one (and a CLI that never loads pydantic does not pay for it)."""
+    pyd = sys.modules.get("pydantic")
+    if pyd is None:
+        return None, ()
+    return pyd.BaseModel, (pyd.SecretStr, pyd.SecretBytes)
+
+
+def _strings(value: Any, depth: int = 0) -> Iterator[str]:
+    if depth > 32:
+        return
+    _, secret_types = _pydantic()
+    if isinstance(value, str):
+        yield value
+    elif secret_types and isinstance(value, secret_types):
+        secret = value.get_secret_value()
+        yield secret if isinstance(secret, str) else secret.decode("utf-8", "replace")
+    elif isinstance(value, Mapping):
+        for child in value.values():
+            yield from _strings(child, depth + 1)
+    elif isinstance(value, list | tuple | set | frozenset):
+        for child in value:
+            yield from _strings(child, depth + 1)
+    elif value is not None and not isinstance(value, bool | int | float):
+        yield str(value)
+
+
+MAX_VISITED = 10_000  # values examined per secret_values call: assigns may hold whole datasets
+
+
+def secret_values(value: Any) -> set[str]:
+    """Strings under secret-looking keys, and every SecretStr, in ``value``.
+
+    Walks dicts, lists, tuples and pydantic models (not other mapping types, which may compute
+    their items), at most 32 levels deep and MAX_VISITED values in all.
+    """
+    found: set[str] = set()
+    model, secret_types = _pydantic()
+    budget = MAX_VISITED
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack and budget > 0:
+        current, depth = stack.pop()
+        budget -= 1
+        if depth > 32:
+            continue
+        if secret_types and isinstance(current, secret_types):
+            found.update(_strings(current))
+            continue
+        if model is not None and isinstance(current, model):
+            items: Iterable[tuple[Any, Any]] = (
+                (name, getattr(current, name, None)) for name in type(current).model_fields
+            )
+        elif isinstance(current, dict):
+            items = current.items()
+        elif isinstance(current, list | tuple):
+            stack.extend((child, depth + 1) for child in current[:budget])
+            continue
+        else:
+            continue
+        for key, child in items:
+            if isinstance(key, str) and is_secret_key(key):
+                found.update(_strings(child))
+            else:
+                stack.append((child, depth + 1))
+    return {s for s in found if len(s) >= MIN_SECRET_LEN}
+
+
+_env_cache: tuple[int, tuple[tuple[str, str], ...], Scrubber] | None = None
+
+
+def env_scrubber() -> Scrubber:
+    """The values of secret-named environment variables.
+
+    Rescanned when the number of variables changes or a secret-named one changes its value
+    (a cheap check: this runs once per run).
+    """
+    global _env_cache
+    env = os.environ
+    cached = _env_cache
+    if cached is not None and cached[0] == len(env) and all(env.get(k) == v for k, v in cached[1]):
+        return cached[2]
+    items = tuple(
+        (k, v)
+        for k, v in env.items()
+        if k not in _ENV_SKIP and is_secret_key(k) and len(v) >= MIN_SECRET_LEN
+    )
+    found = Scrubber(v for _, v in items)
+    _env_cache = (len(env), items, found)
+    return found
+
+
+def active() -> Scrubber:
+    """The scrubber of the run executing in this context (its secrets and the environment's);
+    outside a run, the environment's."""
+    current = _active.get()
+    return current if current is not NO_SECRETS else env_scrubber()
+
+
+def scrub_text(text: str) -> str:
+    """``text`` through the active scrubber (the current run's and the environment's)."""
+    return active().text(text)

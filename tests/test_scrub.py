@@ -1,0 +1,67 @@
+"""crucible.scrub: which values are secret, and how they are replaced."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import BaseModel, SecretStr
+
+from crucible import scrub
+from crucible.scrub import Scrubber, env_scrubber, secret_values
+
+
+class Options(BaseModel):
+    conn: SecretStr
+    region: str = "eu"
+
+
+def test_secret_values_by_key_in_any_style_and_by_type() -> None:
+    found = secret_values({
+        "API_KEY": "k-123456", "nested": [{"apiKey": "k-abcdef"}], "max_tokens": 512,
+        "token_count": "not-a-secret", "headers": {"X-Api-Key": {"v": ["deep-secret"]}},
+        "short": {"password": "abc"},  # too short to scrub safely
+        "model": Options(conn=SecretStr("conn-string-1")), "plain": SecretStr("typed-secret"),
+    })  # fmt: skip
+    assert found == {"k-123456", "k-abcdef", "deep-secret", "conn-string-1", "typed-secret"}
+
+
+def test_text_value_and_exception_scrubbing() -> None:
+    s = Scrubber(["abcd", "abcdef", "zz"])
+    assert s.text("x abcdef y abcd") == "x [REDACTED] y [REDACTED]"  # longest first
+    assert s.text("zz stays") == "zz stays"  # shorter than MIN_SECRET_LEN
+    assert s.value({"k": ["abcd", 1, ("abcd",)], "n": None}) == {
+        "k": ["[REDACTED]", 1, ("[REDACTED]",)], "n": None
+    }  # fmt: skip
+    try:
+        try:
+            raise KeyError("inner abcd")
+        except KeyError as inner:
+            raise RuntimeError("outer abcdef", 3) from inner
+    except RuntimeError as err:
+        s.exception(err)
+        assert err.args == ("outer [REDACTED]", 3)
+        assert str(err.__cause__) == "'inner [REDACTED]'"
+    assert not Scrubber() and Scrubber().text("abcd") == "abcd"
+    assert s.encoded().text('{"v": "a\\"bcd"}') == '{"v": "a\\"bcd"}'
+    quoted = Scrubber(['p"ss<word>']).encoded()
+    assert quoted.text('"p\\"ss<word>"  p&quot;ss&lt;word&gt;') == '"[REDACTED]"  [REDACTED]'
+
+
+def test_environment_secrets_follow_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GITHUB_TOKEN", "ghp-env-value-1")
+    monkeypatch.setenv("PWD", "/work/some/folder")  # "pwd" reads as password: a folder, kept
+    assert "ghp-env-value-1" in env_scrubber().values
+    assert "/work/some/folder" not in env_scrubber().values
+    monkeypatch.setenv("GITHUB_TOKEN", "ghp-env-value-2")
+    assert env_scrubber().values >= {"ghp-env-value-2"}
+    monkeypatch.setenv("DB_PASSWORD", "db-pass-value")
+    assert {"ghp-env-value-2", "db-pass-value"} <= env_scrubber().values
+    assert scrub.scrub_text("token ghp-env-value-2") == "token [REDACTED]"
+
+
+def test_active_scrubber_is_per_context() -> None:
+    token = scrub.activate(Scrubber(["run-secret-1"]))
+    try:
+        assert scrub.scrub_text("a run-secret-1") == "a [REDACTED]"
+    finally:
+        scrub.deactivate(token)
+    assert scrub.scrub_text("a run-secret-1") == "a run-secret-1"
