@@ -115,6 +115,23 @@ def deactivate(token: Any) -> None:
     _active.reset(token)
 
 
+class Scope:
+    """``with Scope() as hide: ... hide.use(scrubber)``: active until the block ends."""
+
+    def __init__(self) -> None:
+        self._tokens: list[Any] = []
+
+    def __enter__(self) -> Scope:
+        return self
+
+    def use(self, scrubber: Scrubber) -> None:
+        self._tokens.append(activate(scrubber))
+
+    def __exit__(self, *exc: object) -> None:
+        while self._tokens:
+            deactivate(self._tokens.pop())
+
+
 def _pydantic() -> tuple[Any, Any]:
     """(BaseModel, (SecretStr, SecretBytes)), or (None, ()) while pydantic is not imported: then
     no value can be one (and a CLI that never loads pydantic does not pay for it)."""

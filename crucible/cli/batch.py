@@ -93,27 +93,32 @@ def preflight_batch(
     allow_imports: bool,
     source: str,
     access: FileAccess,
-) -> None:
+) -> frozenset[str]:
 
     from crucible.engine import plan
+    from crucible.engine.plan import plan_secrets
     from crucible.errors import InvalidPipeline
     from crucible.files import using_access
 
-    """Resolve and validate every variant before any runs; problems name their matrix point."""
+    """Resolve and validate every variant before any runs; problems name their matrix point.
+
+    Returns the secret values of every variant's options (to scrub from what is printed).
+    """
     found: dict[str, list[str]] = {}
     bad_variants = 0
+    secrets: set[str] = set()
     for item in items:
         experiment = cast("Experiment", item.experiment)
         try:
             with using_access(access):
-                plan(experiment, registry, allow_imports=allow_imports)
+                secrets |= plan_secrets(plan(experiment, registry, allow_imports=allow_imports))
         except InvalidPipeline as err:
             bad_variants += 1
             where = point_text(_point_of(item))
             for problem in err.problems:
                 found.setdefault(str(problem), []).append(where)
     if not found:
-        return
+        return frozenset(secrets)
     lines: list[str] = []
     for text, points in found.items():
         if len(items) > 1 and len(points) == len(items):
@@ -266,13 +271,15 @@ def batch_command(
     ] = None,
 ) -> None:
 
+    from crucible import scrub
     from crucible.batch import DEFAULT_TRACE_CHILDREN
     from crucible.experiment import load_with_overrides
+    from crucible.experiment.overrides import parse_override
     from crucible.registry import default_registry
     from crucible.store import RunStore
 
     """Run every point of the experiment's matrix as one batch; print a summary per run."""
-    with guard():
+    with guard(), scrub.Scope() as hide:
         check_timeout(timeout)
         if batch_id is not None and not batch_id.strip():
             raise CliError("--batch-id must not be empty")
@@ -285,13 +292,16 @@ def batch_command(
         for raw in set_ or []:
             key = raw.partition("=")[0].strip()
             if key in (experiment.matrix or {}):
-                warn(f"warning: --set {raw!r} is overridden by the matrix key {key!r}")
+                shown = parse_override(raw).shown
+                warn(f"warning: --set {shown!r} is overridden by the matrix key {key!r}")
         items = expand_file_matrix(experiment, source=file.name)
         registry = default_registry()
         access = file_access_for(file, allow_read, allow_write)
-        preflight_batch(
+        secrets = preflight_batch(
             items, registry, allow_imports=allow_imports, source=file.name, access=access
         )
+        # Every variant's secret values are scrubbed from what the command prints.
+        hide.use(scrub.for_run(secrets, None))
         run_store = RunStore(store)
         if json_logs:
             configure_logging(json_logs=True)

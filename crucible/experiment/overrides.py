@@ -15,6 +15,7 @@ import yaml
 from crucible.errors import OverrideError
 from crucible.experiment.loading import experiment_from_mapping, load_experiment
 from crucible.experiment.models import Experiment
+from crucible.redact import REDACTED, is_secret_key
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +27,17 @@ class Override:
     path: tuple[str, ...]
     value: Any
 
+    @property
+    def shown(self) -> str:
+        """``raw`` for messages: the value hidden when the option path names a secret."""
+        return _shown(self.raw, self.path)
+
+
+def _shown(raw: str, path: tuple[str, ...]) -> str:
+    if any(is_secret_key(p) for p in path):
+        return f"{raw.partition('=')[0]}={REDACTED}"
+    return raw
+
 
 def parse_override(raw: str) -> Override:
     """Parse ``stage.option=value``; the value is read as a YAML scalar or flow collection."""
@@ -33,15 +45,19 @@ def parse_override(raw: str) -> Override:
     stage, dot, option = key.strip().partition(".")
     path = tuple(p.strip() for p in option.split("."))
     if not eq or not dot or not stage or not all(path):
-        raise OverrideError(f"--set {raw!r}: expected STAGE.OPTION=VALUE, e.g. bench.alpha=0.01")
+        raise OverrideError(
+            f"--set {_shown(raw, path)!r}: expected STAGE.OPTION=VALUE, e.g. bench.alpha=0.01"
+        )
     if not text.strip():
         return Override(raw, stage, path, "")
     try:
         value = yaml.safe_load(text)
     except yaml.YAMLError as err:
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        shown = _shown(raw, path)
+        value_text = REDACTED if shown != raw else repr(text)
         raise OverrideError(
-            f"--set {raw!r}: cannot read {text!r} as a YAML value: {problem}"
+            f"--set {shown!r}: cannot read {value_text} as a YAML value: {problem}"
         ) from None
     return Override(raw, stage, path, value)
 
@@ -56,7 +72,7 @@ def _set_path(options: Mapping[str, Any], override: Override) -> dict[str, Any]:
             child = {}
         elif not isinstance(child, Mapping):
             where = ".".join(override.path[: depth + 1])
-            raise OverrideError(f"--set {override.raw!r}: option {where!r} is not a mapping")
+            raise OverrideError(f"--set {override.shown!r}: option {where!r} is not a mapping")
         child = dict(child)
         node[part] = child
         node = child
@@ -78,7 +94,7 @@ def apply_overrides(
         if not targets:
             names = ", ".join(dict.fromkeys(str(sd.get("name")) for sd in pipeline)) or "(none)"
             raise OverrideError(
-                f"--set {ov.raw!r}: the pipeline has no stage named {ov.stage!r} "
+                f"--set {ov.shown!r}: the pipeline has no stage named {ov.stage!r} "
                 f"(its stages: {names})"
             )
         for i in targets:

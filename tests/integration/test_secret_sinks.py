@@ -73,16 +73,23 @@ def test_cli_sinks_never_show_a_secret(tmp_path: Path) -> None:
     assert run.returncode == 1, run.stderr[-2000:]  # the last stage fails, by design
     assert "[REDACTED]" in run.stderr  # the log line and the error were there, scrubbed
     as_json = cli("run", "leaky.yaml", "--allow-imports", "--exporter", "none", "--json")
+    batch = cli("batch", "leaky.yaml", "--allow-imports", "--exporter", "none",
+                "--export", "runs.csv")  # fmt: skip
+    bad_set = cli("run", "leaky.yaml", "--allow-imports", "--set",
+                  f"leak_everything.api_key={{{KEY}")  # fmt: skip
+    assert bad_set.returncode == 2 and "leak_everything.api_key=[REDACTED]" in bad_set.stderr
     listed = cli("runs", "list", "--json")
     run_id = json.loads(listed.stdout)[0]["run_id"]
     shown = cli("runs", "show", run_id, "--json")
     shown_text = cli("runs", "show", run_id)
-    for name, done in [("run", run), ("run --json", as_json), ("runs list", listed),
-                       ("runs show --json", shown), ("runs show", shown_text)]:  # fmt: skip
+    for name, done in [("run", run), ("run --json", as_json), ("batch", batch),
+                       ("--set", bad_set), ("runs list", listed), ("runs show --json", shown),
+                       ("runs show", shown_text)]:  # fmt: skip
         assert not _raw(done.stdout), (name, "stdout", done.stdout[-3000:])
         assert not _raw(done.stderr), (name, "stderr", done.stderr[-3000:])
     assert (tmp_path / "traces.jsonl").stat().st_size > 0
-    assert len(list((tmp_path / "reports").rglob("*.*"))) == 6  # 3 formats x 2 runs
+    assert len(list((tmp_path / "reports").rglob("*.*"))) == 9  # 3 formats x 3 runs
+    assert "[REDACTED]" in (tmp_path / "runs.csv").read_text(encoding="utf-8")
     files = _files_text(tmp_path)  # traces.jsonl, reports, the SQLite database (and its WAL)
     assert any(name.endswith("runs.db") for name in files)
     leaks = {name: _raw(text) for name, text in files.items() if name != "leaky.yaml"}
