@@ -188,11 +188,15 @@ class Runner:
                 if pending is not None:
                     await pending
             except BaseException as err:
-                run_span.set_status(Status(StatusCode.ERROR, str(err)))
-                spans.finish(run_span, span_attrs.run_end_attributes(None, err))
+                cancelled_now = isinstance(err, anyio.get_cancelled_exc_class())
+                why = ("cancelled as it started" if cancelled_now
+                       else f"refused by an observer: {type(err).__name__}: {err}")  # fmt: skip
+                run_span.set_status(Status(StatusCode.ERROR, why))
+                spans.finish(run_span, span_attrs.run_end_attributes(
+                    names.RESULT_CANCELLATION if cancelled_now else None, err))  # fmt: skip
                 await notify_shielded(self.obs.on_run_end, run=RunEnd(
-                    start, RunStatus.FAILED, None, None, dt.datetime.now(dt.UTC),
-                    message=f"refused by an observer: {type(err).__name__}: {err}",
+                    start, RunStatus.CANCELLED if cancelled_now else RunStatus.FAILED, None,
+                    None, dt.datetime.now(dt.UTC), message=why,
                 ))  # fmt: skip
                 raise
         if metrics_on:

@@ -109,3 +109,23 @@ async def test_duplicate_run_id_is_refused_and_the_first_record_kept(store: RunS
     info = await store.get_run("same")
     assert info is not None and info.status == "completed" and len(info.attempts) == 1
     assert calls == ["ok"]
+
+
+async def test_run_cancelled_while_an_observer_starts_it_is_stored_cancelled(
+    tmp_path: Path,
+) -> None:
+    from crucible.observers import RunObserver, RunStart
+
+    class SlowStart(RunObserver):
+        async def on_run_start(self, *, run: RunStart) -> None:
+            await anyio.sleep(30)
+
+    registry = Registry([ok])
+    exp = Experiment(id="e", pipeline=[StageDef(name="ok")])
+    async with RunStore(tmp_path / "runs.db") as store:
+        with anyio.move_on_after(0.3) as scope:
+            await run(exp, registry=registry, store=store, observers=[SlowStart()])
+        assert scope.cancelled_caught
+        [info] = await store.list_runs()
+        assert info.status == "cancelled"
+        assert info.failure_message == "cancelled as it started"
