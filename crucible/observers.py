@@ -101,6 +101,7 @@ class RunStart(NamedTuple):
     git_dirty: bool | None = None
     rerun_of: str | None = None
     resumed_from: str | None = None
+    exported: bool | None = None  # its spans went to a tracer provider (and were sampled)
 
     @property
     def config(self) -> dict[str, Any]:

@@ -75,9 +75,14 @@ def _when(value: Any) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%S UTC") if value is not None else "-"
 
 
+def _trace_link(jaeger_url: str, info: RunInfo) -> str | None:
+    """The run's Jaeger page; None when its spans were never exported (an untraced run)."""
+    return None if info.trace_exported is False else jaeger_link(jaeger_url, info.trace_id)
+
+
 def _run_json(info: RunInfo, jaeger_url: str) -> dict[str, Any]:
     data = info.to_dict()
-    data["jaeger_url"] = jaeger_link(jaeger_url, info.trace_id)
+    data["jaeger_url"] = _trace_link(jaeger_url, info)
     return data
 
 
@@ -175,7 +180,7 @@ def runs_list_command(
                 format_duration(r.duration_s),
                 *(_metric_cell(values, n) for n in names),
                 r.trace_id or "-",
-                *([] if names else [jaeger_link(jaeger_url, r.trace_id) or "-"]),
+                *([] if names else [_trace_link(jaeger_url, r) or "-"]),
             )
         console().print(table)
         missing = [n for n in names if not any(n in v for v in flat)]
@@ -213,7 +218,7 @@ def _show_run(info: RunInfo, jaeger_url: str) -> None:
         ("finished", _when(info.finished_at)),
         ("duration", format_duration(info.duration_s)),
         ("trace id", info.trace_id or "-"),
-        ("jaeger", jaeger_link(jaeger_url, info.trace_id) or "-"),
+        ("jaeger", _trace_link(jaeger_url, info) or "-"),
     ]
     if info.batch_id:
         fields.append(("batch", info.batch_id))

@@ -174,6 +174,7 @@ class Runner:
             exp, self.run_id, trace_id, run_span_id, self.batch_id, infos, _now(_UTC), self.url,
             self.live, self.assigns, origin.versions, git.commit if git else None,
             git.dirty if git else None, self.rerun_of, None if resume is None else resume.run_id,
+            tel.exporting(self.tel) and run_span.get_span_context().trace_flags.sampled,
         )  # fmt: skip
         metrics_on = self.tel.metrics_enabled
         metric_attrs = (

@@ -98,7 +98,9 @@ class RunInfo(StoredRecord):
 
     ``config`` is the experiment as it ran (secrets redacted), ``start_assigns`` the caller's
     assigns in the checkpoint codec's form, ``versions`` the packages it ran with, and
-    ``span_id`` its run span; all None for runs stored before the store kept them.
+    ``span_id`` its run span, ``trace_exported`` whether its spans went to a tracer provider
+    (False for untraced runs: there is no trace to open); all None for runs stored before the
+    store kept them.
     """
 
     _derived: ClassVar[Mapping[str, tuple[str, ...]]] = {"finished_at": ("duration_s",)}
@@ -127,6 +129,7 @@ class RunInfo(StoredRecord):
     rerun_of: str | None = None
     resumed_from: str | None = None
     source: str | None = None
+    trace_exported: bool | None = None
     attempts: tuple[AttemptInfo, ...] = ()
     artifacts: tuple[ArtifactInfo, ...] = ()
 
@@ -202,6 +205,7 @@ def run_info(
         rerun_of=row["rerun_of"],
         resumed_from=row["resumed_from"],
         source=row["source"],
+        trace_exported=row["trace_exported"],
         attempts=attempts,
         artifacts=arts,
     )

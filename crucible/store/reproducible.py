@@ -62,4 +62,5 @@ def start_values(run: RunStart) -> dict[str, Any]:
         "rerun_of": run.rerun_of,
         "resumed_from": run.resumed_from,
         "source": source,
+        "trace_exported": run.exported,
     }

@@ -95,6 +95,7 @@ runs = sa.Table(
     sa.Column("rerun_of", sa.String(255)),
     sa.Column("resumed_from", sa.String(255)),
     sa.Column("source", sa.Text()),  # the experiment file it was loaded from, if any
+    sa.Column("trace_exported", sa.Boolean()),  # its spans went to a provider (False: untraced)
     sa.Index("ix_runs_experiment_id", "experiment_id"),
     sa.Index("ix_runs_status", "status"),
     sa.Index("ix_runs_batch_id", "batch_id"),

@@ -76,6 +76,7 @@ class Telemetry:
     instruments: Instruments
     spans: ApiSpans  # how the engine starts and ends its spans on this tracer
     metrics_enabled: bool = True
+    exporting: bool = True  # False on the private export-free provider (untraced runs)
 
 
 _cache: weakref.WeakKeyDictionary[Any, dict[int, Telemetry]] = weakref.WeakKeyDictionary()
@@ -117,10 +118,20 @@ def telemetry_for(
         # With no SDK meter provider installed, recording would be a no-op: skip it entirely.
         enabled = type(mp).__name__ not in ("_ProxyMeterProvider", "NoOpMeterProvider")
         spans = spans_for(tp, tracer, private=tp is _fallback)
-        tel = Telemetry(tracer, instruments, spans, metrics_enabled=enabled)
+        tel = Telemetry(tracer, instruments, spans, metrics_enabled=enabled,
+                        exporting=tp is not _fallback)  # fmt: skip
         _cache.setdefault(tp, {})[id(mp)] = tel
         _remember(tp, mp, tel)
         return tel
+
+
+def exporting(tel: Telemetry) -> bool:
+    """Whether spans made with ``tel`` go anywhere: not the private provider, and (for an SDK
+    provider) at least one span processor, looked up now (processors may be added later)."""
+    if not tel.exporting:
+        return False
+    processors = getattr(getattr(tel.tracer, "span_processor", None), "_span_processors", None)
+    return True if processors is None else bool(processors)
 
 
 def _remember(tp: Any, mp: Any, tel: Telemetry) -> None:

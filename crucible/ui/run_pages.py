@@ -62,7 +62,7 @@ async def _run_context(request: Request) -> dict[str, Any]:
     experiment = await store.get_experiment(info.experiment_id)
     settings = _settings(request)
     jaeger = None
-    if settings.jaeger_url and info.trace_id:
+    if settings.jaeger_url and info.trace_id and info.trace_exported is not False:
         jaeger = f"{settings.jaeger_url.rstrip('/')}/trace/{info.trace_id}"
     origin = _origin_ns(info)
     chart = _timeline(info, origin)

@@ -122,7 +122,8 @@ def _first_numeric(sweep: Sweep, points: Sequence[PointRow]) -> str:
 
 
 def to_csv(sweep: Sweep) -> str:
-    """Every point: ids, status, duration, each parameter and each metric (all keys, sorted)."""
+    """Every point: ids, status, duration, each parameter (``matrix.<key>``, as ``crucible batch
+    --export`` writes it, so a metric of the same name never collides) and each metric."""
     metric_keys = sorted({k for p in sweep.points for k in p.metrics})
     out = io.StringIO()
     writer = csv.writer(out)
@@ -133,7 +134,7 @@ def to_csv(sweep: Sweep) -> str:
             "status",
             "started_at",
             "duration_s",
-            *sweep.params,
+            *(f"matrix.{k}" for k in sweep.params),
             *metric_keys,
         ]
     )

@@ -129,3 +129,30 @@ async def test_run_cancelled_while_an_observer_starts_it_is_stored_cancelled(
         [info] = await store.list_runs()
         assert info.status == "cancelled"
         assert info.failure_message == "cancelled as it started"
+
+
+async def test_the_store_knows_whether_a_runs_spans_were_exported(tmp_path: Path) -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+
+    def exporting(**kwargs: Any) -> TracerProvider:
+        provider = TracerProvider(**kwargs)
+        provider.add_span_processor(SimpleSpanProcessor(InMemorySpanExporter()))
+        return provider
+
+    exp = Experiment(id="e", pipeline=[StageDef(name="ok")])
+    async with RunStore(tmp_path / "runs.db") as store:
+        cases = {
+            "untraced": await run(exp, registry=REG, store=store),
+            "traced": await run(exp, registry=REG, store=store, tracer_provider=exporting()),
+            "no processor": await run(exp, registry=REG, store=store,
+                                      tracer_provider=TracerProvider()),
+            "sampled out": await run(exp, registry=REG, store=store,
+                                     tracer_provider=exporting(sampler=ALWAYS_OFF)),
+        }  # fmt: skip
+        found = {name: await store.get_run(ctx.run_id) for name, ctx in cases.items()}
+    assert {name: info.trace_exported for name, info in found.items() if info} == {
+        "untraced": False, "traced": True, "no processor": False, "sampled out": False
+    }  # fmt: skip

@@ -106,6 +106,7 @@ def test_run_with_duration_after_finished_at_and_nested_records() -> None:
             "rerun_of": "r0",
             "resumed_from": None,
             "source": None,
+            "trace_exported": None,
             "attempts": [ATTEMPT_DICT],
             "artifacts": [ARTIFACT_DICT],
         },

@@ -6,6 +6,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import crucible
 from crucible import Experiment, StageDef
@@ -56,7 +59,11 @@ async def fill(store: RunStore, workdir: Path) -> Filled:
             StageDef(name="ui_score", options={"alpha": 0.4}),
         ],
     )
-    await crucible.run(retry, run_id="retried-run", store=store, registry=REGISTRY)
+    # Traced to an SDK provider (its spans "exported"); every other run here is untraced.
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(InMemorySpanExporter()))
+    await crucible.run(retry, run_id="retried-run", store=store, registry=REGISTRY,
+                       tracer_provider=provider)  # fmt: skip
     failing = Experiment(
         id="failing",
         pipeline=[

@@ -134,7 +134,7 @@ async def test_batch_page_marks_the_best_point_and_exports_csv(client: httpx.Asy
     assert export.headers["content-type"].startswith("text/csv")
     table = list(csv.DictReader(io.StringIO(export.text)))
     assert len(table) == 6
-    assert {(r["ui_score.alpha"], r["ui_score.depth"]) for r in table} == {
+    assert {(r["matrix.ui_score.alpha"], r["matrix.ui_score.depth"]) for r in table} == {
         (a, d) for a in ("0.1", "0.2", "0.3") for d in ("1", "2")
     }
     assert {"score", "loss", "eval.accuracy", "status", "run_id"} <= set(table[0])
@@ -173,6 +173,9 @@ async def test_jaeger_link_only_when_a_base_url_is_configured(
         trace = re.search(r"<code>([0-9a-f]{32})</code>", page.text)
         assert trace is not None
         assert f'href="http://jaeger.local:16686/trace/{trace.group(1)}"' in page.text
+        async with httpx.AsyncClient(base_url=url) as http:  # untraced: no trace to open
+            untraced = await http.get("/run", params={"id": "failed-run"})
+        assert untraced.status_code == 200 and "open in Jaeger" not in untraced.text
 
 
 async def test_a_broken_store_is_a_503_page_not_a_crash(filled: tuple[Path, Filled]) -> None:
