@@ -47,7 +47,7 @@ class Scrubber:
         return Scrubber(self.values | other.values)
 
     def encoded(self) -> Scrubber:
-        """Also matching the secrets as JSON strings and HTML text write them (escaped)."""
+        """Also matching the secrets as JSON strings, HTML text and CSV cells write them."""
         if self._pattern is None:
             return self
         forms = set(self.values)
@@ -55,6 +55,7 @@ class Scrubber:
             forms.add(json.dumps(v)[1:-1])
             forms.add(html.escape(v))
             forms.add(html.escape(v, quote=False))
+            forms.add(v.replace('"', '""'))
         return Scrubber(forms)
 
     def text(self, text: str) -> str:

@@ -15,6 +15,7 @@ from crucible.cli.app import CliError
 from crucible.cli.batch_summary import flat_metrics
 from crucible.cli.output import error, warn
 from crucible.flatten import is_number
+from crucible.scrub import active as active_scrubber
 from crucible.serialize import to_jsonable
 
 if TYPE_CHECKING:
@@ -82,7 +83,7 @@ def write_export(target: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
+            fh.write(active_scrubber().encoded().text(text))  # the runs' secrets never land
         os.replace(tmp, target)
     except OSError as err:
         Path(tmp).unlink(missing_ok=True)

@@ -72,6 +72,6 @@ def test_csv_has_every_point_and_quotes_formula_like_text() -> None:
     ])  # fmt: skip
     rows = list(csv.DictReader(io.StringIO(to_csv(sweep))))
     assert [r["run_id"] for r in rows] == ["r0", "r1"]
-    assert rows[0]["tests"] == '["t","w"]' and rows[1]["tests"] == ""
+    assert rows[0]["matrix.tests"] == '["t","w"]' and rows[1]["matrix.tests"] == ""
     assert rows[0]["note"] == "'=HYPERLINK(1)" and rows[1]["neg"] == "-1.5"
     assert rows[0]["m"] == "[1,2]" and rows[0]["duration_s"] == "1.0"
