@@ -133,8 +133,7 @@ class Runner:
     async def execute(self) -> Context:
         """Run the stages with the run's secrets scrubbed from what it emits (crucible.scrub)."""
         self.scrubber = scrub.for_run(plan_secrets(self.planned), self.assigns)
-        if not self.scrubber:
-            return await self._execute()
+        # Active even when empty: the run's sinks then ask a context variable, not the environment.
         token = scrub.activate(self.scrubber)
         try:
             return await self._execute()
