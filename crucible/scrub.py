@@ -29,12 +29,13 @@ _ENV_SKIP = frozenset({"PWD", "OLDPWD"})  # "pwd" reads as password; these are f
 class Scrubber:
     """Replaces each known secret value in strings with ``[REDACTED]`` (longest first)."""
 
-    __slots__ = ("_pattern", "values")
+    __slots__ = ("_encoded", "_pattern", "values")
 
     def __init__(self, values: Iterable[str] = ()) -> None:
         self.values = frozenset(v for v in values if len(v) >= MIN_SECRET_LEN)
         ordered = sorted(self.values, key=len, reverse=True)
         self._pattern = re.compile("|".join(map(re.escape, ordered))) if ordered else None
+        self._encoded: Scrubber | None = None
 
     def __bool__(self) -> bool:
         return self._pattern is not None
@@ -50,13 +51,17 @@ class Scrubber:
         """Also matching the secrets as JSON strings, HTML text and CSV cells write them."""
         if self._pattern is None:
             return self
+        if self._encoded is not None:
+            return self._encoded
         forms = set(self.values)
         for v in self.values:
             forms.add(json.dumps(v)[1:-1])
             forms.add(html.escape(v))
             forms.add(html.escape(v, quote=False))
             forms.add(v.replace('"', '""'))
-        return Scrubber(forms)
+        self._encoded = Scrubber(forms)
+        self._encoded._encoded = self._encoded
+        return self._encoded
 
     def text(self, text: str) -> str:
         """``text`` with every secret replaced."""

@@ -65,3 +65,27 @@ def test_active_scrubber_is_per_context() -> None:
     finally:
         scrub.deactivate(token)
     assert scrub.scrub_text("a run-secret-1") == "a run-secret-1"
+
+
+async def test_a_secret_with_quotes_is_scrubbed_from_stored_json(tmp_path: object) -> None:
+    from pathlib import Path
+
+    import crucible
+    from crucible.store import RunStore
+
+    secret = 'pa"ss\\word-1'
+
+    @crucible.stage("quoted_secret", description="d", register=False)
+    async def quoted(ctx: crucible.Context) -> crucible.Context:
+        return ctx.put_metric("echo", f"used {secret}")
+
+    db = Path(str(tmp_path)) / "runs.db"
+    async with RunStore(db) as store:
+        ctx = await crucible.run({"id": "q", "pipeline": [{"name": "quoted_secret"}]},
+                                 registry=crucible.Registry([quoted]), store=store,
+                                 assigns={"password": secret})  # fmt: skip
+        info = await store.get_run(ctx.run_id)
+    assert info is not None and info.metrics == {"echo": "used [REDACTED]"}
+    raw = db.read_bytes() + (db.with_name("runs.db-wal").read_bytes()
+                             if db.with_name("runs.db-wal").exists() else b"")  # fmt: skip
+    assert b"ss\\\\word-1" not in raw and b"ss\\word-1" not in raw

@@ -241,4 +241,7 @@ def finish_record(
 def _clean(row: tuple[Any, ...]) -> tuple[Any, ...]:
     """The row with the running run's secret values scrubbed from its strings and JSON."""
     scrubber = active_scrubber()
-    return tuple(scrubber.value(v) for v in row) if scrubber else row
+    if not scrubber:
+        return row
+    scrubber = scrubber.encoded()  # JSON columns are already text here
+    return tuple(scrubber.value(v) for v in row)
