@@ -85,12 +85,12 @@ def processors(*, json: bool) -> list[Any]:
     chain: list[Any] = [
         structlog.contextvars.merge_contextvars,
         add_run_context,
-        redact_secrets,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         add_trace_ids,
         structlog.processors.StackInfoRenderer(),
         structlog.processors.format_exc_info,
+        redact_secrets,  # after the traceback is text, so secrets in it are scrubbed too
     ]
     chain.append(
         structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)

@@ -89,3 +89,29 @@ async def test_a_secret_with_quotes_is_scrubbed_from_stored_json(tmp_path: objec
     raw = db.read_bytes() + (db.with_name("runs.db-wal").read_bytes()
                              if db.with_name("runs.db-wal").exists() else b"")  # fmt: skip
     assert b"ss\\\\word-1" not in raw and b"ss\\word-1" not in raw
+
+
+def test_log_lines_scrub_secret_values_in_messages_and_tracebacks() -> None:
+    import io
+    import json
+
+    import structlog
+
+    from crucible import logging as crucible_logging
+
+    out = io.StringIO()
+    crucible_logging.configure(json=True, stream=out)
+    token = scrub.activate(Scrubber(["tb-secret-777"]))
+    try:
+        log = structlog.get_logger("t")
+        try:
+            raise RuntimeError("refused with tb-secret-777")
+        except RuntimeError:
+            log.exception("call failed using tb-secret-777", api_key="tb-secret-777", n=3)
+    finally:
+        scrub.deactivate(token)
+        structlog.reset_defaults()
+    line = json.loads(out.getvalue().strip().splitlines()[-1])
+    assert "tb-secret-777" not in out.getvalue()
+    assert line["event"] == "call failed using [REDACTED]" and line["api_key"] == "[REDACTED]"
+    assert "RuntimeError: refused with [REDACTED]" in line["exception"] and line["n"] == 3
