@@ -108,7 +108,9 @@ async def run_batch(
 
     def on_started(index: int) -> None:
         running.add(index)
-        state.running = len(running)
+        # An executor may hand out runs ahead of time (Ray queues a chunk on each actor): the
+        # count shown never exceeds the runs that can be running at once.
+        state.running = min(len(running), max_concurrency)
         report()
 
     def on_finished(outcome: RunOutcome) -> None:
@@ -116,7 +118,7 @@ async def run_batch(
             return  # one outcome per job, whatever an executor reports twice
         outcomes[outcome.index] = outcome
         running.discard(outcome.index)
-        state.running = len(running)
+        state.running = min(len(running), max_concurrency)
         if outcome.status is not RunStatus.CANCELLED:  # cancelled runs are not "done"
             if outcome.ok:
                 state.completed += 1
