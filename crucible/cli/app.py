@@ -97,6 +97,11 @@ class _StderrProxy:
         sys.stderr.flush()
 
 
+def log_level() -> str:
+    """The ``--log-level`` chosen (default ``warning``)."""
+    return str(_STATE.log_level.value)
+
+
 def configure_logging(*, json_logs: bool) -> None:
     """structlog to stderr at the ``--log-level``; JSON lines with ``--json-logs``."""
     level = _STATE.log_level.value

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import time
 import uuid
@@ -32,6 +33,7 @@ from crucible.cli.app import (
     check_timeout,
     configure_logging,
     guard,
+    log_level,
 )
 from crucible.cli.batch_summary import (
     BatchReport,
@@ -156,7 +158,9 @@ async def _batch_async(
         from crucible.executors import RayExecutor
 
         exporters = ",".join(handle.exporters) or "none"
-        executor = RayExecutor(ray.address, actors=ray.actors, exporter=exporters)
+        logs = {"CRUCIBLE_WORKER_LOG_JSON": "1" if ray.json_logs else "0",
+                "CRUCIBLE_WORKER_LOG_LEVEL": ray.log_level}  # fmt: skip
+        executor = RayExecutor(ray.address, actors=ray.actors, exporter=exporters, env=logs)
     try:
         await store.open()
         return await run_batch(
@@ -191,6 +195,8 @@ class RaySettings:
 
     address: str | None
     actors: int
+    json_logs: bool = False
+    log_level: str = "info"
 
 
 def ray_settings(executor: str, address: str | None, actors: int | None) -> RaySettings | None:
@@ -285,6 +291,8 @@ def batch_command(
             raise CliError("--batch-id must not be empty")
         columns = parse_show(show)
         ray = ray_settings(executor, ray_address, ray_actors)
+        if ray is not None:  # the workers log as this command does
+            ray = dataclasses.replace(ray, json_logs=json_logs, log_level=log_level())
         export_to = check_export_path(export) if export is not None else None
         experiment = load_with_overrides(file, set_ or [])
         if checkpoint:

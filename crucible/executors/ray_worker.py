@@ -91,6 +91,14 @@ class RunActor:
         self.actor_id = ctx.get_actor_id() or ""
         attrs = {names.WORKER_ID: self.actor_id, names.WORKER_NAME: name,
                  names.WORKER_NODE: self.node_id}  # fmt: skip
+        # Lines a stage logs here reach the driver through Ray: set up like the CLI's, with
+        # secrets redacted and scrubbed (CRUCIBLE_WORKER_LOG_JSON=1, CRUCIBLE_WORKER_LOG_LEVEL).
+        from crucible import logging as crucible_logging
+
+        crucible_logging.configure(
+            json=os.environ.get("CRUCIBLE_WORKER_LOG_JSON") == "1",
+            level=os.environ.get("CRUCIBLE_WORKER_LOG_LEVEL", "info"),
+        )
         self._handle: Any = None
         if os.environ.get("OTEL_TRACES_EXPORTER", "none").strip().lower() not in ("", "none"):
             from crucible.telemetry.setup import configure

@@ -11,6 +11,7 @@ from typing import Any
 
 import anyio
 import pytest
+import structlog
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
@@ -53,6 +54,13 @@ async def ray_fail_odd(ctx: crucible.Context) -> crucible.Context:
     if ctx.assigns["n"] % 2:
         raise ValueError(f"odd n={ctx.assigns['n']}")
     return ctx.put_metric("even", True)
+
+
+@crucible.stage("ray_logs_secret", description="Log a line holding the assigned api_key.")
+async def ray_logs_secret(ctx: crucible.Context) -> crucible.Context:
+    key = ctx.assigns["api_key"]
+    structlog.get_logger("ray-test").warning(f"marker-{ctx.assigns['n']} token {key}")
+    return ctx
 
 
 _LOCK = threading.Lock()
@@ -265,3 +273,22 @@ async def test_cancelling_the_driver_stores_every_run_cancelled(
         assert "running" not in statuses
         assert statuses.count("cancelled") >= n - 16  # at most a few finished in 1.5 s
         assert set(statuses) <= {"completed", "cancelled"}
+
+
+async def test_worker_log_lines_redact_and_scrub_secrets(ray_executor: Any) -> None:
+    import ray
+
+    secret = "sk-ray-worker-secret-99"
+    items = [crucible.BatchItem({"id": "logs", "pipeline": [{"name": "ray_logs_secret"}]},
+                                assigns={"n": 4242, "api_key": secret})]  # fmt: skip
+    [outcome] = await crucible.run_batch(items, executor=ray_executor)
+    assert outcome.ok, outcome.error
+    logs = Path(ray._private.worker._global_node.get_session_dir_path()) / "logs"
+    text = ""
+    for _ in range(200):  # Ray writes the worker's stderr to its log files (and to the driver)
+        text = "".join(p.read_text(errors="replace") for p in logs.glob("worker-*"))
+        if "marker-4242" in text:
+            break
+        await anyio.sleep(0.05)
+    assert "marker-4242 token [REDACTED]" in text
+    assert secret not in text
