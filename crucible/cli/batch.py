@@ -63,6 +63,7 @@ if TYPE_CHECKING:
     )
     from crucible.experiment import Experiment
     from crucible.files import FileAccess
+    from crucible.observers import RunObserver
     from crucible.registry import Registry
     from crucible.store import RunStore
     from crucible.telemetry.setup import TelemetryHandle
@@ -168,8 +169,9 @@ async def _batch_async(
             max_concurrency=concurrency,
             batch_id=batch_id,
             name=name,
-            observers=[board],
-            # Ray runs report to the driver as their chunks return, not run by run.
+            # Ray runs report to the driver as their chunks return, not run by run: the board
+            # follows the batch's progress there and takes only the batch's start from observing.
+            observers=[board] if executor is None else [_batch_start_of(board)],
             progress=board.progress if executor is not None else None,
             executor=executor,
             store=store,
@@ -187,6 +189,17 @@ async def _batch_async(
                 await executor.shutdown()
             await store.close()
         warn_if_journaled(store)
+
+
+def _batch_start_of(board: BatchBoard) -> RunObserver:
+    """An observer passing only ``on_batch_start`` to the board (Ray runs are not observed)."""
+    from crucible.observers import BatchStart, RunObserver
+
+    class BatchStartOnly(RunObserver):
+        def on_batch_start(self, *, batch: BatchStart) -> None:
+            board.on_batch_start(batch=batch)
+
+    return BatchStartOnly()
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from crucible.executors.base import PreparedBatch, RunJob, RunOutcome, WorkerLos
 from crucible.executors.local import never_started
 from crucible.executors.ray_worker import BatchSpec, RunActor
 from crucible.executors.shipping import from_wire, ship_stages, worker_kwargs
+from crucible.observers import Observers
 from crucible.redact import is_secret_key
 from crucible.registry import default_registry
 from crucible.status import RunStatus
@@ -31,6 +32,7 @@ _log = structlog.get_logger("crucible.executors.ray")
 MAX_CHUNK = 256
 LOST = "its Ray worker died while it ran"
 _FINAL = {s.value for s in RunStatus} - {"running", "abandoned"}
+_RUN_HOOKS = ("on_run_start", "on_attempt_start", "on_attempt_end", "on_checkpoint", "on_run_end")
 
 
 def _ray() -> Any:
@@ -171,6 +173,13 @@ class RayExecutor:
             self._ray.kill(actor)
 
     async def execute(self, batch: PreparedBatch) -> None:
+        watching = Observers(batch.observers)
+        if any(getattr(watching, h) for h in _RUN_HOOKS):
+            _log.warning(
+                "observers' per-run hooks do not run on Ray workers; on the driver they see "
+                "on_batch_start and on_batch_end (with every outcome)",
+                observers=[type(o).__name__ for o in batch.observers],
+            )
         self._ray = await anyio.to_thread.run_sync(self._connect)
         run_kwargs = batch.run_kwargs
         registry = run_kwargs.get("registry") or default_registry()

@@ -292,3 +292,32 @@ async def test_worker_log_lines_redact_and_scrub_secrets(ray_executor: Any) -> N
         await anyio.sleep(0.05)
     assert "marker-4242 token [REDACTED]" in text
     assert secret not in text
+
+
+async def test_driver_observers_see_the_batch_and_are_told_runs_happen_elsewhere(
+    ray_executor: Any,
+) -> None:
+    from structlog.testing import capture_logs
+
+    from crucible.observers import BatchEnd, RunEnd, RunObserver
+
+    class Watcher(RunObserver):
+        def __init__(self) -> None:
+            self.ends: list[BatchEnd] = []
+            self.runs: list[RunEnd] = []
+
+        def on_run_end(self, *, run: RunEnd) -> None:
+            self.runs.append(run)
+
+        def on_batch_end(self, *, batch: BatchEnd) -> None:
+            self.ends.append(batch)
+
+    watcher = Watcher()
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(30))  # warnings
+    with capture_logs() as logs:
+        outcomes = await crucible.run_batch(_items(3, ["ray_square"]), executor=ray_executor,
+                                            observers=[watcher])  # fmt: skip
+    assert all(o.ok for o in outcomes) and watcher.runs == []
+    [end] = watcher.ends
+    assert [o.run_id for o in end.outcomes] == [o.run_id for o in outcomes]
+    assert any("per-run hooks do not run on Ray workers" in e["event"] for e in logs)
