@@ -115,3 +115,32 @@ def test_log_lines_scrub_secret_values_in_messages_and_tracebacks() -> None:
     assert "tb-secret-777" not in out.getvalue()
     assert line["event"] == "call failed using [REDACTED]" and line["api_key"] == "[REDACTED]"
     assert "RuntimeError: refused with [REDACTED]" in line["exception"] and line["n"] == 3
+
+
+async def test_an_oserror_naming_a_secret_path_is_scrubbed_from_spans_and_failure() -> None:
+    import crucible
+    from crucible.testing import capture_spans
+
+    secret = "/vault/tok-oserror-5151"
+
+    @crucible.stage("opens_secret", description="d", register=False)
+    async def opens(ctx: crucible.Context) -> crucible.Context:
+        raise FileNotFoundError(2, "No such file", secret)  # str() comes from its fields
+
+    with capture_spans() as cap:
+        try:
+            await crucible.run({"id": "o", "pipeline": [{"name": "opens_secret"}]},
+                               registry=crucible.Registry([opens]), tracer_provider=cap.provider,
+                               assigns={"access_token": secret})  # fmt: skip
+        except crucible.StageFailed as err:
+            failure = err
+    assert secret not in str(failure) and "[REDACTED]" in str(failure)
+    assert failure.context is not None
+    assert secret not in (failure.context.trace.spans[-1].error_message or "")
+    spans = cap.spans()
+    assert len(spans) == 2
+    for span in spans:
+        texts = [span.status.description or ""] + [
+            str(v) for e in span.events for v in (e.attributes or {}).values()
+        ]
+        assert not [t for t in texts if secret in t], span.name

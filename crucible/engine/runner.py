@@ -8,6 +8,7 @@ import inspect
 import math
 import random
 import time
+import traceback
 from collections.abc import Awaitable, Sequence
 from typing import Any
 
@@ -442,7 +443,7 @@ class Runner:
             if self.scrubber:
                 self.scrubber.exception(error)  # every later str(error) is clean
             if cancel_exc is None:
-                span.record_exception(error)
+                span.record_exception(error, attributes=self._scrubbed_exception(error))
             described = f"{type(error).__name__}: {error}"
             span.set_status(Status(StatusCode.ERROR, self.scrubber.text(described)))
         url = None if self.url is None else self._url_for(span_id)
@@ -458,7 +459,7 @@ class Runner:
         record = SpanRecord(
             step.span_name, name, span_id, parent_span_id, start, end, result, attempt,
             None if error is None else type(error).__qualname__,
-            None if error is None else str(error),
+            None if error is None else self.scrubber.text(str(error)),
             events, step.index,
         )  # fmt: skip
         if watched is not None and self.obs.on_attempt_end:
@@ -480,6 +481,8 @@ class Runner:
                 ctx, ctx.trace.with_span(record), self.carriers.run, ctx.assigns
             )
         failed = StageFailed(name, error, kept, result=result)
+        if self.scrubber:  # also for an error whose str does not come from its args
+            failed.args = (self.scrubber.text(str(failed)),)
         if cancel_exc is not None:
             # Record what happened, then let cancellation propagate: it is never swallowed.
             self.cancelled_at = failed
@@ -489,6 +492,15 @@ class Runner:
             error=f"{type(error).__name__}: {error}", trace_id=self.trace_id, span_id=span_id,
         )  # fmt: skip
         return kept, failed
+
+    def _scrubbed_exception(self, error: BaseException) -> dict[str, str] | None:
+        """The exception event's message and stack trace with the run's secrets scrubbed (an
+        exception whose ``str`` does not come from its args, like OSError, included)."""
+        if not self.scrubber:
+            return None
+        trace_text = "".join(traceback.format_exception(error))
+        return {"exception.message": self.scrubber.text(str(error)),
+                "exception.stacktrace": self.scrubber.text(trace_text)}  # fmt: skip
 
     def _url_for(self, span_id: str) -> str:
         assert self.url is not None

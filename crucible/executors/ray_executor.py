@@ -150,6 +150,15 @@ class RayExecutor:
         lacks the CPUs they ask for, or their processes fail to start).
         """
         self._ray = self._connect()
+        if self.address is None and not self._pool:
+            total = self._ray.cluster_resources().get("CPU", 0)
+            if total < self.actors * self.num_cpus:  # a local instance never grows
+                raise CrucibleError(
+                    f"{self.actors} Ray actors with num_cpus={self.num_cpus:g} each need "
+                    f"{self.actors * self.num_cpus:g} CPUs; this local Ray instance has "
+                    f"{total:g}: lower actors= or num_cpus= (0 lets actors share CPUs); "
+                    "nothing was run"
+                )
         while len(self._pool) < self.actors:
             self._pool.append(self._new_actor())
         with anyio.move_on_after(self.start_timeout_s):

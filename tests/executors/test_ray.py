@@ -219,7 +219,8 @@ async def test_actors_that_cannot_start_are_a_clear_error(ray_cluster: Any) -> N
     from crucible.errors import CrucibleError
     from crucible.executors import RayExecutor
 
-    ex = RayExecutor(actors=1, num_cpus=64, start_timeout_s=2)
+    # On a cluster (an address given) actors that cannot be placed wait up to start_timeout_s.
+    ex = RayExecutor(ray_cluster.address, actors=1, num_cpus=64, start_timeout_s=2)
     with pytest.raises(CrucibleError, match=r"did not start 1 actors within 2 s.*num_cpus=64"):
         await crucible.run_batch(_items(2, ["ray_square"]), executor=ex)
     assert ex._pool == []  # the pending actor was removed
@@ -321,3 +322,13 @@ async def test_driver_observers_see_the_batch_and_are_told_runs_happen_elsewhere
     [end] = watcher.ends
     assert [o.run_id for o in end.outcomes] == [o.run_id for o in outcomes]
     assert any("per-run hooks do not run on Ray workers" in e["event"] for e in logs)
+
+
+async def test_too_few_cpus_for_the_actors_is_an_error_at_once(ray_cluster: Any) -> None:
+    from crucible.errors import CrucibleError
+    from crucible.executors import RayExecutor
+
+    ex = RayExecutor(actors=3, num_cpus=2)  # the session's cluster has 4 CPUs in all
+    with pytest.raises(CrucibleError, match=r"3 Ray actors .* need 6 CPUs; .* has 4"):
+        await ex.workers()  # refused before any actor is asked for: no waiting
+    assert ex._pool == []
