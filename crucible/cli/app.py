@@ -159,7 +159,9 @@ AllowWriteOption = Annotated[
 ]
 AllowImportsOption = Annotated[
     bool,
-    typer.Option("--allow-imports", help="Allow the experiment to import code it names."),
+    typer.Option(
+        "--allow-imports", metavar="", help="Allow the experiment to import code it names."
+    ),
 ]
 StoreOption = Annotated[
     str | None,
@@ -174,12 +176,14 @@ JaegerOption = Annotated[
     str,
     typer.Option("--jaeger-url", envvar="CRUCIBLE_JAEGER_URL", help="Jaeger UI base URL."),
 ]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+# Flags take no value: an empty metavar keeps typer from showing "<bool>" beside them.
+JsonOption = Annotated[bool, typer.Option("--json", metavar="", help="Print JSON.")]
 RunIdOption = Annotated[str | None, typer.Option("--run-id", help="Run id (default: a new UUID).")]
 CheckpointOption = Annotated[
     bool,
     typer.Option(
         "--checkpoint",
+        metavar="",
         help="Keep each completed stage's Context in the store, so a failed run can resume "
         "(sets the experiment's checkpoint: true).",
     ),
@@ -195,7 +199,7 @@ ExporterOption = Annotated[
         show_default=False,
     ),
 ]
-JsonLogsOption = Annotated[bool, typer.Option("--json-logs", help="Log JSON lines.")]
+JsonLogsOption = Annotated[bool, typer.Option("--json-logs", metavar="", help="Log JSON lines.")]
 TimeoutOption = Annotated[
     float | None, typer.Option("--timeout", help="Run deadline in seconds.", show_default=False)
 ]
@@ -228,7 +232,8 @@ def _print_version(value: bool) -> None:
 def _root(
     ctx: typer.Context,
     debug: Annotated[
-        bool, typer.Option("--debug", help="Show tracebacks of unexpected errors.")
+        bool,
+        typer.Option("--debug", metavar="", help="Show tracebacks of unexpected errors."),
     ] = False,
     log_level: Annotated[
         LogLevel, typer.Option("--log-level", help="Lowest log level written to stderr.")
@@ -236,7 +241,11 @@ def _root(
     version: Annotated[
         bool,
         typer.Option(
-            "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+            "--version",
+            metavar="",
+            callback=_print_version,
+            is_eager=True,
+            help="Print the version and exit.",
         ),
     ] = False,
 ) -> None:

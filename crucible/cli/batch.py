@@ -78,11 +78,10 @@ def _point_of(item: BatchItem) -> Mapping[str, Any]:
 
 
 def expand_file_matrix(experiment: Experiment, *, source: str) -> list[BatchItem]:
-
+    """The experiment's matrix as batch items; a bad matrix is a CliError naming the file."""
     from crucible.batch import expand_matrix
     from crucible.errors import CrucibleError
 
-    """The experiment's matrix as batch items; a bad matrix is a CliError naming the file."""
     try:
         return expand_matrix(experiment)
     except CrucibleError as err:
@@ -97,16 +96,15 @@ def preflight_batch(
     source: str,
     access: FileAccess,
 ) -> frozenset[str]:
+    """Resolve and validate every variant before any runs; problems name their matrix point.
 
+    Returns the secret values of every variant's options (to scrub from what is printed).
+    """
     from crucible.engine import plan
     from crucible.engine.plan import plan_secrets
     from crucible.errors import InvalidPipeline
     from crucible.files import using_access
 
-    """Resolve and validate every variant before any runs; problems name their matrix point.
-
-    Returns the secret values of every variant's options (to scrub from what is printed).
-    """
     found: dict[str, list[str]] = {}
     bad_variants = 0
     secrets: set[str] = set()
@@ -289,7 +287,7 @@ def batch_command(
         typer.Option("--ray-actors", min=1, help="Ray actors running the runs (default 2)."),
     ] = None,
 ) -> None:
-
+    """Run every point of the experiment's matrix as one batch; print a summary per run."""
     from crucible import scrub
     from crucible.batch import DEFAULT_TRACE_CHILDREN
     from crucible.experiment import load_with_overrides
@@ -297,7 +295,6 @@ def batch_command(
     from crucible.registry import default_registry
     from crucible.store import RunStore
 
-    """Run every point of the experiment's matrix as one batch; print a summary per run."""
     with guard(), scrub.Scope() as hide:
         check_timeout(timeout)
         if batch_id is not None and not batch_id.strip():

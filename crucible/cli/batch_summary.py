@@ -127,10 +127,9 @@ def _cell(metrics: Mapping[str, Any], key: str) -> Text:
 
 
 def batch_json(outcomes: Sequence[RunOutcome], report: BatchReport) -> dict[str, Any]:
-
+    """The ``--json`` document of a finished batch."""
     from crucible.batch import summarize
 
-    """The ``--json`` document of a finished batch."""
     return {
         "batch_id": report.batch_id,
         "experiment_id": report.experiment_id,
@@ -189,12 +188,11 @@ def _runs_table(
 def print_batch_summary(
     outcomes: Sequence[RunOutcome], report: BatchReport, show: Sequence[str] | None = None
 ) -> None:
-
-    from crucible.batch import summarize
-
     """The table of runs (``show``: its metric columns), the failures, the totals and where
     the batch's trace and runs went. Run and trace ids are cut to 8 characters here; ``--json``
     and ``--export`` have them whole."""
+    from crucible.batch import summarize
+
     flat = [flat_metrics(o) for o in outcomes]
     columns = list(show) if show else default_columns(flat)
     known = sorted({k for m in flat for k in m})

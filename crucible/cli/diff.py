@@ -96,10 +96,9 @@ def diff_command(
     store: StoreOption = None,
     json_: JsonOption = False,
 ) -> None:
-
+    """Show what differs between stored runs: configuration, versions, status, metrics."""
     from crucible.compare import diff_runs
 
-    """Show what differs between stored runs: configuration, versions, status, metrics."""
     with guard():
         if len(runs) < 2 or len(set(runs)) != len(runs):
             raise CliError("give two or more different run ids")

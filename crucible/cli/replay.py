@@ -38,10 +38,9 @@ Prepare = Callable[..., Awaitable["Replay"]]
 
 
 def _prepare(prepare: Prepare, store_url: str | None, run_id: str, sets: Sequence[str]) -> Replay:
-
+    """Read the stored run and make it ready to run again (ReplayError explains a refusal)."""
     from crucible.store import RunStore
 
-    """Read the stored run and make it ready to run again (ReplayError explains a refusal)."""
     if store_missing(store_url):
         raise CliError(f"unknown run id {run_id!r}: no run store at {store_url or 'the default'}")
 
@@ -94,13 +93,12 @@ def rerun_command(
     checkpoint: CheckpointOption = False,
     jaeger_url: JaegerOption = DEFAULT_JAEGER_URL,
 ) -> None:
-
-    from crucible.reproduce import prepare_rerun
-
     """Run a stored run's configuration again as a new run, linked to the original.
 
     Secret options were redacted when the run was stored: pass each again with --set.
     """
+    from crucible.reproduce import prepare_rerun
+
     with guard():
         check_timeout(timeout)
         replay = _prepare(prepare_rerun, store, source, set_ or [])
@@ -126,14 +124,13 @@ def resume_command(
     allow_write: AllowWriteOption = None,
     jaeger_url: JaegerOption = DEFAULT_JAEGER_URL,
 ) -> None:
-
-    from crucible.reproduce import prepare_resume
-
     """Continue a failed, cancelled or abandoned run from its first unfinished stage.
 
     Needs the run's checkpoints (checkpoint: true, or --checkpoint when it ran). The stages
     before the resume point are not run again: they show as skip, restored.
     """
+    from crucible.reproduce import prepare_resume
+
     with guard():
         check_timeout(timeout)
         replay = _prepare(prepare_resume, store, source, set_ or [])

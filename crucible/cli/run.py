@@ -264,14 +264,15 @@ def run_command(
     json_: Annotated[
         bool,
         typer.Option(
-            "--json", help="Print the finished run (full metrics) as JSON; progress to stderr."
+            "--json",
+            metavar="",
+            help="Print the finished run (full metrics) as JSON; progress to stderr.",
         ),
     ] = False,
 ) -> None:
-
+    """Run an experiment: pre-flight, run every stage, store the run, print where it went."""
     from crucible.experiment import load_with_overrides
 
-    """Run an experiment: pre-flight, run every stage, store the run, print where it went."""
     with guard():
         check_timeout(timeout)
         experiment = load_with_overrides(file, set_ or [])
@@ -301,17 +302,16 @@ def execute_run(
     extra: Mapping[str, Any] | None = None,
     json_: bool = False,
 ) -> int:
-
-    from crucible import scrub
-    from crucible.engine.plan import plan_secrets
-    from crucible.registry import default_registry
-
     """Pre-flight, then run ``experiment`` on a live board; the exit code (0, 1, 130 or 143).
 
     ``access`` says where stages may read and write; ``extra`` goes to ``crucible.run`` as
     keyword arguments (a rerun's or resume's links); ``json_`` prints the finished run as JSON
     on stdout and the progress on stderr.
     """
+    from crucible import scrub
+    from crucible.engine.plan import plan_secrets
+    from crucible.registry import default_registry
+
     registry = default_registry()
     planned = preflight(
         experiment, registry, allow_imports=allow_imports, source=source, access=access

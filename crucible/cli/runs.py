@@ -49,10 +49,9 @@ runs_app = typer.Typer(help="Inspect runs recorded in the run store.", no_args_i
 
 
 def store_missing(url: str | None) -> bool:
-
+    """True when the store is a SQLite file that does not exist (so no run was ever stored)."""
     from crucible.store import normalize_url
 
-    """True when the store is a SQLite file that does not exist (so no run was ever stored)."""
     parsed = normalize_url(url)
     db = parsed.database
     if parsed.get_backend_name() != "sqlite" or not db or db == ":memory:":

@@ -26,11 +26,10 @@ def validate_command(
     allow_read: AllowReadOption = None,
     allow_write: AllowWriteOption = None,
 ) -> None:
-
+    """Check an experiment file without running it: stages resolve, options validate."""
     from crucible.experiment import load_with_overrides
     from crucible.registry import default_registry
 
-    """Check an experiment file without running it: stages resolve, options validate."""
     with guard():
         experiment = load_with_overrides(file, set_ or [])
         access = file_access_for(file, allow_read, allow_write)

@@ -81,6 +81,16 @@ def test_version_and_choices_in_help(tmp_path: Path, env: dict[str, str]) -> Non
     statuses = "<" + "|".join(s.value for s in RunStatus) + ">"
     assert statuses in option_line(list_help.stdout, "--status")
     assert "<str>" not in option_line(list_help.stdout, "--status")
+    # every command says what it does; flags show no value type (they take none)
+    commands = root_help.stdout.split("Commands", 1)[1]
+    for name in ("run", "batch", "validate", "stages", "ui", "runs"):
+        line = next(ln for ln in commands.splitlines() if ln.strip("│ ").startswith(name + " "))
+        assert len(line.strip("│ ").split(None, 1)[1]) > 10, line
+    for flag in ("--debug", "--version"):
+        assert "<bool>" not in option_line(root_help.stdout, flag)
+    for flag in ("--json", "--json-logs", "--allow-imports", "--checkpoint"):
+        assert "<bool>" not in option_line(run_help.stdout, flag)
+        assert "<bool>" not in option_line(batch_help.stdout, flag)
 
 
 def test_bad_choices_exit_2_naming_the_choices(tmp_path: Path, env: dict[str, str]) -> None:
