@@ -16,6 +16,7 @@ import json
 import os
 import re
 import sys
+import traceback
 from collections.abc import Iterable, Iterator, Mapping
 from contextvars import ContextVar
 from typing import Any
@@ -84,6 +85,15 @@ class Scrubber:
         if isinstance(value, tuple) and not hasattr(value, "_fields"):
             return tuple(self.value(v, _depth + 1) for v in value)
         return value
+
+    def exception_event(self, err: BaseException) -> dict[str, str] | None:
+        """Attributes overriding a span's ``exception`` event: message and stack trace scrubbed
+        (also for an exception whose ``str`` does not come from its args, like OSError)."""
+        if self._pattern is None:
+            return None
+        stack = "".join(traceback.format_exception(err))
+        return {"exception.message": self.text(str(err)),
+                "exception.stacktrace": self.text(stack)}  # fmt: skip
 
     def exception(self, err: BaseException) -> BaseException:
         """Scrub the string arguments of ``err`` and of its causes, in place; return it."""

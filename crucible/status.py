@@ -23,6 +23,18 @@ class RunStatus(enum.StrEnum):
         return self is not RunStatus.RUNNING
 
 
+def pipeline_result(status: RunStatus, failure_result: str | None = None) -> str:
+    """``cicd.pipeline.result`` of a finished run; ``failure_result`` is the failed attempt's
+    result (``error`` when the engine or the system failed, not the stage)."""
+    if status is RunStatus.COMPLETED:
+        return "success"
+    if status is RunStatus.CANCELLED:
+        return "cancellation"
+    if status is RunStatus.TIMED_OUT:
+        return "timeout"
+    return "error" if failure_result == "error" else "failure"
+
+
 def status_for_result(result: str) -> RunStatus:
     """The run status a failed stage attempt's result leaves: timed_out, cancelled or failed."""
     if result == "timeout":

@@ -8,7 +8,6 @@ import inspect
 import math
 import random
 import time
-import traceback
 from collections.abc import Awaitable, Sequence
 from typing import Any
 
@@ -40,7 +39,7 @@ from crucible.observers import (
 )
 from crucible.provenance import cached_provenance, provenance_for
 from crucible.stage import StageSpec
-from crucible.status import RunStatus, status_for_result
+from crucible.status import RunStatus, pipeline_result, status_for_result
 from crucible.telemetry import attributes as span_attrs
 from crucible.telemetry import conventions as names
 from crucible.telemetry import spans as tel
@@ -67,19 +66,6 @@ def _result_for(exc: BaseException) -> StageResult:
     if isinstance(exc, _NotAContext):
         return "error"
     return "failure"
-
-
-def pipeline_result(status: RunStatus, failure: StageFailed | None) -> str:
-    """``cicd.pipeline.result`` of a finished run (``error`` when the engine itself failed)."""
-    if status is RunStatus.COMPLETED:
-        return names.RESULT_SUCCESS
-    if status is RunStatus.CANCELLED:
-        return names.RESULT_CANCELLATION
-    if status is RunStatus.TIMED_OUT:
-        return names.RESULT_TIMEOUT
-    if failure is not None and failure.result == names.RESULT_ERROR:
-        return names.RESULT_ERROR
-    return names.RESULT_FAILURE
 
 
 class Runner:
@@ -231,7 +217,7 @@ class Runner:
         finally:
             run_context.reset(log_token)
             otel_context.detach(token)
-        result = pipeline_result(status, failure)
+        result = pipeline_result(status, failure.result if failure is not None else None)
         cause = failure.cause if failure is not None else cancelled
         if cause is not None:
             desc = str(failure) if failure is not None else "run cancelled"
@@ -443,7 +429,7 @@ class Runner:
             if self.scrubber:
                 self.scrubber.exception(error)  # every later str(error) is clean
             if cancel_exc is None:
-                span.record_exception(error, attributes=self._scrubbed_exception(error))
+                span.record_exception(error, attributes=self.scrubber.exception_event(error))
             described = f"{type(error).__name__}: {error}"
             span.set_status(Status(StatusCode.ERROR, self.scrubber.text(described)))
         url = None if self.url is None else self._url_for(span_id)
@@ -492,15 +478,6 @@ class Runner:
             error=f"{type(error).__name__}: {error}", trace_id=self.trace_id, span_id=span_id,
         )  # fmt: skip
         return kept, failed
-
-    def _scrubbed_exception(self, error: BaseException) -> dict[str, str] | None:
-        """The exception event's message and stack trace with the run's secrets scrubbed (an
-        exception whose ``str`` does not come from its args, like OSError, included)."""
-        if not self.scrubber:
-            return None
-        trace_text = "".join(traceback.format_exception(error))
-        return {"exception.message": self.scrubber.text(str(error)),
-                "exception.stacktrace": self.scrubber.text(trace_text)}  # fmt: skip
 
     def _url_for(self, span_id: str) -> str:
         assert self.url is not None

@@ -13,8 +13,7 @@ from crucible.context import Context
 from crucible.errors import CrucibleError, StageFailed
 from crucible.experiment import Experiment
 from crucible.observers import Observers, RunObserver
-from crucible.status import RunStatus, status_for_result
-from crucible.telemetry import conventions as names
+from crucible.status import RunStatus, pipeline_result, status_for_result
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,15 +59,9 @@ class RunOutcome:
     @property
     def result(self) -> str:
         """``cicd.pipeline.result``: ``error`` when the system (not the stage) failed."""
-        if self.status is RunStatus.COMPLETED:
-            return names.RESULT_SUCCESS
-        if self.status is RunStatus.CANCELLED:
-            return names.RESULT_CANCELLATION
-        if self.status is RunStatus.TIMED_OUT:
-            return names.RESULT_TIMEOUT
         if isinstance(self.error, StageFailed):
-            return self.error.result
-        return names.RESULT_ERROR if isinstance(self.error, WorkerLost) else names.RESULT_FAILURE
+            return pipeline_result(self.status, self.error.result)
+        return pipeline_result(self.status, "error" if isinstance(self.error, WorkerLost) else None)
 
 
 @dataclass
