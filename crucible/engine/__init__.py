@@ -27,6 +27,7 @@ from crucible.observers import (
     StageInfo,
 )
 from crucible.registry import Registry, default_registry, imports_allowed_scope
+from crucible.runids import forget, new_run_id
 from crucible.telemetry import spans as tel
 from crucible.telemetry.carrier import parent_context
 from crucible.watchdog import threshold_from_env, watchdog_for_current_loop
@@ -51,18 +52,6 @@ __all__ = [
     "plan",
     "run",
 ]
-
-
-def new_run_id() -> str:
-    """A random UUID4 from the OS's randomness: a stage seeding ``random`` cannot repeat it.
-
-    The same text as ``str(uuid.uuid4())``, without building a ``UUID`` object.
-    """
-    raw = bytearray(os.urandom(16))
-    raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
-    raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
-    h = raw.hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 _access_cache: dict[Any, FileAccess] = {}
@@ -148,10 +137,11 @@ async def run(
         allow_imports=allow_imports,
         file_access=access,
     )
+    run_id = run_id or new_run_id()
     runner = Runner(
         exp,
         planned,
-        run_id=run_id or new_run_id(),
+        run_id=run_id,
         assigns=assigns,
         observers=observers_for(store, observers),
         telemetry=tel.telemetry_for(tracer_provider, meter_provider),
@@ -163,5 +153,8 @@ async def run(
         rerun_of=rerun_of,
         resume_from=resume_from,
     )
-    with imports_allowed_scope(allow_imports), using_access(access):
-        return await runner.execute()
+    try:
+        with imports_allowed_scope(allow_imports), using_access(access):
+            return await runner.execute()
+    finally:
+        forget(run_id)

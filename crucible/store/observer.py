@@ -15,6 +15,7 @@ import structlog
 from crucible.artifact import Artifact
 from crucible.errors import DuplicateRun
 from crucible.observers import AttemptStart, RunEnd, RunObserver, RunStart
+from crucible.runids import minted
 from crucible.store.reproducible import start_values
 from crucible.store.rows import Record, artifact_record, attempt_record, finish_record, start_record
 from crucible.store.writer import Writer
@@ -36,10 +37,11 @@ _log = structlog.get_logger("crucible.store")
 class StoreObserver(RunObserver):
     """Writes each run to ``store`` as it starts, as each attempt ends and as it ends.
 
-    The start and the end wait (shielded from cancellation) until their record is committed or
-    journaled, so a run starts only once its id is known to be new, and ``run()`` returns only
-    once its final record is durable. An attempt is only queued: it waits only when the store's
-    queue is full. Get the one observer of a store from :attr:`RunStore.observer`.
+    The end waits (shielded from cancellation) until its record is committed or journaled, so
+    ``run()`` returns only once its final record is durable; so does the start of a run whose id
+    the caller chose, so that it starts only once its id is known to be new. Other records are
+    only queued: they wait only when the store's queue is full. Get the one observer of a
+    store from :attr:`RunStore.observer`.
     """
 
     def __init__(self, store: _Store) -> None:
@@ -49,14 +51,24 @@ class StoreObserver(RunObserver):
     def __repr__(self) -> str:
         return f"StoreObserver({self.store!r})"
 
-    async def on_run_start(self, *, run: RunStart) -> None:
-        """Store the run as ``running``; a DuplicateRun propagates (the run is refused)."""
+    def on_run_start(self, *, run: RunStart) -> Awaitable[None] | None:
+        """Store the run as ``running``; a DuplicateRun propagates (the run is refused).
+
+        An id this process minted is new: its start is only queued (like an attempt). An id the
+        caller chose waits until the database has it, so a stored run is never run over.
+        """
         rec = start_record(run.experiment, run.run_id, trace_id=run.trace_id,
                            batch_id=run.batch_id, host=self.store._host, durable=True,
                            extra=start_values(run))  # fmt: skip
+        if minted(run.run_id):
+            self._started.add(run.run_id)
+            return self.store._writer.offer(rec)
+        return self._start_confirmed(run.run_id, rec)
+
+    async def _start_confirmed(self, run_id: str, rec: Record) -> None:
         with anyio.CancelScope(shield=True):  # cancelled meanwhile: the run ends "cancelled"
             await self._wait("start_run", rec)
-        self._started.add(run.run_id)
+        self._started.add(run_id)
 
     def on_attempt_end(
         self, *, attempt: AttemptStart, record: SpanRecord

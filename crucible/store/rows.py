@@ -55,6 +55,7 @@ class Json(str):
 
 EMPTY_LIST: Final = Json("[]")
 EMPTY_DICT: Final = Json("{}")
+_RUNNING: Final = RunStatus.RUNNING.value
 
 
 class Shape:
@@ -154,6 +155,35 @@ def _experiment_values(experiment: Experiment) -> dict[str, Any]:
     return encoded
 
 
+# Direct tuples on the per-run path (a mapping per row cost more than the writes it feeds);
+# these checks keep them in step with schema.py.
+_RUN_TEMPLATE_COLUMNS: Final = (
+    "id", "experiment_id", "status", "started_at", "finished_at", "trace_id", "batch_id",
+    "metrics", "outputs", "assigns", "failure_stage", "failure_message", "error_type",
+    "owner_pid", "owner_host",
+)  # fmt: skip
+_ATTEMPT_COLUMNS: Final = (
+    "run_id", "stage", "name", "stage_index", "attempt", "result", "start_ns", "end_ns",
+    "duration_s", "span_id", "parent_span_id", "error_type", "error_message", "events",
+)  # fmt: skip
+_FINISH_COLUMNS: Final = (
+    "status", "finished_at", "failure_stage", "failure_message", "error_type", "metrics",
+    "outputs", "assigns", "trace_id", "id",
+)  # fmt: skip
+_EXPERIMENT_COLUMNS: Final = (
+    "id", "definition", "owner", "tags", "metadata", "created_at", "updated_at"
+)  # fmt: skip
+if (
+    RUNS.columns[: len(_RUN_TEMPLATE_COLUMNS)] != _RUN_TEMPLATE_COLUMNS
+    or ATTEMPTS.columns != _ATTEMPT_COLUMNS
+    or FINISHES.columns != _FINISH_COLUMNS
+    or EXPERIMENTS.columns != _EXPERIMENT_COLUMNS
+):  # pragma: no cover - a schema change must update the builders below
+    raise ImportError("crucible.store.rows: the row builders do not match the schema")
+_RUN_EXTRA: Final = RUNS.columns[len(_RUN_TEMPLATE_COLUMNS) :]
+_RUN_EXTRA_JSON: Final = frozenset(RUNS.columns[i] for i in RUNS._json) & frozenset(_RUN_EXTRA)
+
+
 def start_record(
     experiment: Experiment,
     run_id: str,
@@ -169,28 +199,39 @@ def start_record(
     ``extra`` fills more columns of the run's row (what it ran: ``reproducible.start_values``).
     """
     now = dt.datetime.now(dt.UTC)
-    exp = {**_experiment_values(experiment), "created_at": now, "updated_at": now}
-    exp_row = tuple(map(exp.get, EXPERIMENTS.columns))
-    run_row = RUNS.row({
-        "id": run_id, "experiment_id": experiment.id, "status": RunStatus.RUNNING.value,
-        "started_at": now, "trace_id": trace_id, "batch_id": batch_id, "metrics": EMPTY_DICT,
-        "outputs": EMPTY_LIST, "assigns": EMPTY_DICT, "owner_pid": os.getpid(), "owner_host": host,
-        **(extra or {}),
-    })  # fmt: skip
-    return Record(START, run_id, _clean(run_row), _clean(exp_row), durable=durable)
+    exp = _experiment_values(experiment)
+    exp_row = (exp["id"], exp["definition"], exp["owner"], exp["tags"], exp["metadata"], now, now)
+    head = (
+        run_id, experiment.id, _RUNNING, now, None, trace_id, batch_id, EMPTY_DICT, EMPTY_LIST,
+        EMPTY_DICT, None, None, None, os.getpid(), host,
+    )  # fmt: skip
+    if extra:
+        tail = tuple(
+            _json_text(v) if name in _RUN_EXTRA_JSON else v
+            for name, v in zip(_RUN_EXTRA, map(extra.get, _RUN_EXTRA), strict=True)
+        )
+    else:
+        tail = (None,) * len(_RUN_EXTRA)
+    return Record(START, run_id, _clean(head + tail), _clean(exp_row), durable=durable)
+
+
+def _json_text(value: Any) -> Any:
+    return value if value is None or type(value) is Json else json.dumps(value)
 
 
 def attempt_record(run_id: str, record: SpanRecord, *, durable: bool) -> Record:
     """One finished stage attempt (a SpanRecord from ``ctx.trace``)."""
-    events = to_jsonable([e.to_dict() for e in record.events]) if record.events else EMPTY_LIST
-    row = ATTEMPTS.row({
-        "run_id": run_id, "stage": record.stage, "name": record.name,
-        "stage_index": record.stage_index, "attempt": record.attempt,
-        "result": str(record.result), "start_ns": record.start_ns, "end_ns": record.end_ns,
-        "duration_s": record.duration_s, "span_id": record.span_id,
-        "parent_span_id": record.parent_span_id, "error_type": record.error_type,
-        "error_message": record.error_message, "events": events,
-    })  # fmt: skip
+    events = (
+        Json(json.dumps(to_jsonable([e.to_dict() for e in record.events])))
+        if record.events
+        else EMPTY_LIST
+    )
+    row = (
+        run_id, record.stage, record.name, record.stage_index, record.attempt,
+        str(record.result), record.start_ns, record.end_ns,
+        (record.end_ns - record.start_ns) / 1e9, record.span_id, record.parent_span_id,
+        record.error_type, record.error_message, events,
+    )  # fmt: skip
     return Record(ATTEMPT, run_id, _clean(row), durable=durable)
 
 
@@ -224,18 +265,22 @@ def finish_record(
     durable: bool,
 ) -> Record:
     """The final status and time, and (with a context) its metrics, outputs and assigns."""
-    values: dict[str, Any] = {
-        "id": run_id, "status": str(status), "finished_at": dt.datetime.now(dt.UTC),
-        "failure_stage": failure_stage, "failure_message": failure_message,
-        "error_type": error_type,
-    }  # fmt: skip
+    metrics = outputs = assigns = trace_id = None  # NULL keeps the stored value
     if context is not None:
-        values["metrics"] = to_jsonable(context.metrics) if context.metrics else EMPTY_DICT
-        values["outputs"] = to_jsonable(context.outputs) if context.outputs else EMPTY_LIST
-        values["assigns"] = to_jsonable(context.assigns) if context.assigns else EMPTY_DICT
+        metrics = _encoded(context.metrics, EMPTY_DICT)
+        outputs = _encoded(context.outputs, EMPTY_LIST)
+        assigns = _encoded(context.assigns, EMPTY_DICT)
         if context.trace is not None and context.trace.trace_id:
-            values["trace_id"] = context.trace.trace_id
-    return Record(FINISH, run_id, _clean(FINISHES.row(values)), durable=durable)
+            trace_id = context.trace.trace_id
+    row = (
+        str(status), dt.datetime.now(dt.UTC), failure_stage, failure_message, error_type,
+        metrics, outputs, assigns, trace_id, run_id,
+    )  # fmt: skip
+    return Record(FINISH, run_id, _clean(row), durable=durable)
+
+
+def _encoded(value: Any, empty: Json) -> Json:
+    return Json(json.dumps(to_jsonable(value))) if value else empty
 
 
 def _clean(row: tuple[Any, ...]) -> tuple[Any, ...]:
