@@ -58,6 +58,11 @@ EMPTY_DICT: Final = Json("{}")
 _RUNNING: Final = RunStatus.RUNNING.value
 
 
+def _json_text(value: Any) -> Any:
+    """A JSON column's value as text (None and text that is already JSON stay as they are)."""
+    return value if value is None or type(value) is Json else json.dumps(value)
+
+
 class Shape:
     """The columns of ``table`` that a record fills, in order, and how to encode them."""
 
@@ -77,9 +82,7 @@ class Shape:
         """A row from ``values`` (missing columns are NULL); JSON columns encoded once, here."""
         row = [values.get(name) for name in self.columns]
         for i in self._json:
-            value = row[i]
-            if value is not None and type(value) is not Json:
-                row[i] = json.dumps(value)
+            row[i] = _json_text(row[i])
         return tuple(row)
 
     def to_plain(self, row: tuple[Any, ...]) -> dict[str, Any]:
@@ -215,10 +218,6 @@ def start_record(
     return Record(START, run_id, _clean(head + tail), _clean(exp_row), durable=durable)
 
 
-def _json_text(value: Any) -> Any:
-    return value if value is None or type(value) is Json else json.dumps(value)
-
-
 def attempt_record(run_id: str, record: SpanRecord, *, durable: bool) -> Record:
     """One finished stage attempt (a SpanRecord from ``ctx.trace``)."""
     events = (
@@ -229,7 +228,7 @@ def attempt_record(run_id: str, record: SpanRecord, *, durable: bool) -> Record:
     row = (
         run_id, record.stage, record.name, record.stage_index, record.attempt,
         str(record.result), record.start_ns, record.end_ns,
-        (record.end_ns - record.start_ns) / 1e9, record.span_id, record.parent_span_id,
+        record.duration_s, record.span_id, record.parent_span_id,
         record.error_type, record.error_message, events,
     )  # fmt: skip
     return Record(ATTEMPT, run_id, _clean(row), durable=durable)

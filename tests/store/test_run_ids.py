@@ -4,8 +4,7 @@ the store has confirmed it is new. Both end stored, whole."""
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import anyio
@@ -15,7 +14,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from crucible import Context, Experiment, Registry, StageDef, run, stage
 from crucible.runids import minted, new_run_id
 from crucible.store import RunStore, normalize_url
-from tests.support.outages import _LOCKER
+from tests.support.outages import sqlite_locked
 
 STARTED: dict[str, asyncio.Event] = {}
 
@@ -30,22 +29,15 @@ REG = Registry([mark])
 EXP = Experiment(id="ids", pipeline=[StageDef(name="mark")])
 
 
-def _start_locker(path: Path) -> subprocess.Popen[str]:
-    proc = subprocess.Popen([sys.executable, "-c", _LOCKER, str(path)], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True)  # fmt: skip
-    assert proc.stdout is not None
-    assert proc.stdout.readline().strip() == "locked"
-    return proc
+async def _locked(path: Path) -> AbstractContextManager[object]:
+    """``sqlite_locked`` entered on a worker thread (it waits for the locker's answer)."""
+    lock = sqlite_locked(str(path))
+    await anyio.to_thread.run_sync(lock.__enter__)
+    return lock
 
 
-async def _locked(path: Path) -> subprocess.Popen[str]:
-    return await anyio.to_thread.run_sync(_start_locker, path)
-
-
-async def _release(proc: subprocess.Popen[str]) -> None:
-    assert proc.stdin is not None
-    proc.stdin.close()
-    await anyio.to_thread.run_sync(proc.wait)
+async def _release(lock: AbstractContextManager[object]) -> None:
+    await anyio.to_thread.run_sync(lock.__exit__, None, None, None)
 
 
 async def _statuses(path: Path) -> dict[str, str]:
@@ -71,6 +63,7 @@ async def test_a_minted_id_runs_while_the_database_is_locked(tmp_path: Path) -> 
     minted_id, chosen_id = new_run_id(), "chosen-id-0001"
     STARTED.update({minted_id: asyncio.Event(), chosen_id: asyncio.Event()})
     locker = await _locked(db)
+    released = False
     try:
         async with anyio.create_task_group() as tg:
             tg.start_soon(lambda: run(EXP, registry=REG, store=store, run_id=minted_id))
@@ -81,10 +74,11 @@ async def test_a_minted_id_runs_while_the_database_is_locked(tmp_path: Path) -> 
             # The chosen id waits for the database to confirm it before any stage runs.
             assert not STARTED[chosen_id].is_set()
             await _release(locker)
+            released = True
             with anyio.fail_after(20):
                 await STARTED[chosen_id].wait()
     finally:
-        if locker.returncode is None:
+        if not released:
             await _release(locker)
         await store.close()
     assert await _statuses(db) == {minted_id: "completed", chosen_id: "completed"}
