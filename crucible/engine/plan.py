@@ -111,7 +111,7 @@ def _planned(
             names.TASK_RUN_RESULT: names.RESULT_SUCCESS,
         },
         span_name=names.stage_span_name(sd.name),
-        first_attempt_attributes=span_attrs.attempt_attributes(attrs, 1),
+        first_attempt_attributes=span_attrs.checked(span_attrs.attempt_attributes(attrs, 1)),
         info=StageInfo(i, sd.name, spec is not None),
         secrets=secrets,
     )

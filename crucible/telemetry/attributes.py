@@ -17,6 +17,53 @@ _SCALARS = (bool, int, float, str)
 NO_ATTRIBUTES: Mapping[str, Any] = {}
 
 
+def clean_copy(attributes: Mapping[str, Any], max_len: int | None) -> dict[str, Any] | None:
+    """A copy of ``attributes`` when the SDK would store every key and value unchanged, else None.
+
+    Plain ``str`` (within ``max_len``), ``bool``, ``int``, ``float`` and tuples of such strings
+    qualify; for anything else the caller lets the SDK validate.
+    """
+    out: dict[str, Any] = {}
+    for key, value in attributes.items():
+        t = type(value)
+        if t is str:
+            if max_len is not None and len(value) > max_len:
+                return None
+        elif t is not int and t is not float and t is not bool:
+            if t is not tuple:
+                return None
+            for item in value:
+                if type(item) is not str or (max_len is not None and len(item) > max_len):
+                    return None
+        if type(key) is not str or not key:
+            return None
+        out[key] = value
+    return out
+
+
+class Checked(dict[str, Any]):
+    """Attributes ``clean_copy`` passed once; ``longest`` is their longest string.
+
+    A plan's per-stage attributes are reused by every run: the span maker copies them without
+    checking each value again, as long as ``longest`` is within the tracer's length limit.
+    """
+
+    __slots__ = ("longest",)
+    longest: int
+
+
+def checked(attributes: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``attributes`` as :class:`Checked` when every value qualifies, else unchanged."""
+    if clean_copy(attributes, None) is None:
+        return attributes
+    out = Checked(attributes)
+    out.longest = max(
+        (len(s) for v in out.values() for s in (v if type(v) is tuple else (v,)) if type(s) is str),
+        default=0,
+    )
+    return out
+
+
 def run_attributes(
     experiment_id: str,
     run_id: str,

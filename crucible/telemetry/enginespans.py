@@ -35,6 +35,8 @@ from opentelemetry.sdk.util import BoundedList
 from opentelemetry.trace import Link, NonRecordingSpan, Span, SpanContext, SpanKind, TraceFlags
 from opentelemetry.trace.span import DEFAULT_TRACE_STATE
 
+from crucible.telemetry.attributes import Checked, clean_copy
+
 
 class ApiSpans:
     """The engine's spans through the public OpenTelemetry API (works with any provider)."""
@@ -104,30 +106,6 @@ def inherits_local_parent(sampler: Any) -> bool:
         and getattr(sampler, "_local_parent_sampled", None) is sampling.ALWAYS_ON
         and getattr(sampler, "_local_parent_not_sampled", None) is sampling.ALWAYS_OFF
     )
-
-
-def clean_copy(attributes: Mapping[str, Any], max_len: int | None) -> dict[str, Any] | None:
-    """A copy of ``attributes`` when the SDK would store every key and value unchanged, else None.
-
-    Plain ``str`` (within ``max_len``), ``bool``, ``int``, ``float`` and tuples of such strings
-    qualify; for anything else the caller lets the SDK validate.
-    """
-    out: dict[str, Any] = {}
-    for key, value in attributes.items():
-        t = type(value)
-        if t is str:
-            if max_len is not None and len(value) > max_len:
-                return None
-        elif t is not int and t is not float and t is not bool:
-            if t is not tuple:
-                return None
-            for item in value:
-                if type(item) is not str or (max_len is not None and len(item) > max_len):
-                    return None
-        if type(key) is not str or not key:
-            return None
-        out[key] = value
-    return out
 
 
 class SdkSpans(ApiSpans):
@@ -355,7 +333,10 @@ def _unrecorded(span_context: SpanContext) -> Span:
 def _attributes(limits: Any, values: Mapping[str, Any] | None) -> BoundedAttributes:
     """A span's attributes as the SDK would hold them, copied when already valid."""
     maxlen, max_len = limits.max_span_attributes, limits.max_span_attribute_length
-    clean = clean_copy(values, max_len) if values else {}
+    if type(values) is Checked and (max_len is None or values.longest <= max_len):
+        clean: dict[str, Any] | None = dict(values)  # checked when the plan was made
+    else:
+        clean = clean_copy(values, max_len) if values else {}
     if clean is None or (maxlen is not None and len(clean) > maxlen):
         return BoundedAttributes(maxlen, values, immutable=False, max_value_len=max_len)
     held = BoundedAttributes(maxlen, None, immutable=False, max_value_len=max_len)

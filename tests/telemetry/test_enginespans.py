@@ -390,3 +390,14 @@ async def test_untraced_run_fills_ctx_trace(reg: Registry) -> None:
     assert a.span_id != b.span_id and a.parent_span_id == b.parent_span_id == ctx.trace.span_id
     assert a.start_ns <= a.end_ns <= b.start_ns <= b.end_ns
     assert ctx.telemetry_context["traceparent"].endswith(f"{ctx.trace.span_id}-01")
+
+
+def test_checked_attributes_know_their_longest_string_and_refuse_other_values() -> None:
+    from crucible.telemetry.attributes import Checked, checked
+
+    made = checked({"a": "xyz", "b": ("hello", "hi"), "c": 7, "d": True})
+    assert type(made) is Checked and made.longest == 5
+    assert dict(made) == {"a": "xyz", "b": ("hello", "hi"), "c": 7, "d": True}
+    as_list = {"a": ["not", "a", "tuple"]}
+    assert checked(as_list) is as_list  # the SDK validates it, as before
+    assert type(checked({})) is Checked and checked({}).longest == 0  # type: ignore[attr-defined]
