@@ -1,17 +1,17 @@
 """Crucible: asyncio experiment pipelines with OpenTelemetry spans, logs and a run store.
 
 The public names load on first use (PEP 562), so ``import crucible`` and the CLI's ``--help``
-do not pay for the engine, OpenTelemetry's SDK or SQLAlchemy until something needs them.
-``stage`` is imported at once: it shares its name with the ``crucible.stage`` module, and the
-decorator must win.
+do not pay for pydantic, the engine, OpenTelemetry's SDK or SQLAlchemy until something needs
+them. ``stage`` (the decorator) shares its name with the ``crucible.stage`` module: the package
+keeps the decorator under that name even when the module loads first (``_Package``).
 """
 
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from typing import TYPE_CHECKING, Any
-
-from crucible.stage import Stage, StageSpec, stage
 
 if TYPE_CHECKING:
     from crucible.batch import BatchItem, RunOutcome, expand_matrix, run_batch
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from crucible.observers import RunObserver
     from crucible.registry import Registry, default_registry
     from crucible.reproduce import rerun, resume
+    from crucible.stage import Stage, StageSpec, stage
     from crucible.status import RunStatus
     from crucible.trace import SpanEvent, SpanRecord, Trace
 
@@ -57,6 +58,9 @@ _WHERE: dict[str, str] = {
     "rerun": "crucible.reproduce",
     "resume": "crucible.reproduce",
     "RunStatus": "crucible.status",
+    "Stage": "crucible.stage",
+    "StageSpec": "crucible.stage",
+    "stage": "crucible.stage",
     "SpanEvent": "crucible.trace",
     "SpanRecord": "crucible.trace",
     "Trace": "crucible.trace",
@@ -98,6 +102,22 @@ __all__ = [
     "run_batch",
     "stage",
 ]
+
+
+class _Package(types.ModuleType):
+    """The ``crucible`` module: its ``stage`` stays the decorator when the submodule loads.
+
+    Importing ``crucible.stage`` sets the package's ``stage`` to that module; here it becomes
+    the module's decorator instead, whichever is imported first.
+    """
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "stage" and isinstance(value, types.ModuleType):
+            value = value.stage
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 
 def __getattr__(name: str) -> Any:

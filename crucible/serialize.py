@@ -7,13 +7,12 @@ import dataclasses
 import datetime as dt
 import enum
 import math
+import sys
 import uuid
 from collections.abc import Mapping, Set
 from decimal import Decimal
 from pathlib import PurePath
 from typing import Any
-
-from pydantic import BaseModel
 
 from crucible.redact import REDACTED, is_secret_key
 
@@ -50,7 +49,8 @@ def to_jsonable(value: Any, *, redact_secrets: bool = True, _depth: int = 0) -> 
         return str(value)
     if isinstance(value, bytes | bytearray | memoryview):
         return {"base64": base64.b64encode(bytes(value)).decode("ascii")}
-    if isinstance(value, BaseModel):
+    pydantic = sys.modules.get("pydantic")  # not loaded: nothing can be a model (a cheap start)
+    if pydantic is not None and isinstance(value, pydantic.BaseModel):
         return to_jsonable(value.model_dump(mode="python"), redact_secrets=redact_secrets, _depth=d)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         to_dict = getattr(value, "to_dict", None)
