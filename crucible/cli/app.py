@@ -7,7 +7,6 @@ Exit codes: 0 success, 1 a stage failed (or an unexpected error), 2 bad input (f
 from __future__ import annotations
 
 import enum
-import importlib.metadata
 import sys
 import traceback
 from collections.abc import Iterator, Sequence
@@ -220,6 +219,8 @@ def _print_version(value: bool) -> None:
     """``--version``: print ``crucible <version>`` of the installed distribution and exit 0."""
     if not value:
         return
+    import importlib.metadata  # only --version reads it; --help need not load it
+
     try:
         version = importlib.metadata.version(DISTRIBUTION)
     except importlib.metadata.PackageNotFoundError:

@@ -42,7 +42,6 @@ from crucible.cli.batch_summary import (
     point_text,
     print_batch_summary,
 )
-from crucible.cli.boards import BatchBoard
 from crucible.cli.export import check_export_path, export_runs
 from crucible.cli.journal import warn_if_journaled
 from crucible.cli.output import console, error, print_json, warn
@@ -61,6 +60,7 @@ if TYPE_CHECKING:
         BatchItem,
         RunOutcome,
     )
+    from crucible.cli.boards import BatchBoard
     from crucible.experiment import Experiment
     from crucible.files import FileAccess
     from crucible.observers import RunObserver
@@ -290,6 +290,7 @@ def batch_command(
     """Run every point of the experiment's matrix as one batch; print a summary per run."""
     from crucible import scrub
     from crucible.batch import DEFAULT_TRACE_CHILDREN
+    from crucible.cli.boards import BatchBoard  # rich.live and the observers: not for --help
     from crucible.experiment import load_with_overrides
     from crucible.experiment.overrides import parse_override
     from crucible.registry import default_registry

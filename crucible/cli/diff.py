@@ -5,7 +5,6 @@ The comparison is :func:`crucible.compare.diff_runs`, the same one ``crucible ui
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -97,6 +96,8 @@ def diff_command(
     json_: JsonOption = False,
 ) -> None:
     """Show what differs between stored runs: configuration, versions, status, metrics."""
+    import asyncio
+
     from crucible.compare import diff_runs
 
     with guard():

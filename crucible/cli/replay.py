@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -39,6 +38,8 @@ Prepare = Callable[..., Awaitable["Replay"]]
 
 def _prepare(prepare: Prepare, store_url: str | None, run_id: str, sets: Sequence[str]) -> Replay:
     """Read the stored run and make it ready to run again (ReplayError explains a refusal)."""
+    import asyncio
+
     from crucible.store import RunStore
 
     if store_missing(store_url):

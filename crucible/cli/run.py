@@ -32,7 +32,6 @@ from crucible.cli.app import (
     configure_logging,
     guard,
 )
-from crucible.cli.boards import StageBoard
 from crucible.cli.journal import warn_if_journaled
 from crucible.cli.output import (
     console,
@@ -55,6 +54,7 @@ from crucible.cli.tracing import (
 )
 
 if TYPE_CHECKING:
+    from crucible.cli.boards import StageBoard
     from crucible.context import Context
     from crucible.errors import StageFailed
     from crucible.experiment import Experiment
@@ -309,6 +309,7 @@ def execute_run(
     on stdout and the progress on stderr.
     """
     from crucible import scrub
+    from crucible.cli.boards import StageBoard  # rich.live and the observers: not for --help
     from crucible.engine.plan import plan_secrets
     from crucible.registry import default_registry
 

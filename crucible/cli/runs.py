@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -140,6 +139,8 @@ def runs_list_command(
     jaeger_url: JaegerOption = DEFAULT_JAEGER_URL,
 ) -> None:
     """List stored runs, newest first."""
+    import asyncio
+
     with guard():
         if batch is not None and not batch.strip():
             raise CliError("--batch must not be empty")
@@ -195,6 +196,8 @@ def runs_show_command(
     jaeger_url: JaegerOption = DEFAULT_JAEGER_URL,
 ) -> None:
     """Show one stored run: status, times, trace, metrics, stage attempts and artifacts."""
+    import asyncio
+
     with guard():
         info: RunInfo | None = None
         if not store_missing(store):

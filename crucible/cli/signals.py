@@ -7,7 +7,6 @@ once and its run stays ``running``; with this one the run is cancelled, recorded
 
 from __future__ import annotations
 
-import asyncio
 import signal
 import sys
 from collections.abc import Coroutine
@@ -26,6 +25,7 @@ def run_cancellable(main: Coroutine[Any, Any, T]) -> T:
 
     Ctrl-C keeps asyncio's own handling (the task is cancelled, then KeyboardInterrupt).
     """
+    import asyncio  # loaded when a command runs, not for --help
 
     async def guarded() -> T:
         task = asyncio.current_task()

@@ -17,20 +17,49 @@ def _fresh(code: str) -> str:
     return done.stdout
 
 
-def test_help_loads_none_of_the_heavy_modules() -> None:
+# What only running a command needs: --help loads none of these either.
+RUNTIME = ("asyncio", "importlib.metadata", "structlog", "rich.live", "crucible.observers")
+# Listing stages imports the stage modules (their options are pydantic models, and typer
+# coerces arguments with pydantic), but neither the engine, the store nor a stage's own heavy
+# dependencies (scipy for bench loads when bench runs).
+NOT_FOR_STAGES = ("sqlalchemy", "opentelemetry.sdk", "scipy", "crucible.engine", "crucible.store")
+
+
+def _loaded_by(args: list[str], watched: tuple[str, ...]) -> tuple[int, str, list[str]]:
+    """Run ``crucible ARGS`` in a fresh interpreter: exit code, stdout, watched modules loaded."""
     out = _fresh(
         "import contextlib, io, json, sys\n"
         "from crucible.cli import main\n"
         "with contextlib.redirect_stdout(io.StringIO()) as text:\n"
         "    try:\n"
-        "        main(['--help'])\n"
+        f"        main({args!r})\n"
         "    except SystemExit as done:\n"
         "        code = done.code\n"
-        f"print(json.dumps([code, 'Usage' in text.getvalue(), [m for m in {HEAVY!r} "
+        f"print(json.dumps([code, text.getvalue(), [m for m in {watched!r} "
         "if m in sys.modules]]))\n"
     )
-    code, usage, loaded = json.loads(out.splitlines()[-1])
-    assert code == 0 and usage
+    code, text, loaded = json.loads(out.splitlines()[-1])
+    return code, text, loaded
+
+
+def test_help_loads_none_of_the_heavy_modules() -> None:
+    code, text, loaded = _loaded_by(["--help"], (*HEAVY, *RUNTIME))
+    assert code == 0 and "Usage" in text and "stages" in text
+    assert loaded == []
+
+
+def test_a_command_help_loads_neither_engine_store_nor_sdk() -> None:
+    # The root callback runs first (typer coerces its options with pydantic, logging is
+    # configured), but the command's own module must not load what only running it needs.
+    for args, shown in ((["run", "--help"], "--exporter"), (["batch", "--help"], "--executor")):
+        code, text, loaded = _loaded_by(args, (*NOT_FOR_STAGES, "rich.live"))
+        assert code == 0 and shown in text, args
+        assert loaded == [], args
+
+
+def test_stages_loads_neither_engine_store_sdk_nor_scipy() -> None:
+    code, text, loaded = _loaded_by(["stages"], NOT_FOR_STAGES)
+    assert code == 0 and "bench" in text and "validate" in text
     assert loaded == []
 
 
