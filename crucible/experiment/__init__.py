@@ -1,12 +1,15 @@
-"""Experiments: the models, loading them from files, and expanding sweeps."""
+"""Experiments: the models, loading them from files, and expanding sweeps.
 
-from crucible.experiment.limits import DocumentLimits
-from crucible.experiment.loading import (
-    experiment_from_mapping,
-    load_experiment,
-    validation_messages,
-)
-from crucible.experiment.matrix import matrix_points
+The models load at once; loading files (PyYAML, tomllib) and overrides load on first use
+(PEP 562), so code that only names ``Experiment`` or ``StageDef`` (``crucible stages``, the
+stage modules) does not pay for the file parsers.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from crucible.experiment.models import (
     BackendRef,
     DatasetRef,
@@ -20,12 +23,33 @@ from crucible.experiment.models import (
     StageDef,
     Stats,
 )
-from crucible.experiment.overrides import (
-    Override,
-    apply_overrides,
-    load_with_overrides,
-    parse_override,
-)
+
+if TYPE_CHECKING:
+    from crucible.experiment.limits import DocumentLimits
+    from crucible.experiment.loading import (
+        experiment_from_mapping,
+        load_experiment,
+        validation_messages,
+    )
+    from crucible.experiment.matrix import matrix_points
+    from crucible.experiment.overrides import (
+        Override,
+        apply_overrides,
+        load_with_overrides,
+        parse_override,
+    )
+
+_WHERE: dict[str, str] = {
+    "DocumentLimits": "crucible.experiment.limits",
+    "experiment_from_mapping": "crucible.experiment.loading",
+    "load_experiment": "crucible.experiment.loading",
+    "validation_messages": "crucible.experiment.loading",
+    "matrix_points": "crucible.experiment.matrix",
+    "Override": "crucible.experiment.overrides",
+    "apply_overrides": "crucible.experiment.overrides",
+    "load_with_overrides": "crucible.experiment.overrides",
+    "parse_override": "crucible.experiment.overrides",
+}
 
 __all__ = [
     "BackendRef",
@@ -49,3 +73,16 @@ __all__ = [
     "parse_override",
     "validation_messages",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'crucible.experiment' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # next time: a plain attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
