@@ -14,7 +14,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -25,8 +25,10 @@ from crucible.experiment import OutputSpec
 from crucible.files import DEFAULT_WRITE_DIR, WriteDir, current_access
 from crucible.scrub import active as active_scrubber
 from crucible.stage import stage
-from stages.report_formats import render
 from stages.report_view import Document, build_document
+
+if TYPE_CHECKING:
+    from stages.report_formats import render
 
 __all__ = [
     "EXTENSIONS",
@@ -177,6 +179,10 @@ def write_atomic(path: Path, text: str) -> int:
 
 def _produce(ctx: Context, targets: list[_Target]) -> list[tuple[_Target, str, int]]:
     """Render each format once and write the file targets (runs in a worker thread)."""
+    # The renderers (and their SVG charts) load here, on report's first run, in its worker
+    # thread: listing stages or validating options does not pay for them.
+    from stages.report_formats import render
+
     doc = build_document(ctx)
     scrubber = active_scrubber().encoded()  # the run's secret values, as each format writes them
     bodies: dict[str, str] = {}
@@ -232,3 +238,12 @@ async def report(ctx: Context, opts: ReportOptions) -> Context:
         )
     sys.stdout.flush()
     return out.add_outputs({"name": name, "rendered": items} for name, items in rendered.items())
+
+
+def __getattr__(name: str) -> Any:
+    """``render`` stays importable from here; it loads on first use (PEP 562)."""
+    if name == "render":
+        from stages.report_formats import render
+
+        return render
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
