@@ -8,10 +8,11 @@ keeps the decorator under that name even when the module loads first (``_Package
 
 from __future__ import annotations
 
-import importlib
 import sys
 import types
 from typing import TYPE_CHECKING, Any
+
+from crucible.lazy import lazy_getattr
 
 if TYPE_CHECKING:
     from crucible.batch import BatchItem, RunOutcome, expand_matrix, run_batch
@@ -120,16 +121,7 @@ class _Package(types.ModuleType):
 sys.modules[__name__].__class__ = _Package
 
 
-def __getattr__(name: str) -> Any:
-    module = _WHERE.get(name)
-    if module is not None:
-        value = getattr(importlib.import_module(module), name)
-    elif name in _SUBMODULES:
-        value = importlib.import_module(f"crucible.{name}")
-    else:
-        raise AttributeError(f"module 'crucible' has no attribute {name!r}")
-    globals()[name] = value  # next time: a plain attribute
-    return value
+__getattr__ = lazy_getattr(__name__, _WHERE, _SUBMODULES)
 
 
 def __dir__() -> list[str]:

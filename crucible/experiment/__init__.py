@@ -7,8 +7,7 @@ stage modules) does not pay for the file parsers.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from crucible.experiment.models import (
     BackendRef,
@@ -23,6 +22,7 @@ from crucible.experiment.models import (
     StageDef,
     Stats,
 )
+from crucible.lazy import lazy_getattr
 
 if TYPE_CHECKING:
     from crucible.experiment.limits import DocumentLimits
@@ -75,13 +75,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module 'crucible.experiment' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # next time: a plain attribute
-    return value
+__getattr__ = lazy_getattr(__name__, _WHERE)
 
 
 def __dir__() -> list[str]:
