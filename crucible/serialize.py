@@ -14,9 +14,16 @@ from decimal import Decimal
 from pathlib import PurePath
 from typing import Any
 
+from pyrsistent import pvector
+
+from crucible.frozen import FrozenMap, StageList
 from crucible.redact import REDACTED, is_secret_key
 
 _MAX_DEPTH = 64
+# The containers a Context is made of, found by exact type before the long chain of checks
+# below (pydantic's model check alone is a Python call): a run's final record encodes them.
+_MAPPINGS: frozenset[type] = frozenset({dict, FrozenMap})
+_SEQUENCES: frozenset[type] = frozenset({list, tuple, StageList, type(pvector())})
 
 
 def to_jsonable(value: Any, *, redact_secrets: bool = True, _depth: int = 0) -> Any:
@@ -33,6 +40,11 @@ def to_jsonable(value: Any, *, redact_secrets: bool = True, _depth: int = 0) -> 
         if isinstance(value, enum.Enum):
             return to_jsonable(value.value, redact_secrets=redact_secrets, _depth=d)
         return value
+    cls = type(value)
+    if cls in _MAPPINGS:
+        return _mapping(value, redact_secrets, d)
+    if cls in _SEQUENCES:
+        return [to_jsonable(v, redact_secrets=redact_secrets, _depth=d) for v in value]
     if isinstance(value, float):
         if math.isnan(value):
             return "NaN"
@@ -62,14 +74,7 @@ def to_jsonable(value: Any, *, redact_secrets: bool = True, _depth: int = 0) -> 
         to_dict = getattr(value, "to_dict", None) or value._asdict
         return to_jsonable(to_dict(), redact_secrets=redact_secrets, _depth=d)
     if isinstance(value, Mapping):
-        out: dict[str, Any] = {}
-        for k, v in value.items():
-            key = k if isinstance(k, str) else str(to_jsonable(k, redact_secrets=False, _depth=d))
-            if redact_secrets and is_secret_key(key) and v is not None:
-                out[key] = REDACTED
-            else:
-                out[key] = to_jsonable(v, redact_secrets=redact_secrets, _depth=d)
-        return out
+        return _mapping(value, redact_secrets, d)
     if isinstance(value, Set):
         items = [to_jsonable(v, redact_secrets=redact_secrets, _depth=d) for v in value]
         try:
@@ -88,3 +93,14 @@ def to_jsonable(value: Any, *, redact_secrets: bool = True, _depth: int = 0) -> 
         name = getattr(value, "__qualname__", None) or type(value).__name__
         return f"<callable {getattr(value, '__module__', '?')}.{name}>"
     return repr(value)
+
+
+def _mapping(value: Mapping[Any, Any], redact_secrets: bool, d: int) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in value.items():
+        key = k if isinstance(k, str) else str(to_jsonable(k, redact_secrets=False, _depth=d))
+        if redact_secrets and is_secret_key(key) and v is not None:
+            out[key] = REDACTED
+        else:
+            out[key] = to_jsonable(v, redact_secrets=redact_secrets, _depth=d)
+    return out
