@@ -48,7 +48,8 @@ AVAILABLE: Final = sqlite3.sqlite_version_info >= (3, 33, 0)
 # None ({}.get of a key it lacks), so registering it changes nothing for anyone else's sqlite3.
 sqlite3.register_adapter(Json, str)
 if (type(None), sqlite3.PrepareProtocol) not in sqlite3.adapters:
-    sqlite3.register_adapter(type(None), {}.get)
+    _NO_VALUES: Final[dict[None, None]] = {}
+    sqlite3.register_adapter(type(None), _NO_VALUES.get)
 _KEEP_IF_NULL: Final = frozenset({"metrics", "outputs", "assigns", "trace_id"})
 _VIEW: Final = "crucible_batch"
 _SLOTS: Final = ("experiments", "runs", "attempts", "artifacts", "finishes")

@@ -255,17 +255,17 @@ class Writer:
         bulk, now, pg_bulk, thread = self._bulk, self._now, self._pg_bulk, self._thread
         if bulk is not None and now is not None and thread is not None:
             try:
-                written = now.begin_now(sql, records)
+                begun = now.begin_now(sql, records)
             except Busy:  # locked by another connection: wait for it on the writer thread
                 pass
             else:
 
                 def settled(_: None) -> None:
                     if on_applied is not None:
-                        on_applied(written)
+                        on_applied(begun)
 
                 await thread.call(now.commit, settled)
-                return written
+                return begun
 
             def committed(applied: Applied) -> None:
                 check_file()  # lost while the batch was written: it goes to the journal as well
