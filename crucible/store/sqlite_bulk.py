@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -38,7 +38,16 @@ from crucible.store.rows import (
 )
 from crucible.store.sql import Applied, Statements
 
-__all__ = ["AVAILABLE", "Busy", "SqliteBulk"]
+__all__ = [
+    "AVAILABLE",
+    "PRAGMAS",
+    "Busy",
+    "Sorted",
+    "SqliteBulk",
+    "owners_found",
+    "owners_of",
+    "statements",
+]
 
 AVAILABLE: Final = sqlite3.sqlite_version_info >= (3, 33, 0)
 # sqlite3 binds exact int, float, str and bytes as they are; any other value (None, and the
@@ -53,6 +62,9 @@ if (type(None), sqlite3.PrepareProtocol) not in sqlite3.adapters:
 _KEEP_IF_NULL: Final = frozenset({"metrics", "outputs", "assigns", "trace_id"})
 _VIEW: Final = "crucible_batch"
 _SLOTS: Final = ("experiments", "runs", "attempts", "artifacts", "finishes")
+
+
+PRAGMAS: Final = ("PRAGMA journal_mode=WAL", "PRAGMA foreign_keys=ON", "PRAGMA synchronous=NORMAL")
 
 
 class Busy(Exception):
@@ -119,9 +131,8 @@ class SqliteBulk:
                                check_same_thread=False)  # fmt: skip
         try:
             conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA foreign_keys=ON")
-            conn.execute("PRAGMA synchronous=NORMAL")
+            for pragma in PRAGMAS:
+                conn.execute(pragma)
             for statement in _SETUP:
                 conn.execute(statement)
         except BaseException:
@@ -205,7 +216,7 @@ def _encode(sql: Statements, shape: Shape, rows: Sequence[tuple[Any, ...]]) -> s
     return json.dumps(sql.driver_rows(shape, rows), separators=(",", ":")) if rows else None
 
 
-class _Sorted:
+class Sorted:
     """A batch's rows by table, in foreign-key order (experiments sorted: no deadlocks)."""
 
     def __init__(self, records: Sequence[Record]) -> None:
@@ -228,6 +239,10 @@ class _Sorted:
                 self.artifacts.append(rec.row)
         self.experiments = [exps[k] for k in sorted(exps)]
 
+    def tables(self) -> tuple[list[tuple[Any, ...]], ...]:
+        """The rows in ``statements`` order: experiments, runs, attempts, artifacts, finishes."""
+        return self.experiments, self.starts, self.attempts, self.artifacts, self.finishes
+
     @property
     def count(self) -> int:
         return (len(self.experiments) + len(self.starts) + len(self.attempts)
@@ -235,7 +250,7 @@ class _Sorted:
 
 
 def _write(conn: sqlite3.Connection, sql: Statements, records: Sequence[Record]) -> Applied:
-    rows = _Sorted(records)
+    rows = Sorted(records)
     before = conn.total_changes
     conn.execute(_WRITE, (
         _encode(sql, EXPERIMENTS, rows.experiments), _encode(sql, RUNS, rows.starts),
@@ -247,16 +262,19 @@ def _write(conn: sqlite3.Connection, sql: Statements, records: Sequence[Record])
     return _owners(conn, sql, rows)
 
 
+def statements(sql: Statements) -> tuple[str, ...]:
+    """The statement for each of ``Sorted.tables``, in the same order."""
+    return (sql.upsert_experiments, sql.insert_runs, sql.insert_attempts, sql.upsert_artifacts,
+            sql.finish_runs)  # fmt: skip
+
+
+_SHAPES: Final = (EXPERIMENTS, RUNS, ATTEMPTS, ARTIFACTS, FINISHES)
+
+
 def _write_each(conn: sqlite3.Connection, sql: Statements, records: Sequence[Record]) -> Applied:
-    rows = _Sorted(records)
+    rows = Sorted(records)
     before = conn.total_changes
-    for statement, shape, values in (
-        (sql.upsert_experiments, EXPERIMENTS, rows.experiments),
-        (sql.insert_runs, RUNS, rows.starts),
-        (sql.insert_attempts, ATTEMPTS, rows.attempts),
-        (sql.upsert_artifacts, ARTIFACTS, rows.artifacts),
-        (sql.finish_runs, FINISHES, rows.finishes),
-    ):
+    for statement, shape, values in zip(statements(sql), _SHAPES, rows.tables(), strict=True):
         if values:
             conn.executemany(statement, sql.driver_rows(shape, values))
     if conn.total_changes - before == rows.count:
@@ -264,19 +282,32 @@ def _write_each(conn: sqlite3.Connection, sql: Statements, records: Sequence[Rec
     return _owners(conn, sql, rows)
 
 
-def _owners(conn: sqlite3.Connection, sql: Statements, rows: _Sorted) -> Applied:
-    """As ``sql.apply``: a start that met a stored row is refused unless that row is this very
-    start (a retry or a replay); a finish that updated nothing is of a run that is not stored."""
-    applied = Applied()
+def owners_of(sql: Statements, rows: Sorted) -> tuple[dict[str, tuple[Any, ...]], set[str], Any]:
+    """What a batch's owner check needs: this batch's starts by id with their (host, pid,
+    started_at), the ids it finishes, and the parameter of ``sql.select_owners`` for them all."""
     rid_at = RUNS.index["id"]
     key = [RUNS.index[c] for c in ("owner_host", "owner_pid", "started_at")]
     ours = {r[rid_at]: tuple(r[i] for i in key) for r in sql.driver_rows(RUNS, rows.starts)}
     finished = {r[-1] for r in rows.finishes}
+    return ours, finished, sql.id_list([*ours, *finished])
+
+
+def owners_found(
+    ours: dict[str, tuple[Any, ...]], finished: set[str], found: Iterable[Sequence[Any]]
+) -> Applied:
+    """As ``sql.apply``: a start that met a stored row is refused unless that row is this very
+    start (a retry or a replay); a finish that updated nothing is of a run that is not stored."""
+    applied = Applied()
     stored: set[str] = set()
-    for row in conn.execute(sql.select_owners, (sql.id_list([*ours, *finished]),)):
+    for row in found:
         stored.add(row[0])
         mine = ours.get(row[0])
         if mine is not None and tuple(row[1:]) != mine:
             applied.refused.add(row[0])
     applied.missing = finished - stored
     return applied
+
+
+def _owners(conn: sqlite3.Connection, sql: Statements, rows: Sorted) -> Applied:
+    ours, finished, param = owners_of(sql, rows)
+    return owners_found(ours, finished, conn.execute(sql.select_owners, (param,)))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 import random
 import time
 from collections import deque
@@ -34,6 +35,7 @@ from crucible.store.rows import FINISH, START, Record
 from crucible.store.sql import Applied, Statements, apply
 from crucible.store.sqlite_bulk import AVAILABLE as BULK_AVAILABLE
 from crucible.store.sqlite_bulk import Busy, SqliteBulk
+from crucible.store.sqlite_process import SqliteProcess, Unavailable
 from crucible.store.thread import WriterThread
 
 
@@ -105,6 +107,11 @@ class Writer:
         # The first try of every SQLite batch: at once, on the callers' thread, never waiting.
         self._now = (
             SqliteBulk(path, 0.0, db.check_file) if path is not None and self._bulk else None
+        )
+        self._proc = (
+            SqliteProcess(path, db.busy_timeout, lambda: store._db.opened_identity)
+            if path is not None and os.environ.get("CRUCIBLE_STORE_PROCESS", "1") != "0"
+            else None
         )
         self._pg_bulk = PgBulk() if db.url.drivername == "postgresql+asyncpg" else None
         self._pg_db: Database | None = None  # the bulk statement's engine, in the callers' loop
@@ -182,6 +189,8 @@ class Writer:
                 await probe
         if self._now is not None:
             self._now.close()
+        if self._proc is not None:
+            await anyio.to_thread.run_sync(self._proc.close)
         pg_db, self._pg_db = self._pg_db, None
         if pg_db is not None and mine and self._pg_loop is asyncio.get_running_loop():
             await pg_db.dispose()
@@ -253,6 +262,19 @@ class Writer:
         sql = await self._store._writable()
         check_file = self._store._db.check_file
         bulk, now, pg_bulk, thread = self._bulk, self._now, self._pg_bulk, self._thread
+        proc = self._proc
+        if proc is not None:
+            check_file()
+            try:
+                applied = await proc.apply(sql, records)
+            except Unavailable as err:
+                _log.warning("run store writer process unavailable; writing in this process",
+                             database=self._store.url, reason=str(err))  # fmt: skip
+                self._proc = None
+            else:
+                if on_applied is not None:
+                    on_applied(applied)
+                return applied
         if bulk is not None and now is not None and thread is not None:
             try:
                 begun = now.begin_now(sql, records)

@@ -1,0 +1,167 @@
+"""A SQLite store commits through its writer process: nothing lost if it dies, never orphaned."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import anyio
+import pytest
+
+from crucible import Context, Experiment, Registry, StageDef, run_batch, stage
+from crucible.store import RunStore
+
+EXP = Experiment(id="p", pipeline=[StageDef(name="step") for _ in range(3)])
+
+
+@stage("step", description="Awaits once", register=False)
+async def step(ctx: Context) -> Context:
+    await anyio.lowlevel.checkpoint()
+    return ctx.put_metric("n", ctx.get_metric("n", 0) + 1)
+
+
+REG = Registry([step])
+
+
+def counts(path: Path) -> tuple[int, int, int]:
+    """(runs, completed runs, attempts) read straight from the file."""
+    with sqlite3.connect(path) as conn:
+        runs = conn.execute("SELECT count(*) FROM runs").fetchone()[0]
+        done = conn.execute("SELECT count(*) FROM runs WHERE status = 'completed'").fetchone()[0]
+        attempts = conn.execute("SELECT count(*) FROM stage_attempts").fetchone()[0]
+    return runs, done, attempts
+
+
+def worker_pid(store: RunStore) -> int | None:
+    proc = store._writer._proc
+    inner = None if proc is None else proc._proc
+    return None if inner is None or inner.poll() is not None else inner.pid
+
+
+def cmdline(pid: int) -> bytes:
+    return Path(f"/proc/{pid}/cmdline").read_bytes()
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie (exited, not yet reaped by its parent) counts as gone
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+async def test_batch_commits_in_the_worker_process_which_ends_with_the_store(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "runs.db"
+    store = RunStore(str(path))
+    await store.open()
+    outcomes = await run_batch([EXP] * 300, max_concurrency=64, registry=REG, store=store)
+    pid = worker_pid(store)
+    assert pid is not None and pid != os.getpid()
+    assert b"_sqlite_worker.py" in cmdline(pid)
+    await store.close()
+    assert all(o.ok for o in outcomes)
+    assert counts(path) == (300, 300, 900)
+    assert not alive(pid)
+
+
+async def test_worker_killed_mid_batch_loses_no_row(tmp_path: Path) -> None:
+    path = tmp_path / "runs.db"
+    async with RunStore(str(path)) as store:
+        batch = asyncio.ensure_future(
+            run_batch([EXP] * 2000, max_concurrency=128, registry=REG, store=store)
+        )
+        killed: list[int] = []
+        for _ in range(2000):  # bounded: at most ~20 s
+            await asyncio.sleep(0.01)
+            pid = worker_pid(store)
+            if pid is not None and pid not in killed:
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+            if len(killed) == 3 or batch.done():
+                break
+        outcomes = await batch
+    assert killed, "the worker never started"
+    assert all(o.ok for o in outcomes)
+    assert counts(path) == (2000, 2000, 6000)
+
+
+async def test_worker_ignores_the_terminals_interrupt(tmp_path: Path) -> None:
+    path = tmp_path / "runs.db"
+    async with RunStore(str(path)) as store:
+        await run_batch([EXP] * 5, registry=REG, store=store)
+        pid = worker_pid(store)
+        assert pid is not None
+        os.kill(pid, signal.SIGINT)  # Ctrl-C reaches the whole process group
+        os.kill(pid, signal.SIGTERM)
+        await run_batch([EXP] * 5, registry=REG, store=store)
+        assert worker_pid(store) == pid
+    assert counts(path) == (10, 10, 30)
+
+
+def test_worker_exits_when_its_parent_is_killed(tmp_path: Path) -> None:
+    script = textwrap.dedent(f"""
+        import asyncio, sys, time
+        sys.path.insert(0, {str(Path(__file__).parents[2])!r})
+        from tests.store.test_sqlite_process import EXP, REG, worker_pid
+        from crucible import run_batch
+        from crucible.store import RunStore
+        async def main():
+            store = RunStore({str(tmp_path / "runs.db")!r})
+            await store.open()
+            await run_batch([EXP] * 3, registry=REG, store=store)
+            print(worker_pid(store), flush=True)
+            time.sleep(60)
+        asyncio.run(main())
+    """)
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert parent.stdout is not None
+        pid = int(parent.stdout.readline())
+        assert alive(pid)
+        parent.kill()
+        parent.wait(timeout=30)
+        deadline = time.monotonic() + 30
+        while alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not alive(pid), "the worker outlived its killed parent"
+    finally:
+        parent.kill()
+        parent.wait()
+    assert counts(tmp_path / "runs.db") == (3, 3, 9)
+
+
+async def test_no_interpreter_to_start_falls_back_to_this_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "no-such-python"))
+    path = tmp_path / "runs.db"
+    async with RunStore(str(path)) as store:
+        outcomes = await run_batch([EXP] * 50, registry=REG, store=store)
+        assert store._writer._proc is None  # gave up on the process, wrote here instead
+    assert all(o.ok for o in outcomes)
+    assert counts(path) == (50, 50, 150)
+
+
+async def test_turned_off_by_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CRUCIBLE_STORE_PROCESS", "0")
+    path = tmp_path / "runs.db"
+    async with RunStore(str(path)) as store:
+        await run_batch([EXP] * 20, registry=REG, store=store)
+        assert store._writer._proc is None
+    assert counts(path) == (20, 20, 60)
