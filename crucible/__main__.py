@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from crucible.cli import main
+from crucible.console import main
 
 if __name__ == "__main__":
     main()

@@ -27,6 +27,10 @@ def run_cancellable(main: Coroutine[Any, Any, T]) -> T:
     """
     import asyncio  # loaded when a command runs, not for --help
 
+    from crucible.gcsettings import freeze_imports
+
+    freeze_imports()  # everything a command needs is loaded by now
+
     async def guarded() -> T:
         task = asyncio.current_task()
         assert task is not None
