@@ -10,7 +10,11 @@ as the ratio of medians and as the median of each repeat's own ratio (within_tar
 one; target >= 0.8).
 
 Run: python benchmarks/store_throughput.py [--runs 10000] [--concurrency 256] [--repeats 5]
-     [--pg postgresql://postgres@127.0.0.1:5432/postgres]
+     [--pg postgresql://postgres@127.0.0.1:5432/postgres] [--tune-gc]
+
+--tune-gc applies the collector settings the ``crucible`` command uses for its own process
+(crucible.gcsettings.THRESHOLDS, then gc.freeze() once everything is imported): what a program
+that runs big batches can do for itself. Without it Python's defaults apply.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from crucible import Context, Experiment, Registry, StageDef, run_batch, stage
+from crucible.gcsettings import THRESHOLDS
 from crucible.store import RunStore, normalize_url
 
 STAGES = 5
@@ -115,11 +120,17 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument(
+        "--tune-gc", action="store_true", help="the crucible command's collector settings"
+    )
+    parser.add_argument(
         "--pg", default="postgresql://postgres@127.0.0.1:5432/postgres",
         help="an admin connection to the server the postgresql case uses",
     )  # fmt: skip
     args = parser.parse_args()
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(30))
+    if args.tune_gc:
+        gc.set_threshold(*THRESHOLDS)
+        gc.freeze()
     cases = ("none", "sqlite", "postgresql")
     samples: dict[str, list[dict[str, Any]]] = {c: [] for c in cases}
     with tempfile.TemporaryDirectory() as tmp:
@@ -147,6 +158,7 @@ def main() -> None:
                               for r, b in zip(got, base, strict=True)],
             "target": TARGET,
             "within_target": paired >= TARGET,
+            "tune_gc": args.tune_gc,
             "rows_equal": all(r["rows_found"] == r["rows_expected"] for r in got),
         }))  # fmt: skip
 
