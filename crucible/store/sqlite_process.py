@@ -70,7 +70,7 @@ class SqliteProcess:
     """The worker process for one SQLite file; started on first use, one request at a time."""
 
     def __init__(self, path: Path, busy_timeout: float, identity: Callable[[], Any]) -> None:
-        self.path = path
+        self.path = Path(os.path.abspath(path))  # the same file if the parent changes folder
         self.busy_timeout = busy_timeout
         self._identity = identity  # the file the store opened: (dev, inode), or None
         self._proc: subprocess.Popen[bytes] | None = None
@@ -78,10 +78,11 @@ class SqliteProcess:
         self._opened = False
         self._ever_started = False
         self._sql: Statements | None = None
-        if not sys.executable or not hasattr(os, "set_blocking"):
-            self._broken: str | None = "no Python interpreter to start, or no non-blocking pipes"
-        else:
-            self._broken = None
+        self._broken: str | None = None
+        if not sys.executable:
+            self._broken = "no Python interpreter to start (sys.executable is empty)"
+        elif sys.platform == "win32":
+            self._broken = "Windows event loops cannot watch pipes"
 
     async def apply(self, sql: Statements, records: Sequence[Record]) -> Applied:
         """Commit ``records`` in the worker; as ``SqliteBulk.apply``."""
