@@ -24,7 +24,14 @@ from crucible.experiment import Experiment
 from crucible.scrub import active as active_scrubber
 from crucible.serialize import to_jsonable
 from crucible.status import RunStatus
-from crucible.store.schema import UTCDateTime, artifacts, experiments, runs, stage_attempts
+from crucible.store.schema import (
+    JsonDocument,
+    UTCDateTime,
+    artifacts,
+    experiments,
+    runs,
+    stage_attempts,
+)
 from crucible.trace import SpanRecord
 
 __all__ = [
@@ -75,7 +82,7 @@ class Shape:
         self.columns: tuple[str, ...] = tuple(columns)
         self.index = {name: i for i, name in enumerate(self.columns)}
         types = [table.c[name].type for name in self.columns]
-        self._json = tuple(i for i, t in enumerate(types) if isinstance(t, sa.JSON))
+        self._json = tuple(i for i, t in enumerate(types) if isinstance(t, sa.JSON | JsonDocument))
         self.datetimes = frozenset(i for i, t in enumerate(types) if isinstance(t, UTCDateTime))
 
     def row(self, values: Mapping[str, Any]) -> tuple[Any, ...]:

@@ -12,10 +12,11 @@ import datetime as dt
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeEngine
 
 __all__ = [
+    "JsonDocument",
     "UTCDateTime",
     "artifacts",
     "checkpoints",
@@ -49,7 +50,21 @@ class UTCDateTime(sa.TypeDecorator[dt.datetime]):
         return when.astimezone(dt.UTC)
 
 
-_JSON = sa.JSON().with_variant(pg_dialect.JSONB(), "postgresql")
+class JsonDocument(sa.TypeDecorator[Any]):
+    """JSON, stored as JSONB on PostgreSQL (whose dialect loads only when a store uses it)."""
+
+    impl = sa.JSON
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import JSONB
+
+            return dialect.type_descriptor(JSONB())
+        return dialect.type_descriptor(sa.JSON())
+
+
+_JSON = JsonDocument()
 _AUTO_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")  # SQLite rowid alias
 
 metadata = sa.MetaData()

@@ -20,7 +20,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import suppress
 from pathlib import Path
-from typing import Final, Protocol
+from typing import TYPE_CHECKING, Final, Protocol
 
 import anyio
 import structlog
@@ -30,13 +30,15 @@ from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 from crucible.errors import DuplicateRun, StoreError
 from crucible.store.connection import Database, FileLost, UnusableStore, describe
 from crucible.store.journal import Journal
-from crucible.store.pg_bulk import PgBulk
 from crucible.store.rows import FINISH, START, Record
 from crucible.store.sql import Applied, Statements, apply
 from crucible.store.sqlite_bulk import AVAILABLE as BULK_AVAILABLE
 from crucible.store.sqlite_bulk import Busy, SqliteBulk
 from crucible.store.sqlite_process import SqliteProcess, Unavailable
 from crucible.store.thread import WriterThread
+
+if TYPE_CHECKING:
+    from crucible.store.pg_bulk import PgBulk
 
 
 class WriterHost(Protocol):
@@ -113,7 +115,11 @@ class Writer:
             if path is not None and os.environ.get("CRUCIBLE_STORE_PROCESS", "1") != "0"
             else None
         )
-        self._pg_bulk = PgBulk() if db.url.drivername == "postgresql+asyncpg" else None
+        self._pg_bulk: PgBulk | None = None
+        if db.url.drivername == "postgresql+asyncpg":
+            from crucible.store.pg_bulk import PgBulk  # its dialect only for PostgreSQL stores
+
+            self._pg_bulk = PgBulk()
         self._pg_db: Database | None = None  # the bulk statement's engine, in the callers' loop
         self._pg_loop: asyncio.AbstractEventLoop | None = None
         self.journal_after_s = journal_after_s

@@ -6,3 +6,4 @@ from typing import Final
 
 EXPORTERS: Final = ("otlp", "console", "file", "none")
 PROTOCOLS: Final = ("http/protobuf", "grpc")
+DEFAULT_TRACES_FILE: Final = "traces.jsonl"  # the file exporter's default

@@ -23,10 +23,10 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from crucible.telemetry.anyvalue import attributes
+from crucible.telemetry.choices import DEFAULT_TRACES_FILE
 
 __all__ = ["DEFAULT_TRACES_FILE", "OtlpJsonLinesExporter", "read_otlp_jsonl", "spans_to_otlp_json"]
 
-DEFAULT_TRACES_FILE = "traces.jsonl"
 
 _log = logging.getLogger(__name__)
 

@@ -31,14 +31,13 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 
-from crucible.telemetry.choices import EXPORTERS, PROTOCOLS
+from crucible.telemetry.choices import DEFAULT_TRACES_FILE, EXPORTERS, PROTOCOLS
 from crucible.telemetry.dropcount import (
     CountingSpanExporter,
     CountingSpanProcessor,
     SpanCounter,
     SpanCounts,
 )
-from crucible.telemetry.jsonl import DEFAULT_TRACES_FILE, OtlpJsonLinesExporter
 
 __all__ = [
     "DEFAULT_SERVICE_NAME",
@@ -399,6 +398,8 @@ def configure(
             destinations.append("console")
         else:  # file
             path = file_path or _env("CRUCIBLE_TRACES_FILE", env) or DEFAULT_TRACES_FILE
+            from crucible.telemetry.jsonl import OtlpJsonLinesExporter  # protobuf: file only
+
             file_exp = OtlpJsonLinesExporter(path)
             span_exporters.append((name, file_exp))
             destinations.append(str(file_exp.path))
