@@ -4,9 +4,10 @@ Standard library only, and nothing of Crucible: it starts in milliseconds. It re
 stdin and answers on stdout, each a pickle after its 8-byte little-endian length:
 
 - ``("open", path, busy_timeout_s, pragmas, statements)``: connect (never creating the file);
-- ``("write", ops, expected, owners_param, identity)``: in one transaction, ``executemany`` each
+- ``("write", ops, expected, owner_ids, identity)``: in one transaction, ``executemany`` each
   ``(statement_index, rows)``; when the rows changed differ from ``expected``, read the stored
-  owners; before COMMIT, check that the file is still ``identity`` (dev, inode).
+  owners of ``owner_ids`` (the last statement, given their JSON list); before COMMIT, check
+  that the file is still ``identity`` (dev, inode).
 
 It checkpoints the WAL itself, after answering (when no request waits, or every few commits),
 so that a checkpoint never delays the answer the parent's runs are waiting for.
@@ -18,6 +19,7 @@ stdin closes (its parent is gone); SIGINT and SIGTERM are for the parent, which 
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import select
@@ -63,7 +65,7 @@ class _Writer:
         return ("ok", None)
 
     def write(self, ops: list[tuple[int, list[tuple[Any, ...]]]], expected: int,
-              owners_param: str, identity: tuple[int, int] | None) -> Any:  # fmt: skip
+              owner_ids: list[str], identity: tuple[int, int] | None) -> Any:  # fmt: skip
         conn = self.conn
         if conn is None:
             return ("bug", "write before open")
@@ -74,7 +76,8 @@ class _Writer:
                 conn.executemany(self.statements[index], rows)
             owners = None
             if conn.total_changes - before != expected:
-                owners = conn.execute(self.statements[-1], (owners_param,)).fetchall()
+                param = json.dumps(owner_ids)
+                owners = conn.execute(self.statements[-1], (param,)).fetchall()
             if identity is not None:
                 try:
                     st = os.stat(self.path)

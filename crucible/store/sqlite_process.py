@@ -94,17 +94,19 @@ class SqliteProcess:
             for i, (shape, values) in enumerate(zip(_SHAPES, rows.tables(), strict=True))
             if values
         ]
-        ours, finished, param = owners_of(sql, rows)
+        rid = RUNS.index["id"]  # the owner check's ids; its rows only when the worker asks
+        ids = [r[rid] for r in rows.starts] + [r[-1] for r in rows.finishes]
         if not self._opened or self._sql is not sql:
             stmts = [*statements(sql), sql.select_owners]
             await self._request(("open", str(self.path), self.busy_timeout, list(PRAGMAS), stmts))
             self._opened, self._sql = True, sql
-        reply = await self._request(("write", ops, rows.count, param, self._identity()))
+        reply = await self._request(("write", ops, rows.count, ids, self._identity()))
         if reply[0] == "lost":
             raise FileLost("write", f"the database file {self.path} changed while it was written")
         found = reply[1]
         if found is None:
             return Applied()
+        ours, finished, _ = owners_of(sql, rows)
         return owners_found(ours, finished, found)
 
     async def _request(self, request: tuple[Any, ...]) -> Any:
