@@ -76,7 +76,7 @@ class SqliteProcess:
         self._proc: subprocess.Popen[bytes] | None = None
         self._pid = 0  # the process that started it (a fork must start its own)
         self._opened = False
-        self._ever_started = False
+        self._answered = False  # a worker of this store has answered once
         self._sql: Statements | None = None
         self._broken: str | None = None
         if not sys.executable:
@@ -114,14 +114,21 @@ class SqliteProcess:
         data = _dumps(request)
         try:
             reply = await _exchange(proc, _LENGTH.pack(len(data)) + data)
+        except ProcessGone as err:
+            self.close(wait=False)
+            if not self._answered:  # it never worked here (not a Python that runs the worker?)
+                self._broken = f"the SQLite writer process never answered: {err}"
+                raise Unavailable(self._broken) from err
+            raise
         except BaseException:
             self.close(wait=False)  # cancelled or broken mid-exchange: the pipe's state is unknown
             raise
+        self._answered = True
         if reply[0] == "sqlite":
             self._opened = False  # the worker closed its connection
-            err = getattr(sqlite3, reply[1], sqlite3.Error)(reply[3])
-            err.sqlite_errorcode = reply[2]
-            raise DBAPIError.instance(None, None, err, sqlite3.Error)
+            failure = getattr(sqlite3, reply[1], sqlite3.Error)(reply[3])
+            failure.sqlite_errorcode = reply[2]
+            raise DBAPIError.instance(None, None, failure, sqlite3.Error)
         if reply[0] == "bug":
             self._broken = f"the writer process failed: {reply[1]}"
             self.close()
@@ -141,7 +148,7 @@ class SqliteProcess:
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0, close_fds=True,
             )  # fmt: skip
         except OSError as err:
-            if not self._ever_started:
+            if not self._answered:
                 self._broken = f"cannot start {sys.executable}: {err}"
                 raise Unavailable(self._broken) from err
             raise ProcessGone(f"cannot start the SQLite writer process: {err}") from err
@@ -149,7 +156,7 @@ class SqliteProcess:
         for pipe in (proc.stdin, proc.stdout):
             os.set_blocking(pipe.fileno(), False)
             _grow(pipe.fileno())
-        self._proc, self._pid, self._ever_started = proc, os.getpid(), True
+        self._proc, self._pid = proc, os.getpid()
         return proc
 
     def close(self, *, wait: bool = True) -> None:
