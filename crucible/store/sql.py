@@ -8,7 +8,7 @@ update. Rows go to the driver as plain tuples through ``executemany`` (no per-ro
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -29,7 +29,7 @@ from crucible.store.rows import (
     Shape,
 )
 
-__all__ = ["Applied", "Statements", "apply"]
+__all__ = ["Applied", "Statements", "apply", "owner_keys", "owners_found"]
 
 _KEEP_IF_NULL: Final = frozenset({"metrics", "outputs", "assigns", "trace_id"})
 
@@ -163,11 +163,27 @@ async def apply(conn: AsyncConnection, sql: Statements, records: Sequence[Record
         return applied
     # One read for both checks. ON CONFLICT DO NOTHING kept another run's row where the owner
     # columns differ from ours; a finish updated nothing where the run is not stored.
+    ours = owner_keys(started)
+    found = await run(sql.select_owners, (sql.id_list([*ours, *finished]),))
+    return owners_found(ours, finished, found)
+
+
+def owner_keys(starts: Iterable[Sequence[Any]]) -> dict[str, tuple[Any, ...]]:
+    """Each start row's (owner_host, owner_pid, started_at), by run id (driver rows)."""
     rid_at = RUNS.index["id"]
     key = [RUNS.index[c] for c in ("owner_host", "owner_pid", "started_at")]
-    ours = {r[rid_at]: tuple(r[i] for i in key) for r in started}
+    return {r[rid_at]: tuple(r[i] for i in key) for r in starts}
+
+
+def owners_found(
+    ours: Mapping[str, tuple[Any, ...]], finished: set[str], found: Iterable[Sequence[Any]]
+) -> Applied:
+    """The outcome of a batch from the stored (id, owner_host, owner_pid, started_at) rows of
+    its runs: a start that met a stored row is refused unless that row is this very start (a
+    retry or a replay); a finish that found no row is of a run that is not stored."""
+    applied = Applied()
     stored: set[str] = set()
-    for row in await run(sql.select_owners, (sql.id_list([*ours, *finished]),)):
+    for row in found:
         stored.add(row[0])
         mine = ours.get(row[0])
         if mine is not None and tuple(row[1:]) != mine:

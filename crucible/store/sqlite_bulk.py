@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -36,7 +36,7 @@ from crucible.store.rows import (
     Record,
     Shape,
 )
-from crucible.store.sql import Applied, Statements
+from crucible.store.sql import Applied, Statements, owner_keys, owners_found
 
 __all__ = [
     "AVAILABLE",
@@ -44,7 +44,6 @@ __all__ = [
     "Busy",
     "Sorted",
     "SqliteBulk",
-    "owners_found",
     "owners_of",
     "statements",
 ]
@@ -285,27 +284,9 @@ def _write_each(conn: sqlite3.Connection, sql: Statements, records: Sequence[Rec
 def owners_of(sql: Statements, rows: Sorted) -> tuple[dict[str, tuple[Any, ...]], set[str], Any]:
     """What a batch's owner check needs: this batch's starts by id with their (host, pid,
     started_at), the ids it finishes, and the parameter of ``sql.select_owners`` for them all."""
-    rid_at = RUNS.index["id"]
-    key = [RUNS.index[c] for c in ("owner_host", "owner_pid", "started_at")]
-    ours = {r[rid_at]: tuple(r[i] for i in key) for r in sql.driver_rows(RUNS, rows.starts)}
+    ours = owner_keys(sql.driver_rows(RUNS, rows.starts))
     finished = {r[-1] for r in rows.finishes}
     return ours, finished, sql.id_list([*ours, *finished])
-
-
-def owners_found(
-    ours: dict[str, tuple[Any, ...]], finished: set[str], found: Iterable[Sequence[Any]]
-) -> Applied:
-    """As ``sql.apply``: a start that met a stored row is refused unless that row is this very
-    start (a retry or a replay); a finish that updated nothing is of a run that is not stored."""
-    applied = Applied()
-    stored: set[str] = set()
-    for row in found:
-        stored.add(row[0])
-        mine = ours.get(row[0])
-        if mine is not None and tuple(row[1:]) != mine:
-            applied.refused.add(row[0])
-    applied.missing = finished - stored
-    return applied
 
 
 def _owners(conn: sqlite3.Connection, sql: Statements, rows: Sorted) -> Applied:

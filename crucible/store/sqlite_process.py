@@ -31,8 +31,8 @@ from sqlalchemy.exc import DBAPIError
 
 from crucible.store.connection import FileLost
 from crucible.store.rows import ARTIFACTS, ATTEMPTS, EXPERIMENTS, FINISHES, RUNS, Json, Record
-from crucible.store.sql import Applied, Statements
-from crucible.store.sqlite_bulk import PRAGMAS, Sorted, owners_found, owners_of, statements
+from crucible.store.sql import Applied, Statements, owners_found
+from crucible.store.sqlite_bulk import PRAGMAS, Sorted, owners_of, statements
 
 __all__ = ["ProcessGone", "SqliteProcess", "Unavailable"]
 
