@@ -13,9 +13,10 @@ look at the stored owners. Needs SQLite 3.33 (``UPDATE ... FROM``).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -41,6 +42,7 @@ from crucible.store.sql import Applied, Statements, owner_keys, owners_found
 __all__ = [
     "AVAILABLE",
     "PRAGMAS",
+    "SHAPES",
     "Busy",
     "Sorted",
     "SqliteBulk",
@@ -145,42 +147,12 @@ class SqliteBulk:
         if conn is not None:
             conn.close()
 
-    def apply(self, sql: Statements, records: Sequence[Record]) -> Applied:
-        """Commit ``records`` as one statement; driver errors come as SQLAlchemy's."""
+    @contextlib.contextmanager
+    def _closing_on_failure(self) -> Iterator[None]:
+        """Whatever goes wrong (but Busy), the next batch starts on a fresh connection; driver
+        errors come as SQLAlchemy's."""
         try:
-            conn = self._conn or self._connect()
-            self._conn = conn
-            return _write(conn, sql, records)
-        except sqlite3.Error as err:
-            self.close()  # whatever went wrong, the next batch starts on a fresh connection
-            raise DBAPIError.instance(None, None, err, sqlite3.Error) from err
-        except BaseException:
-            self.close()
-            raise
-
-    def begin_now(self, sql: Statements, records: Sequence[Record]) -> Applied:
-        """Write ``records`` with ``executemany`` in a transaction left open for :meth:`commit`.
-
-        Meant for a connection that never waits (``busy_timeout`` 0), on the callers' thread:
-        :class:`Busy` (nothing written) when another connection holds the lock. Binding the rows
-        needs the GIL, so it is done here in one go; the COMMIT, which is mostly I/O (and now
-        and then a checkpoint), can then run on the writer thread without holding up the loop.
-        """
-        try:
-            conn = self._conn or self._connect()
-            self._conn = conn
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as err:
-                if err.sqlite_errorcode in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
-                    raise Busy(str(err)) from err
-                raise
-            try:
-                return _write_each(conn, sql, records)
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
+            yield
         except Busy:
             raise
         except sqlite3.Error as err:
@@ -190,25 +162,55 @@ class SqliteBulk:
             self.close()
             raise
 
+    def _connection(self) -> sqlite3.Connection:
+        conn = self._conn or self._connect()
+        self._conn = conn
+        return conn
+
+    def apply(self, sql: Statements, records: Sequence[Record]) -> Applied:
+        """Commit ``records`` as one statement; driver errors come as SQLAlchemy's."""
+        with self._closing_on_failure():
+            applied = _write(self._connection(), sql, records)
+        return applied
+
+    def begin_now(self, sql: Statements, records: Sequence[Record]) -> Applied:
+        """Write ``records`` with ``executemany`` in a transaction left open for :meth:`commit`.
+
+        Meant for a connection that never waits (``busy_timeout`` 0), on the callers' thread:
+        :class:`Busy` (nothing written) when another connection holds the lock. Binding the rows
+        needs the GIL, so it is done here in one go; the COMMIT, which is mostly I/O (and now
+        and then a checkpoint), can then run on the writer thread without holding up the loop.
+        """
+        with self._closing_on_failure():
+            conn = self._connection()
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as err:
+                if err.sqlite_errorcode in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+                    raise Busy(str(err)) from err
+                raise
+            with _rolled_back_on_failure(conn):
+                applied = _write_each(conn, sql, records)
+        return applied
+
     def commit(self) -> None:
         """Commit what :meth:`begin_now` wrote (any thread); the file check comes first."""
         conn = self._conn
         if conn is None or not conn.in_transaction:
             raise StoreError("write", "no transaction to commit")  # a bug of the caller
-        try:
-            try:
-                self._check_file()
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-        except sqlite3.Error as err:
-            self.close()
-            raise DBAPIError.instance(None, None, err, sqlite3.Error) from err
-        except BaseException:
-            self.close()
-            raise
+        with self._closing_on_failure(), _rolled_back_on_failure(conn):
+            self._check_file()
+            conn.execute("COMMIT")
+
+
+@contextlib.contextmanager
+def _rolled_back_on_failure(conn: sqlite3.Connection) -> Iterator[None]:
+    try:
+        yield
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
 
 
 def _encode(sql: Statements, shape: Shape, rows: Sequence[tuple[Any, ...]]) -> str | None:
@@ -267,13 +269,13 @@ def statements(sql: Statements) -> tuple[str, ...]:
             sql.finish_runs)  # fmt: skip
 
 
-_SHAPES: Final = (EXPERIMENTS, RUNS, ATTEMPTS, ARTIFACTS, FINISHES)
+SHAPES: Final = (EXPERIMENTS, RUNS, ATTEMPTS, ARTIFACTS, FINISHES)  # as Sorted.tables()
 
 
 def _write_each(conn: sqlite3.Connection, sql: Statements, records: Sequence[Record]) -> Applied:
     rows = Sorted(records)
     before = conn.total_changes
-    for statement, shape, values in zip(statements(sql), _SHAPES, rows.tables(), strict=True):
+    for statement, shape, values in zip(statements(sql), SHAPES, rows.tables(), strict=True):
         if values:
             conn.executemany(statement, sql.driver_rows(shape, values))
     if conn.total_changes - before == rows.count:
