@@ -15,8 +15,6 @@ exited meanwhile; the writer retries the batch, and the next batch starts a new 
 from __future__ import annotations
 
 import asyncio
-import copyreg
-import io
 import os
 import pickle
 import sqlite3
@@ -29,17 +27,18 @@ from typing import Any, Final
 
 from sqlalchemy.exc import DBAPIError
 
+from crucible import pickled
+from crucible.pickled import dispatch_table
 from crucible.store.connection import FileLost
-from crucible.store.rows import ARTIFACTS, ATTEMPTS, EXPERIMENTS, FINISHES, RUNS, Json, Record
+from crucible.store.rows import RUNS, Json, Record
 from crucible.store.sql import Applied, Statements, owners_found
-from crucible.store.sqlite_bulk import PRAGMAS, Sorted, owners_of, statements
+from crucible.store.sqlite_bulk import PRAGMAS, SHAPES, Sorted, owners_of, statements
 
 __all__ = ["ProcessGone", "SqliteProcess", "Unavailable"]
 
 _WORKER: Final = Path(__file__).with_name("_sqlite_worker.py")
 _LENGTH: Final = struct.Struct("<Q")
 _PIPE_SIZE: Final = 1 << 20  # a whole batch fits: one write, no waiting for the reader
-_SHAPES: Final = (EXPERIMENTS, RUNS, ATTEMPTS, ARTIFACTS, FINISHES)
 
 
 class Unavailable(Exception):
@@ -54,16 +53,11 @@ def _plain_json(text: Json) -> tuple[Callable[[str], str], tuple[str]]:
     return str, (str.__str__(text),)
 
 
-_TABLE: Final = copyreg.dispatch_table.copy()
-_TABLE[Json] = _plain_json  # the worker knows no Crucible type: Json goes as plain text
+_TABLE: Final = dispatch_table({Json: _plain_json})  # the worker knows no Crucible type
 
 
 def _dumps(value: Any) -> bytes:
-    buffer = io.BytesIO()
-    pickler = pickle.Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL)
-    pickler.dispatch_table = _TABLE
-    pickler.dump(value)
-    return buffer.getvalue()
+    return pickled.dumps(value, _TABLE)
 
 
 class SqliteProcess:
@@ -91,7 +85,7 @@ class SqliteProcess:
         rows = Sorted(records)
         ops = [
             (i, sql.driver_rows(shape, values))
-            for i, (shape, values) in enumerate(zip(_SHAPES, rows.tables(), strict=True))
+            for i, (shape, values) in enumerate(zip(SHAPES, rows.tables(), strict=True))
             if values
         ]
         rid = RUNS.index["id"]  # the owner check's ids; its rows only when the worker asks

@@ -12,8 +12,6 @@ program, started by us; nothing else writes to its pipe.
 from __future__ import annotations
 
 import contextlib
-import copyreg
-import io
 import logging
 import operator
 import os
@@ -34,6 +32,8 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, Status, TraceFlags
 from opentelemetry.trace.span import TraceState
 
+from crucible import pickled
+from crucible.pickled import dispatch_table
 from crucible.telemetry.otlp_wire import encode_request
 
 _log = logging.getLogger(__name__)
@@ -142,17 +142,12 @@ def _reduce_scope(scope: InstrumentationScope) -> tuple[Any, ...]:
 
 # Resource and scope hold locks; send their public values instead. Pickle's memo sends each
 # one once per batch.
-_DISPATCH: dict[type, Any] = {**copyreg.dispatch_table, Resource: _reduce_resource,
-             InstrumentationScope: _reduce_scope}  # fmt: skip
+_DISPATCH = dispatch_table({Resource: _reduce_resource, InstrumentationScope: _reduce_scope})
 
 
 def dumps(obj: Any) -> bytes:
     """Pickle as the pipe to the child does (resources and scopes by their public values)."""
-    buf = io.BytesIO()
-    pickler = pickle.Pickler(buf, protocol=pickle.HIGHEST_PROTOCOL)
-    pickler.dispatch_table = _DISPATCH
-    pickler.dump(obj)
-    return buf.getvalue()
+    return pickled.dumps(obj, _DISPATCH)
 
 
 def _write(stream: IO[bytes], obj: Any) -> None:
