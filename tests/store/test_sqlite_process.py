@@ -12,22 +12,11 @@ import textwrap
 import time
 from pathlib import Path
 
-import anyio
 import pytest
 
-from crucible import Context, Experiment, Registry, StageDef, run_batch, stage
+from crucible import run_batch
 from crucible.store import RunStore
-
-EXP = Experiment(id="p", pipeline=[StageDef(name="step") for _ in range(3)])
-
-
-@stage("step", description="Awaits once", register=False)
-async def step(ctx: Context) -> Context:
-    await anyio.lowlevel.checkpoint()
-    return ctx.put_metric("n", ctx.get_metric("n", 0) + 1)
-
-
-REG = Registry([step])
+from tests.store.test_writer import EXP, REG
 
 
 def counts(path: Path) -> tuple[int, int, int]:
@@ -119,7 +108,8 @@ def test_worker_exits_when_its_parent_is_killed(tmp_path: Path) -> None:
     script = textwrap.dedent(f"""
         import asyncio, sys, time
         sys.path.insert(0, {str(Path(__file__).parents[2])!r})
-        from tests.store.test_sqlite_process import EXP, REG, worker_pid
+        from tests.store.test_sqlite_process import worker_pid
+        from tests.store.test_writer import EXP, REG
         from crucible import run_batch
         from crucible.store import RunStore
         async def main():
