@@ -1,8 +1,8 @@
 """The store's one writer: it group-commits the records of every concurrent run and drops none.
 
 Callers hand it records; an asyncio task in the callers' event loop takes whatever is waiting as
-soon as the previous commit is done and commits it in one transaction (``sql.apply``), run on
-the store's ``WriterThread``. A full queue makes the callers wait. A busy or failing database is
+soon as the previous commit is done and commits it in one transaction (``transactions``: the
+fastest way the store has). A full queue makes the callers wait. A busy or failing database is
 retried with backoff; one that stays unreachable for ``journal_after_s`` sends the records to the
 local journal instead, and the writer replays the journal as soon as the database answers again.
 A SQLite file deleted or replaced under the store is never written again: its records go to the
@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import os
 import random
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Sequence
 from contextlib import suppress
 from pathlib import Path
-from typing import TYPE_CHECKING, Final, Protocol
+from typing import Final, Protocol
 
 import anyio
 import structlog
@@ -31,14 +30,8 @@ from crucible.errors import DuplicateRun, StoreError
 from crucible.store.connection import Database, FileLost, UnusableStore, describe
 from crucible.store.journal import Journal
 from crucible.store.rows import FINISH, START, Record
-from crucible.store.sql import Applied, Statements, apply
-from crucible.store.sqlite_bulk import AVAILABLE as BULK_AVAILABLE
-from crucible.store.sqlite_bulk import Busy, SqliteBulk
-from crucible.store.sqlite_process import SqliteProcess, Unavailable
-from crucible.store.thread import WriterThread
-
-if TYPE_CHECKING:
-    from crucible.store.pg_bulk import PgBulk
+from crucible.store.sql import Applied, Statements
+from crucible.store.transactions import Transactions
 
 
 class WriterHost(Protocol):
@@ -98,30 +91,7 @@ class Writer:
 
     def __init__(self, store: WriterHost, *, journal_after_s: float, max_pending: int) -> None:
         self._store = store
-        db = store._db  # one shared connection in memory: it cannot move to another thread
-        self._thread = None if db.in_memory else WriterThread(db.twin())
-        path = db.sqlite_file
-        self._bulk = (
-            SqliteBulk(path, db.busy_timeout, db.check_file)
-            if path is not None and BULK_AVAILABLE
-            else None
-        )
-        # The first try of every SQLite batch: at once, on the callers' thread, never waiting.
-        self._now = (
-            SqliteBulk(path, 0.0, db.check_file) if path is not None and self._bulk else None
-        )
-        self._proc = (
-            SqliteProcess(path, db.busy_timeout, lambda: store._db.opened_identity)
-            if path is not None and os.environ.get("CRUCIBLE_STORE_PROCESS", "1") != "0"
-            else None
-        )
-        self._pg_bulk: PgBulk | None = None
-        if db.url.drivername == "postgresql+asyncpg":
-            from crucible.store.pg_bulk import PgBulk  # its dialect only for PostgreSQL stores
-
-            self._pg_bulk = PgBulk()
-        self._pg_db: Database | None = None  # the bulk statement's engine, in the callers' loop
-        self._pg_loop: asyncio.AbstractEventLoop | None = None
+        self._tx = Transactions(store)
         self.journal_after_s = journal_after_s
         self._capacity = max_pending
         self._queue: deque[Record] = deque()
@@ -193,17 +163,7 @@ class Writer:
             probe.cancel()
             with suppress(asyncio.CancelledError):
                 await probe
-        if self._now is not None:
-            self._now.close()
-        if self._proc is not None:
-            await anyio.to_thread.run_sync(self._proc.close)
-        pg_db, self._pg_db = self._pg_db, None
-        if pg_db is not None and mine and self._pg_loop is asyncio.get_running_loop():
-            await pg_db.dispose()
-        if self._thread is not None:
-            if self._bulk is not None and self._thread.running:
-                await self._thread.call(self._bulk.close)
-            await self._thread.stop()
+        await self._tx.close(same_loop=mine)
         self._task = self._probe = None
         self._journaling, self._lost, self._recovered = False, None, False
         self._journal_runs.clear()
@@ -258,88 +218,12 @@ class Writer:
         for marker in flushes:
             self._settle(marker, COMMITTED)
 
-    async def _apply(
-        self, records: Sequence[Record], on_applied: Callable[[Applied], None] | None = None
-    ) -> Applied:
-        """One transaction for ``records``; the file check comes last, before COMMIT.
-
-        ``on_applied`` runs once it is committed, as soon as the writer thread says so.
-        """
-        sql = await self._store._writable()
-        check_file = self._store._db.check_file
-        bulk, now, pg_bulk, thread = self._bulk, self._now, self._pg_bulk, self._thread
-        proc = self._proc
-        if proc is not None:
-            check_file()
-            try:
-                applied = await proc.apply(sql, records)
-            except Unavailable as err:
-                _log.warning("run store writer process unavailable; writing in this process",
-                             database=self._store.url, reason=str(err))  # fmt: skip
-                self._proc = None
-            else:
-                if on_applied is not None:
-                    on_applied(applied)
-                return applied
-        if bulk is not None and now is not None and thread is not None:
-            try:
-                begun = now.begin_now(sql, records)
-            except Busy:  # locked by another connection: wait for it on the writer thread
-                pass
-            else:
-
-                def settled(_: None) -> None:
-                    if on_applied is not None:
-                        on_applied(begun)
-
-                await thread.call(now.commit, settled)
-                return begun
-
-            def committed(applied: Applied) -> None:
-                check_file()  # lost while the batch was written: it goes to the journal as well
-                if on_applied is not None:
-                    on_applied(applied)
-
-            check_file()
-            return await thread.call(lambda: bulk.apply(sql, records), committed)
-        if pg_bulk is not None:
-            async with self._pg_engine().autocommit("write") as conn:
-                written = await pg_bulk.apply(conn, sql, records)
-            if written is not None:
-                if on_applied is not None:
-                    on_applied(written)
-                return written
-
-        async def transaction(db: Database) -> Applied:
-            async with db.begin("write") as conn:
-                applied = await apply(conn, sql, records)
-                check_file()
-            return applied
-
-        if thread is None:
-            applied = await transaction(self._store._db)
-            if on_applied is not None:
-                on_applied(applied)
-            return applied
-        return await thread.run(transaction, on_applied)
-
-    def _pg_engine(self) -> Database:
-        """The lean engine for the one-statement batches, made in (and for) this loop.
-
-        One round trip a batch: here it only waits for the server, while on the writer thread
-        it would also wait for the GIL on every socket call.
-        """
-        loop = asyncio.get_running_loop()
-        if self._pg_db is None or self._pg_loop is not loop:
-            self._pg_db, self._pg_loop = self._store._db.twin(), loop
-        return self._pg_db
-
     async def _commit(self, records: list[Record]) -> None:
         first_failure: float | None = None
         delay = _FIRST_RETRY_S
         while True:
             try:
-                await self._apply(records, functools.partial(self._settle_all, records))
+                await self._tx.apply(records, functools.partial(self._settle_all, records))
             except UnusableStore as err:
                 for rec in records:
                     self._fail(rec, StoreError(rec.op, f"could not open the store: {err.reason}",
@@ -497,7 +381,7 @@ class Writer:
         """Commit replayed records at once (not queued); a record the database refuses is
         logged and skipped, so one bad line never blocks the rest of a journal."""
         try:
-            await self._apply(records)
+            await self._tx.apply(records)
         except Exception as err:
             if not _rejects_rows(err):
                 raise

@@ -29,7 +29,7 @@ def counts(path: Path) -> tuple[int, int, int]:
 
 
 def worker_pid(store: RunStore) -> int | None:
-    proc = store._writer._proc
+    proc = store._writer._tx.proc
     inner = None if proc is None else proc._proc
     return None if inner is None or inner.poll() is not None else inner.pid
 
@@ -77,7 +77,7 @@ async def test_worker_killed_mid_batch_loses_no_row(tmp_path: Path) -> None:
         for _ in range(2000):  # bounded: at most ~20 s
             await asyncio.sleep(0.01)
             pid = worker_pid(store)
-            proc = store._writer._proc
+            proc = store._writer._tx.proc
             answered = proc is not None and proc._answered  # a worker that has committed
             if pid is not None and pid not in killed and answered:
                 os.kill(pid, signal.SIGKILL)
@@ -86,7 +86,7 @@ async def test_worker_killed_mid_batch_loses_no_row(tmp_path: Path) -> None:
                 break
         outcomes = await batch
     assert len(killed) >= 2, "the writer never started a second worker"
-    assert store._writer._proc is not None  # still the worker path, not the fallback
+    assert store._writer._tx.proc is not None  # still the worker path, not the fallback
     assert all(o.ok for o in outcomes)
     assert counts(path) == (2000, 2000, 6000)
 
@@ -144,7 +144,7 @@ async def test_no_interpreter_to_start_falls_back_to_this_process(
     path = tmp_path / "runs.db"
     async with RunStore(str(path)) as store:
         outcomes = await run_batch([EXP] * 50, registry=REG, store=store)
-        assert store._writer._proc is None  # gave up on the process, wrote here instead
+        assert store._writer._tx.proc is None  # gave up on the process, wrote here instead
     assert all(o.ok for o in outcomes)
     assert counts(path) == (50, 50, 150)
 
@@ -156,7 +156,7 @@ async def test_turned_off_by_the_environment(
     path = tmp_path / "runs.db"
     async with RunStore(str(path)) as store:
         await run_batch([EXP] * 20, registry=REG, store=store)
-        assert store._writer._proc is None
+        assert store._writer._tx.proc is None
     assert counts(path) == (20, 20, 60)
 
 
@@ -170,6 +170,6 @@ async def test_an_interpreter_that_cannot_run_the_worker_falls_back(
     path = tmp_path / "runs.db"
     async with RunStore(str(path)) as store:
         outcomes = await run_batch([EXP] * 30, registry=REG, store=store)
-        assert store._writer._proc is None
+        assert store._writer._tx.proc is None
     assert all(o.ok for o in outcomes)
     assert counts(path) == (30, 30, 90)
