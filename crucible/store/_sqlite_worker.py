@@ -9,8 +9,9 @@ stdin and answers on stdout, each a pickle after its 8-byte little-endian length
   owners of ``owner_ids`` (the last statement, given their JSON list); before COMMIT, check
   that the file is still ``identity`` (dev, inode).
 
-It checkpoints the WAL itself, after answering (when no request waits, or every few commits),
-so that a checkpoint never delays the answer the parent's runs are waiting for.
+It checkpoints the WAL itself, outside any request: once no request has come for a moment, and
+every few commits while requests keep coming. A checkpoint never delays an answer, and a steady
+load pays for one checkpoint per few commits, not one per commit.
 
 Answers: ``("ok", owners_or_None)``, ``("lost",)`` (rolled back), ``("sqlite", class name,
 error code, message)`` (rolled back, connection closed) or ``("bug", message)``. It ends when
@@ -31,6 +32,7 @@ from typing import Any, BinaryIO
 
 _LENGTH = struct.Struct("<Q")
 _CHECKPOINT_EVERY = 16  # commits, when requests keep coming
+_QUIET_S = 0.05  # no request for this long: checkpoint now
 
 
 def _read(stream: BinaryIO, size: int) -> bytes | None:
@@ -95,11 +97,9 @@ class _Writer:
             raise
         return ("ok", owners)
 
-    def checkpoint(self, waiting: bool) -> None:
+    def checkpoint(self) -> None:
         """Copy the WAL into the database (PASSIVE: never waits for readers)."""
         if self.conn is None or not self.uncheckpointed:
-            return
-        if waiting and self.uncheckpointed < _CHECKPOINT_EVERY:
             return
         try:
             self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
@@ -109,7 +109,7 @@ class _Writer:
 
     def close(self) -> None:
         if self.conn is not None and self.uncheckpointed:
-            self.checkpoint(waiting=False)
+            self.checkpoint()
         conn, self.conn = self.conn, None
         if conn is not None:
             conn.close()
@@ -123,6 +123,8 @@ def main() -> None:
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     writer = _Writer()
     while True:
+        if writer.uncheckpointed and not _waiting(stdin, _QUIET_S):
+            writer.checkpoint()  # quiet: nobody waits for an answer now
         head = _read(stdin, _LENGTH.size)
         body = None if head is None else _read(stdin, _LENGTH.unpack(head)[0])
         if body is None:
@@ -146,13 +148,14 @@ def main() -> None:
         data = pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL)
         stdout.write(_LENGTH.pack(len(data)) + data)
         stdout.flush()
-        writer.checkpoint(waiting=_waiting(stdin))
+        if writer.uncheckpointed >= _CHECKPOINT_EVERY:
+            writer.checkpoint()
 
 
-def _waiting(stream: BinaryIO) -> bool:
-    """Whether another request is already there to read."""
+def _waiting(stream: BinaryIO, timeout: float) -> bool:
+    """Whether a request is there to read within ``timeout`` seconds."""
     try:
-        return bool(select.select([stream], [], [], 0)[0])
+        return bool(select.select([stream], [], [], timeout)[0])
     except (OSError, ValueError):
         return True
 
