@@ -16,6 +16,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Link
 
+from crucible import slots
 from crucible.context import Context
 from crucible.engine import run
 from crucible.executors.base import (
@@ -49,8 +50,11 @@ async def run_job(
     exp, rid, i = job.experiment, job.run_id, job.index
     t0: float | None = None
     reported = False
+    slot = _Slot(limiter)
     try:
-        async with limiter:
+        await slot.take()
+        held = slots.hold(rid, slot.free)  # its store may free it early (crucible.slots)
+        try:
             t0 = time.perf_counter()
             started(i)
             try:
@@ -65,6 +69,9 @@ async def run_job(
                                      exp.id, time.perf_counter() - t0)  # fmt: skip
             reported = True
             finished(outcome)
+        finally:
+            slots.let_go(held)
+            slot.free()
     except anyio.get_cancelled_exc_class():
         if not reported:
             took = 0.0 if t0 is None else time.perf_counter() - t0
@@ -72,6 +79,25 @@ async def run_job(
             if t0 is None:
                 await never_started(watchers, job, batch_id)
         raise
+
+
+class _Slot:
+    """One run's place in the limiter, freed once (by the run's end or by its store)."""
+
+    __slots__ = ("_held", "_limiter")
+
+    def __init__(self, limiter: anyio.CapacityLimiter) -> None:
+        self._limiter = limiter
+        self._held = False
+
+    async def take(self) -> None:
+        await self._limiter.acquire_on_behalf_of(self)
+        self._held = True
+
+    def free(self) -> None:
+        if self._held:
+            self._held = False
+            self._limiter.release_on_behalf_of(self)
 
 
 async def never_started(watchers: Observers, job: RunJob, batch_id: str) -> None:

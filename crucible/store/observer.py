@@ -12,6 +12,7 @@ from typing import Protocol
 import anyio
 import structlog
 
+from crucible import slots
 from crucible.artifact import Artifact
 from crucible.errors import DuplicateRun
 from crucible.observers import AttemptStart, RunEnd, RunObserver, RunStart
@@ -97,6 +98,7 @@ class StoreObserver(RunObserver):
                 ))  # fmt: skip
                 if waiting is not None:
                     await waiting
+            slots.give_back(run_id)  # only the database is left: the next run may start
             await self._wait("finish_run", finish_record(
                 run_id, str(run.status), context=ctx,
                 failure_stage=failure.stage if failure is not None else None,

@@ -1,0 +1,87 @@
+"""A run whose stages are done gives its batch slot back while its final record waits."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from crucible import Context, Experiment, Registry, StageDef, run, run_batch, stage
+from crucible.store import RunStore
+
+state: dict[str, Any] = {}
+
+
+@stage("busy", description="Tracks how many runs execute a stage at once", register=False)
+async def busy(ctx: Context) -> Context:
+    state["now"] += 1
+    state["max"] = max(state["max"], state["now"])
+    try:
+        await anyio.sleep(0.01)
+    finally:
+        state["now"] -= 1
+    state["done"] += 1
+    return ctx
+
+
+@stage("outer", description="Runs a whole inner run, then looks whether run B started", register=False)
+async def outer(ctx: Context) -> Context:
+    await run(Experiment(id="inner", pipeline=[StageDef(name="busy")]), registry=REG,
+              store=state["store"])  # fmt: skip
+    await anyio.sleep(0.2)  # B would start meanwhile if the inner run freed this run's slot
+    state["b_started_early"] = state["b_started"]
+    return ctx
+
+
+@stage("mark", description="Notes that run B started", register=False)
+async def mark(ctx: Context) -> Context:
+    state["b_started"] = True
+    return ctx
+
+
+REG = Registry([busy, outer, mark])
+
+
+async def test_runs_waiting_for_a_locked_database_free_their_slots(tmp_path: Path) -> None:
+    db = tmp_path / "runs.db"
+    state.update(now=0, max=0, done=0)
+    exp = Experiment(id="slots", pipeline=[StageDef(name="busy"), StageDef(name="busy")])
+    async with RunStore(db) as store:
+        await store.open()
+        lock = sqlite3.connect(db, isolation_level=None)
+        lock.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+        try:
+            async with anyio.create_task_group() as tg:
+                results: list[Any] = []
+
+                async def batch() -> None:
+                    results.extend(await run_batch([exp] * 6, max_concurrency=2, registry=REG,
+                                                   store=store))  # fmt: skip
+
+                tg.start_soon(batch)
+                with anyio.fail_after(30):  # without freed slots only 2 runs get this far
+                    while state["done"] < 12:
+                        await anyio.sleep(0.01)
+                assert not results  # every run still waits for its record
+                lock.execute("COMMIT")
+        finally:
+            lock.close()
+        assert state["max"] <= 2  # stages never ran more than max_concurrency at once
+        assert [o.status for o in results] == ["completed"] * 6
+        assert await store.count_runs(status="completed") == 6
+        for o in results:
+            info = await store.get_run(o.run_id)
+            assert info is not None and len(info.attempts) == 2
+
+
+async def test_a_run_inside_a_stage_never_frees_the_outer_runs_slot(tmp_path: Path) -> None:
+    state.update(now=0, max=0, done=0, b_started=False, b_started_early=None)
+    a = Experiment(id="a", pipeline=[StageDef(name="outer")])
+    b = Experiment(id="b", pipeline=[StageDef(name="mark")])
+    async with RunStore(tmp_path / "runs.db") as store:
+        state["store"] = store
+        outcomes = await run_batch([a, b], max_concurrency=1, registry=REG, store=store)
+    assert [o.status for o in outcomes] == ["completed", "completed"]
+    assert state["b_started_early"] is False
