@@ -9,6 +9,7 @@ from typing import Any
 import anyio
 
 from crucible import Context, Experiment, Registry, StageDef, run, run_batch, stage
+from crucible.slots import ALIVE, Slots
 from crucible.store import RunStore
 
 state: dict[str, Any] = {}
@@ -23,10 +24,12 @@ async def busy(ctx: Context) -> Context:
     finally:
         state["now"] -= 1
     state["done"] += 1
+    if state["done"] >= state.get("enough", 0) and "reached" in state:
+        state["reached"].set()
     return ctx
 
 
-@stage("outer", description="Runs a whole inner run, then looks whether run B started", register=False)
+@stage("outer", description="Runs an inner run, then sees whether run B started", register=False)
 async def outer(ctx: Context) -> Context:
     await run(Experiment(id="inner", pipeline=[StageDef(name="busy")]), registry=REG,
               store=state["store"])  # fmt: skip
@@ -46,7 +49,7 @@ REG = Registry([busy, outer, mark])
 
 async def test_runs_waiting_for_a_locked_database_free_their_slots(tmp_path: Path) -> None:
     db = tmp_path / "runs.db"
-    state.update(now=0, max=0, done=0)
+    state.update(now=0, max=0, done=0, enough=12, reached=anyio.Event())
     exp = Experiment(id="slots", pipeline=[StageDef(name="busy"), StageDef(name="busy")])
     async with RunStore(db) as store:
         await store.open()
@@ -61,9 +64,8 @@ async def test_runs_waiting_for_a_locked_database_free_their_slots(tmp_path: Pat
                                                    store=store))  # fmt: skip
 
                 tg.start_soon(batch)
-                with anyio.fail_after(30):  # without freed slots only 2 runs get this far
-                    while state["done"] < 12:
-                        await anyio.sleep(0.01)
+                with anyio.fail_after(30):  # without settling runs only 2 runs get this far
+                    await state["reached"].wait()
                 assert not results  # every run still waits for its record
                 lock.execute("COMMIT")
         finally:
@@ -76,7 +78,35 @@ async def test_runs_waiting_for_a_locked_database_free_their_slots(tmp_path: Pat
             assert info is not None and len(info.attempts) == 2
 
 
+async def test_settling_runs_are_capped_by_the_runs_alive() -> None:
+    pool = Slots(2, alive=3)  # 2 running, 1 settling at most
+    first, second, third = pool.slot(), pool.slot(), pool.slot()
+    await first.take()
+    await second.take()
+    assert pool.limiter.available_tokens == 0
+    first.settle()  # its place goes to the next run
+    assert (pool.limiter.available_tokens, pool.settling) == (1, 1)
+    await third.take()
+    second.settle()  # the cap is reached: it keeps its place
+    assert (pool.limiter.available_tokens, pool.settling) == (0, 1)
+    first.free()
+    first.free()  # once only
+    assert (pool.limiter.available_tokens, pool.settling) == (0, 0)
+    second.free()
+    third.settle()
+    assert (pool.limiter.available_tokens, pool.settling) == (2, 1)
+    third.free()
+    assert (pool.limiter.available_tokens, pool.settling) == (2, 0)
+
+
+def test_a_batch_that_fills_the_alive_cap_never_settles() -> None:
+    assert Slots(ALIVE).settle_cap == 0
+    assert Slots(ALIVE * 2).settle_cap == 0
+    assert Slots(8).settle_cap == ALIVE - 8
+
+
 async def test_a_run_inside_a_stage_never_frees_the_outer_runs_slot(tmp_path: Path) -> None:
+    state.clear()
     state.update(now=0, max=0, done=0, b_started=False, b_started_early=None)
     a = Experiment(id="a", pipeline=[StageDef(name="outer")])
     b = Experiment(id="b", pipeline=[StageDef(name="mark")])

@@ -36,7 +36,7 @@ NEVER_STARTED = "batch cancelled before the run started"
 async def run_job(
     job: RunJob,
     *,
-    limiter: anyio.CapacityLimiter,
+    limiter: slots.Slots,
     batch_id: str,
     parent: otel_context.Context,
     links: Sequence[Link],
@@ -50,10 +50,10 @@ async def run_job(
     exp, rid, i = job.experiment, job.run_id, job.index
     t0: float | None = None
     reported = False
-    slot = _Slot(limiter)
+    slot = limiter.slot()
     try:
         await slot.take()
-        held = slots.hold(rid, slot.free)  # its store may free it early (crucible.slots)
+        held = slots.hold(rid, slot)  # its store may free it early (crucible.slots)
         try:
             t0 = time.perf_counter()
             started(i)
@@ -81,25 +81,6 @@ async def run_job(
         raise
 
 
-class _Slot:
-    """One run's place in the limiter, freed once (by the run's end or by its store)."""
-
-    __slots__ = ("_held", "_limiter")
-
-    def __init__(self, limiter: anyio.CapacityLimiter) -> None:
-        self._limiter = limiter
-        self._held = False
-
-    async def take(self) -> None:
-        await self._limiter.acquire_on_behalf_of(self)
-        self._held = True
-
-    def free(self) -> None:
-        if self._held:
-            self._held = False
-            self._limiter.release_on_behalf_of(self)
-
-
 async def never_started(watchers: Observers, job: RunJob, batch_id: str) -> None:
     """A run cancelled while waiting for a slot is still reported (and stored) as cancelled."""
     if not (watchers.on_run_start or watchers.on_run_end):
@@ -121,7 +102,7 @@ class LocalExecutor:
         return "LocalExecutor()"
 
     async def execute(self, batch: PreparedBatch) -> None:
-        limiter = anyio.CapacityLimiter(batch.max_concurrency)
+        limiter = slots.Slots(batch.max_concurrency)
         parent = batch.parent if batch.as_children else otel_context.Context()
         links = batch_links(batch.parent, batch.batch_id, batch.as_children)
         async with anyio.create_task_group() as tg:

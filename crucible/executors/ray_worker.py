@@ -25,6 +25,7 @@ from crucible.executors.local import run_job
 from crucible.executors.shipping import WireOutcome, to_wire, worker_kwargs, worker_registry
 from crucible.observers import Observers
 from crucible.registry import Registry
+from crucible.slots import Slots
 from crucible.telemetry import conventions as names
 from crucible.telemetry.carrier import parent_context
 
@@ -71,7 +72,7 @@ class _Batch:
     run_kwargs: dict[str, Any]
     parent: otel_context.Context
     links: list[Link]
-    limiter: anyio.CapacityLimiter
+    limiter: Slots
     watchers: Observers
     scopes: set[anyio.CancelScope]
     cancelled: bool = False
@@ -145,7 +146,7 @@ class RunActor:
         batch = _Batch(
             spec, registry, kwargs,
             batch_parent if spec.as_children else otel_context.Context(), links,
-            anyio.CapacityLimiter(slots),
+            Slots(slots),
             Observers(() if store is None else (store.observer,)), set(),
             cancelled=spec.batch_id in self._cancelled,
         )  # fmt: skip
