@@ -36,6 +36,7 @@ from crucible.cli.app import (
     log_level,
 )
 from crucible.cli.batch_summary import (
+    SUMMARY_ROWS,
     BatchReport,
     batch_json,
     parse_show,
@@ -255,6 +256,15 @@ def batch_command(
             "default: the runs' headlines, else their first numeric metrics.",
         ),
     ] = None,
+    rows: Annotated[
+        int,
+        typer.Option(
+            "--rows",
+            min=0,
+            help=f"Most runs (and failures) the summary lists (default {SUMMARY_ROWS}; 0: all). "
+            "--export and --json always have every run.",
+        ),
+    ] = SUMMARY_ROWS,
     export: Annotated[
         Path | None,
         typer.Option(
@@ -386,7 +396,7 @@ def batch_command(
                 if json_:
                     print_json(batch_json(outcomes, report))
                 else:
-                    print_batch_summary(outcomes, report, columns)
+                    print_batch_summary(outcomes, report, columns, rows=rows)
                 code = 0 if all(o.ok for o in outcomes) else EXIT_FAILED
                 if export_to and not export_runs(export_to, outcomes, report.points, columns):
                     code = EXIT_FAILED

@@ -18,6 +18,8 @@ from crucible.headline import is_headline_key
 from crucible.serialize import to_jsonable
 from crucible.ui.display import number
 
+SUMMARY_ROWS = 50  # runs the summary lists by default
+
 if TYPE_CHECKING:
     from crucible.batch import RunOutcome
 
@@ -186,11 +188,16 @@ def _runs_table(
 
 
 def print_batch_summary(
-    outcomes: Sequence[RunOutcome], report: BatchReport, show: Sequence[str] | None = None
+    outcomes: Sequence[RunOutcome],
+    report: BatchReport,
+    show: Sequence[str] | None = None,
+    *,
+    rows: int = SUMMARY_ROWS,
 ) -> None:
     """The table of runs (``show``: its metric columns), the failures, the totals and where
     the batch's trace and runs went. Run and trace ids are cut to 8 characters here; ``--json``
-    and ``--export`` have them whole."""
+    and ``--export`` have them whole. At most ``rows`` runs and failures are listed (0: all):
+    thousands of table lines would take seconds to draw and no one reads them."""
     from crucible.batch import summarize
 
     flat = [flat_metrics(o) for o in outcomes]
@@ -200,13 +207,19 @@ def print_batch_summary(
         if key not in known:
             warn(f"warning: --show {key!r}: no run has this metric{_suggest(key, known)}")
     say()
-    console().print(_runs_table(outcomes, report, columns))
+    listed = outcomes[:rows] if rows else outcomes
+    console().print(_runs_table(listed, report, columns))
+    if len(listed) < len(outcomes):
+        say(f"  ... {len(outcomes) - len(listed)} more runs not listed (--rows 0 lists all; "
+            "--export FILE.csv writes every run)", style="dim")  # fmt: skip
     failures = [o for o in outcomes if not o.ok]
     if failures:
         say("failures:")
-        for o in failures:
+        for o in failures[:rows] if rows else failures:
             where = point_text(report.points[o.index])
             say(f"  #{o.index}" + (f" [{where}]" if where else "") + f": {_error_text(o.error)}")
+        if rows and len(failures) > rows:
+            say(f"  ... {len(failures) - rows} more failures (--rows 0 lists all)", style="dim")
     counts = summarize(outcomes)
     totals = ", ".join(f"{n} {status}" for status, n in counts.items() if n)
     n = len(outcomes)

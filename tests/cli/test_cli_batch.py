@@ -168,6 +168,38 @@ def test_matrix_batch_summary_json_store_and_trace(tmp_path: Path, env: dict[str
     assert only.status == "completed" and only.metrics["count"] == 5 and only.batch_id
 
 
+WIDE = """
+id: wide
+pipeline:
+  - name: cli_grid
+    options: {fail_on: ["2/a", "2/b", "3/b"]}
+matrix:
+  cli_grid.x: [1, 2, 3]
+  cli_grid.y: [a, b]
+"""
+
+
+def test_the_summary_lists_at_most_rows_runs(tmp_path: Path, env: dict[str, str]) -> None:
+    capped_dir = workdir(tmp_path, "capped", {"wide.yaml": WIDE})
+    all_dir = workdir(tmp_path, "all", {"wide.yaml": WIDE})
+    capped, every = cli_many(
+        [(capped_dir, ["batch", "wide.yaml", "--rows", "2", "--exporter", "none"]),
+         (all_dir, ["batch", "wide.yaml", "--rows", "0", "--exporter", "none"])],
+        env,
+    )  # fmt: skip
+    for done in (capped, every):
+        assert done.returncode == 1, (done.stdout, done.stderr)
+        assert "3 completed, 3 failed (6 runs" in done.stdout
+    listed = [r for r in stored_runs(capped_dir) if r.run_id[:8] in capped.stdout]
+    assert len(listed) == 2
+    assert "... 4 more runs not listed (--rows 0 lists all" in capped.stdout
+    assert capped.stdout.count("grid point") == 2
+    assert "... 1 more failures" in capped.stdout
+    assert all(r.run_id[:8] in every.stdout for r in stored_runs(all_dir))
+    assert every.stdout.count("grid point") == 3 and "not listed" not in every.stdout
+    assert len(stored_runs(capped_dir)) == 6  # the cap is on the listing only
+
+
 def test_bad_input_exits_2_and_runs_nothing(tmp_path: Path, env: dict[str, str]) -> None:
     files = {
         "unknown.yaml": """
