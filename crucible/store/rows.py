@@ -8,14 +8,12 @@ the RunStore API hand over into ``Record``s for the writer.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import json
 import os
 import weakref
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import sqlalchemy as sa
 
@@ -122,20 +120,20 @@ FINISHES: Final = Shape(
 SHAPES: Final = {START: RUNS, ATTEMPT: ATTEMPTS, ARTIFACT: ARTIFACTS, FINISH: FINISHES}
 
 
-@dataclass(slots=True, eq=False)
-class Record:
+class Record(NamedTuple):
     """One write for the writer: the operation, its run, its row (and a start's experiment).
 
-    ``done`` (when someone waits) resolves once the row is committed or journaled. A ``durable``
-    record is retried and journaled when the database stays unreachable; one that is not (the
-    RunStore's direct API) fails at the first error, as a plain database call would.
+    A ``durable`` record is retried and journaled when the database stays unreachable; one that
+    is not (the RunStore's direct API) fails at the first error, as a plain database call would.
+    A tuple of plain values, so the collector stops tracking it once it has looked at it: a
+    record waiting for its commit no longer counts towards the next full collection. Whoever
+    waits for a record's commit waits on a future the writer keeps (``Writer.write``).
     """
 
     op: str
     run_id: str
     row: tuple[Any, ...]
     experiment: tuple[Any, ...] | None = None
-    done: asyncio.Future[str] | None = field(default=None, repr=False)
     durable: bool = True
 
 

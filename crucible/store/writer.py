@@ -101,6 +101,7 @@ class Writer:
         self._wake = asyncio.Event()
         self._space = asyncio.Event()
         self._live: dict[str, Record] = {}  # started here, not finished: their start records
+        self._waiters: dict[int, asyncio.Future[str]] = {}  # id(record) -> who waits for it
         self._journal_runs: set[str] = set()  # runs whose start the current journal file holds
         self._journaling = False
         self._lost: FileLost | None = None
@@ -130,22 +131,28 @@ class Writer:
 
     async def write(self, rec: Record) -> str:
         """Queue ``rec`` and wait until it is committed or journaled; return which."""
-        rec.done = asyncio.get_running_loop().create_future()
-        waiting = self.offer(rec)
+        done: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._waiters[id(rec)] = done
+        waiting = self.offer(rec)  # queued: the record (and so its id) lives until settled
         if waiting is not None:
-            await waiting
-        return await rec.done
+            try:
+                await waiting
+            except BaseException:
+                self._waiters.pop(id(rec), None)
+                raise
+        return await done
 
     async def flush(self) -> None:
         """Wait until every record queued so far is committed or journaled."""
         if self._task is None and not self._queue:
             return
         marker = Record(_FLUSH, "", ())
-        marker.done = asyncio.get_running_loop().create_future()
+        done: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._waiters[id(marker)] = done
         self._ensure_task()
         self._queue.append(marker)  # a marker never waits for room
         self._wake.set()
-        await marker.done
+        await done
 
     async def close(self) -> None:
         """Commit (or journal) everything queued, then stop the task; a later write restarts it."""
@@ -173,8 +180,7 @@ class Writer:
         if self._loop is not loop:  # a new event loop: nobody waits on the old loop's futures
             self._loop, self._task, self._probe = loop, None, None
             self._wake, self._space = asyncio.Event(), asyncio.Event()
-            for rec in self._queue:
-                rec.done = None
+            self._waiters = {k: f for k, f in self._waiters.items() if f.get_loop() is loop}
         if self._task is None or self._task.done():
             self._task = loop.create_task(self._run(), name="crucible-store-writer")
 
@@ -302,16 +308,17 @@ class Writer:
             self._live[rec.run_id] = rec
         elif rec.op == FINISH:
             self._live.pop(rec.run_id, None)
-        if rec.done is not None and not rec.done.done():
-            rec.done.set_result(outcome)
+        done = self._waiters.pop(id(rec), None)
+        if done is not None and not done.done():
+            done.set_result(outcome)
 
-    @staticmethod
-    def _fail(rec: Record, exc: StoreError) -> None:
-        if rec.done is None:  # nobody waits (an attempt, an artifact): the log is the report
+    def _fail(self, rec: Record, exc: StoreError) -> None:
+        done = self._waiters.pop(id(rec), None)
+        if done is None:  # nobody waits (an attempt, an artifact): the log is the report
             _log.error("run store write failed", operation=rec.op, run_id=rec.run_id,
                        error=repr(exc))  # fmt: skip
-        elif not rec.done.done():
-            rec.done.set_exception(exc)
+        elif not done.done():
+            done.set_exception(exc)
 
     # --- the journal -----------------------------------------------------------------------
     def _start_journaling(self, err: Exception) -> None:
