@@ -78,6 +78,34 @@ async def test_runs_waiting_for_a_locked_database_free_their_slots(tmp_path: Pat
             assert info is not None and len(info.attempts) == 2
 
 
+async def test_cancelling_a_batch_with_settling_runs_keeps_their_records(tmp_path: Path) -> None:
+    db = tmp_path / "runs.db"
+    state.update(now=0, max=0, done=0, enough=8, reached=anyio.Event())
+    exp = Experiment(id="slots", pipeline=[StageDef(name="busy"), StageDef(name="busy")])
+    async with RunStore(db) as store:
+        await store.open()
+        lock = sqlite3.connect(db, isolation_level=None)
+        lock.execute("BEGIN IMMEDIATE")
+        try:
+            with anyio.CancelScope() as scope:
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(lambda: run_batch([exp] * 40, max_concurrency=2, registry=REG,
+                                                    store=store))  # fmt: skip
+                    with anyio.fail_after(30):
+                        await state["reached"].wait()  # 4 runs are done and settling
+                    scope.cancel()  # their records wait for the lock, shielded
+                    lock.execute("COMMIT")
+        finally:
+            lock.close()
+        stored = await store.list_runs(limit=100)
+        done = [await store.get_run(r.run_id) for r in stored if r.status == "completed"]
+    statuses = sorted(r.status for r in stored)
+    assert len(stored) == 40  # every run is stored, also those that never started
+    assert statuses.count("completed") >= 4
+    assert set(statuses) <= {"completed", "cancelled"}
+    assert all(r is not None and len(r.attempts) == 2 for r in done)
+
+
 async def test_settling_runs_are_capped_by_the_runs_alive() -> None:
     pool = Slots(2, alive=3)  # 2 running, 1 settling at most
     first, second, third = pool.slot(), pool.slot(), pool.slot()
