@@ -30,6 +30,7 @@ __all__ = [
     "FileAccess",
     "ReadFile",
     "WriteDir",
+    "access_in_effect",
     "current_access",
     "using_access",
 ]
@@ -130,6 +131,11 @@ def _list(roots: tuple[Path, ...]) -> str:
 
 
 _current: ContextVar[FileAccess | None] = ContextVar("crucible_file_access", default=None)
+
+
+def access_in_effect() -> FileAccess | None:
+    """The access a ``using_access`` block made current, or None outside any."""
+    return _current.get()
 
 
 def current_access() -> FileAccess:

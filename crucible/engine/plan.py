@@ -12,7 +12,7 @@ import structlog
 
 from crucible.errors import ImportsNotAllowed, InvalidPipeline, OptionsError, Problem, UnknownStage
 from crucible.experiment import Experiment, StageDef, experiment_from_mapping
-from crucible.files import FileAccess, using_access
+from crucible.files import FileAccess, access_in_effect, using_access
 from crucible.observers import StageInfo
 from crucible.registry import Registry
 from crucible.scrub import Scrubber, secret_values
@@ -132,30 +132,89 @@ def plan(
     fatal: list[Problem] = []
     warnings: list[Problem] = []
     planned: list[PlannedStage] = []
+    access = access_in_effect()  # a stage planned under it may be reused (_reused)
+    settings = (experiment.id, registry.version, validate_options, allow_imports)
     for i, sd in enumerate(experiment.pipeline):
-        if not sd.enabled:
-            planned.append(_planned(experiment, i, sd, None, None))
+        again = _reused(sd, i, registry, settings, access)
+        if again is not None:
+            planned.append(again)
             continue
-        try:
-            spec = registry.resolve(sd, allow_imports=allow_imports)
-        except (UnknownStage, ImportsNotAllowed, TypeError) as err:
-            fatal.append(Problem(str(err), stage_index=i, stage=sd.name))
-            continue
-        if validate_options == "off":
-            planned.append(_planned(experiment, i, sd, spec, spec.unchecked_options(sd.options)))
-            continue
-        try:
-            opts = spec.validate_options(sd.options)
-        except OptionsError as err:
-            probs = [Problem(m, stage_index=i, stage=sd.name, path=p) for p, m in err.problems]
-            (fatal if validate_options == "error" else warnings).extend(probs)
-            opts = spec.unchecked_options(sd.options)
-        planned.append(_planned(experiment, i, sd, spec, opts))
+        before = len(fatal) + len(warnings)
+        _plan_stage(experiment, i, sd, registry, validate_options, allow_imports, planned,
+                    fatal, warnings)  # fmt: skip
+        if access is not None and len(fatal) + len(warnings) == before:
+            _keep(sd, i, registry, settings, access, planned[-1])
     if fatal:
         raise InvalidPipeline(fatal + warnings, source=experiment.id)
     for p in warnings:
         _log.warning("invalid stage options", experiment_id=experiment.id, problem=str(p))
     return Plan(planned)
+
+
+def _plan_stage(
+    experiment: Experiment,
+    i: int,
+    sd: StageDef,
+    registry: Registry,
+    validate_options: ValidateMode,
+    allow_imports: bool,
+    planned: list[PlannedStage],
+    fatal: list[Problem],
+    warnings: list[Problem],
+) -> None:
+    """Resolve and validate one stage: append it to ``planned``, or its problems."""
+    if not sd.enabled:
+        planned.append(_planned(experiment, i, sd, None, None))
+        return
+    try:
+        spec = registry.resolve(sd, allow_imports=allow_imports)
+    except (UnknownStage, ImportsNotAllowed, TypeError) as err:
+        fatal.append(Problem(str(err), stage_index=i, stage=sd.name))
+        return
+    if validate_options == "off":
+        planned.append(_planned(experiment, i, sd, spec, spec.unchecked_options(sd.options)))
+        return
+    try:
+        opts = spec.validate_options(sd.options)
+    except OptionsError as err:
+        probs = [Problem(m, stage_index=i, stage=sd.name, path=p) for p, m in err.problems]
+        (fatal if validate_options == "error" else warnings).extend(probs)
+        opts = spec.unchecked_options(sd.options)
+    planned.append(_planned(experiment, i, sd, spec, opts))
+
+
+# Planned stages by (id(stage definition), index): the variants of a sweep share the stage
+# definitions the sweep does not vary (matrix_points), so those are resolved and validated once.
+_STAGE_CACHE_SIZE = 1024
+_stage_cache: dict[tuple[int, int], tuple[Any, ...]] = {}
+
+
+def _reused(
+    sd: StageDef, i: int, registry: Registry, settings: tuple[Any, ...], access: FileAccess | None
+) -> PlannedStage | None:
+    """The stage as planned before under the same settings and file access, if it was."""
+    if access is None:  # the default access depends on the working directory: plan afresh
+        return None
+    hit = _stage_cache.get((id(sd), i))
+    if hit is None:
+        return None
+    sd_ref, reg_ref, was, was_access, planned = hit
+    if sd_ref() is sd and reg_ref() is registry and was == settings and was_access == access:
+        return planned  # type: ignore[no-any-return]
+    return None
+
+
+def _keep(
+    sd: StageDef,
+    i: int,
+    registry: Registry,
+    settings: tuple[Any, ...],
+    access: FileAccess,
+    planned: PlannedStage,
+) -> None:
+    if len(_stage_cache) >= _STAGE_CACHE_SIZE:
+        _stage_cache.pop(next(iter(_stage_cache)))
+    _stage_cache[(id(sd), i)] = (weakref.ref(sd), weakref.ref(registry), settings, access, planned)
 
 
 _PLAN_CACHE_SIZE = 256
