@@ -31,6 +31,8 @@ __all__ = [
 
 FONT: Final = 'font-family="system-ui, -apple-system, Segoe UI, sans-serif" font-size="12"'
 INK: Final = "#333"
+_HALF_CHAR: Final = 3.6  # half the width of a 12 px character, roughly (digits are ~6.7 px)
+_RIGHT_ROOM: Final = 14  # of the 16 px every chart leaves right of its plot
 GRID: Final = "#e4e4e4"
 PALETTE: Final = (
     "#1f6fb4",
@@ -153,7 +155,10 @@ def axis_x(scale: Linear | Points, y: float, top: float, label: str) -> list[str
         out.append(
             f'<line x1="{num(x)}" y1="{num(top)}" x2="{num(x)}" y2="{num(y)}" stroke="{GRID}"/>'
         )
-        out.append(text(x, y + 16, tick, anchor="middle"))
+        # A label centred on a tick at the right end would run past the chart's edge (charts
+        # leave 16 px there): such a label ends at its tick instead.
+        wide = x + len(tick) * _HALF_CHAR > scale.b + _RIGHT_ROOM
+        out.append(text(x, y + 16, tick, anchor="end" if wide else "middle"))
     if not label:
         return out
     out.append(

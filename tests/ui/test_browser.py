@@ -23,6 +23,7 @@ from playwright.sync_api import Browser, Page, sync_playwright
 import crucible
 from crucible import Experiment, StageDef
 from crucible.store import RunStore
+from crucible.ui.charts import TimelineBar, timeline
 from tests.support.missing import missing_service
 from tests.ui.conftest import free_port
 from tests.ui.fill import Filled, fill
@@ -142,6 +143,26 @@ def test_a_click_opens_a_run_with_its_stages_in_order(page: Page) -> None:
     assert texts(page, "table.attempts .result") == ["failure", "success", "success"]
     assert page.locator("svg.chart-timeline rect.mark").count() == 3
     shot(page, "run")
+
+
+_OUTSIDE = """svg => {
+  const width = svg.viewBox.baseVal.width;
+  return [...svg.querySelectorAll("text")].map(t => t.getBBox())
+    .filter(b => b.x < 0 || b.x + b.width > width).length;
+}"""
+
+
+def test_chart_labels_stay_inside_their_charts(page: Page) -> None:
+    page.goto("/run?id=retried-run")
+    chart = page.locator("svg.chart-timeline")
+    assert chart.locator("text").count() > 3
+    assert chart.evaluate(_OUTSIDE) == 0
+    for end in (0.00123, 0.0125, 98_765.4):  # long last tick labels: 0.00125, 0.0125, 100000
+        bars = [TimelineBar("load", 0.0, end / 2, "success"), TimelineBar("fit", end / 2, end,
+                                                                          "failure")]  # fmt: skip
+        page.set_content(f"<!doctype html><body>{timeline(bars)}</body>")
+        drawn = page.locator("svg")
+        assert drawn.evaluate(_OUTSIDE) == 0, end  # the last label ran past the right edge
 
 
 def test_a_failed_run_shows_its_error(page: Page, site: tuple[str, Path, Filled]) -> None:
