@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from markupsafe import Markup
@@ -42,8 +43,39 @@ def _origin_ns(info: RunInfo) -> float:
     return min([info.started_at.timestamp() * 1e9, *(a.start_ns for a in info.attempts)])
 
 
+def running_bar(info: RunInfo, origin: float, now_ns: int) -> TimelineBar | None:
+    """The stage a running run is in, drawn from when its previous attempt ended until now.
+
+    Attempts are stored as they end, so this is inferred: the enabled stage after the last one
+    that succeeded (or was skipped), or the failed stage again while it may be retried.
+    """
+    if info.status != RunStatus.RUNNING or not info.config:
+        return None
+    stages = [(i, s) for i, s in enumerate(info.config.get("pipeline") or [])
+              if isinstance(s, dict) and s.get("enabled", True) is not False]  # fmt: skip
+    last = max(info.attempts, key=lambda a: a.end_ns, default=None)
+    if last is not None and last.stage_index is None:
+        return None  # attempts of an older store: no index to go on
+    if last is None:
+        after = -1
+    elif last.result in ("success", "skip"):
+        after = last.stage_index or 0
+    else:
+        after = (last.stage_index or 0) - 1  # retried, or about to end: the same stage
+    nxt = next(((i, s) for i, s in stages if i > after), None)
+    if nxt is None:
+        return None
+    index, stage_def = nxt
+    name = str(stage_def.get("name", "?"))
+    since = (last.end_ns if last is not None else info.started_at.timestamp() * 1e9) - origin
+    start, end = since / 1e9, max(since, now_ns - origin) / 1e9
+    tip = f"{name}: running for {end - start:.1f} s (since the previous attempt ended)"
+    return TimelineBar(f"{index} · {name}", start, end, "running", 1, tip)
+
+
 def _timeline(info: RunInfo, origin: float) -> str | None:
-    if not info.attempts:
+    live = running_bar(info, origin, time.time_ns())
+    if not info.attempts and live is None:
         return None
     bars = []
     for a in info.attempts:
@@ -53,6 +85,8 @@ def _timeline(info: RunInfo, origin: float) -> str | None:
             tip += f" ({a.error_type}: {a.error_message or ''})"
         start, end = (a.start_ns - origin) / 1e9, (a.end_ns - origin) / 1e9
         bars.append(TimelineBar(lane, start, end, a.result, a.attempt, tip))
+    if live is not None:
+        bars.append(live)
     return timeline(bars)
 
 

@@ -51,6 +51,7 @@ RESULT_COLORS: Final = {
     "timeout": "#e8871e",
     "cancellation": "#7d7d7d",
     "skip": "#c4c4c4",
+    "running": "#4a90d9",  # the stage a live run is in (see run_pages.running_bar)
 }
 _RAMP: Final = ((59, 15, 112), (31, 158, 137), (216, 168, 10))
 

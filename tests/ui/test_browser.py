@@ -229,6 +229,10 @@ def test_a_running_run_updates_without_a_reload(page: Page, site: tuple[str, Pat
         page.wait_for_function(
             "document.querySelectorAll('table.attempts td.stage-name').length === 1"
         )
+        running = page.locator('svg.chart-timeline rect.mark[data-result="running"]')
+        assert running.count() == 1  # the stage it is in, inferred from the finished attempts
+        assert "ui_wait: running for" in (running.locator("title").text_content() or "")
+        assert "1 · ui_wait" in page.locator("svg.chart-timeline").all_text_contents()[0]
         page.evaluate("window.__sameDocument = 42")
         shot(page, "run-live-running")
         flag.write_text("go")
@@ -237,6 +241,7 @@ def test_a_running_run_updates_without_a_reload(page: Page, site: tuple[str, Pat
         assert texts(page, "table.attempts td.stage-name") == ["ui_score", "ui_wait"]
         assert "waited" in texts(page, "table.metrics th")
         assert page.locator("[data-live]").count() == 0  # the page stopped polling
+        assert page.locator('svg.chart-timeline rect.mark[data-result="running"]').count() == 0
         shot(page, "run-live-done")
     finally:
         flag.write_text("go")
