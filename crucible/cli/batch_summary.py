@@ -207,7 +207,8 @@ def print_batch_summary(
         if key not in known:
             warn(f"warning: --show {key!r}: no run has this metric{_suggest(key, known)}")
     say()
-    listed = outcomes[:rows] if rows else outcomes
+    limit = rows or None  # 0: all
+    listed = outcomes[:limit]
     console().print(_runs_table(listed, report, columns))
     if len(listed) < len(outcomes):
         say(f"  ... {len(outcomes) - len(listed)} more runs not listed (--rows 0 lists all; "
@@ -215,10 +216,10 @@ def print_batch_summary(
     failures = [o for o in outcomes if not o.ok]
     if failures:
         say("failures:")
-        for o in failures[:rows] if rows else failures:
+        for o in failures[:limit]:
             where = point_text(report.points[o.index])
             say(f"  #{o.index}" + (f" [{where}]" if where else "") + f": {_error_text(o.error)}")
-        if rows and len(failures) > rows:
+        if len(failures) > len(failures[:limit]):
             say(f"  ... {len(failures) - rows} more failures (--rows 0 lists all)", style="dim")
     counts = summarize(outcomes)
     totals = ", ".join(f"{n} {status}" for status, n in counts.items() if n)

@@ -139,11 +139,11 @@ def plan(
         if again is not None:
             planned.append(again)
             continue
-        before = len(fatal) + len(warnings)
-        _plan_stage(experiment, i, sd, registry, validate_options, allow_imports, planned,
-                    fatal, warnings)  # fmt: skip
-        if access is not None and len(fatal) + len(warnings) == before:
-            _keep(sd, i, registry, settings, access, planned[-1])
+        clean = _plan_stage(experiment, i, sd, registry, validate_options, allow_imports,
+                            planned, fatal, warnings)  # fmt: skip
+        if clean and access is not None:
+            _remember(_stage_cache, _STAGE_CACHE_SIZE, (id(sd), i),
+                      (weakref.ref(registry), settings, access, planned[-1]))  # fmt: skip
     if fatal:
         raise InvalidPipeline(fatal + warnings, source=experiment.id)
     for p in warnings:
@@ -161,30 +161,36 @@ def _plan_stage(
     planned: list[PlannedStage],
     fatal: list[Problem],
     warnings: list[Problem],
-) -> None:
-    """Resolve and validate one stage: append it to ``planned``, or its problems."""
+) -> bool:
+    """Resolve and validate one stage: append it to ``planned``, or its problems.
+
+    True when it was planned without a problem (only such a stage may be reused).
+    """
     if not sd.enabled:
         planned.append(_planned(experiment, i, sd, None, None))
-        return
+        return True
     try:
         spec = registry.resolve(sd, allow_imports=allow_imports)
     except (UnknownStage, ImportsNotAllowed, TypeError) as err:
         fatal.append(Problem(str(err), stage_index=i, stage=sd.name))
-        return
+        return False
     if validate_options == "off":
         planned.append(_planned(experiment, i, sd, spec, spec.unchecked_options(sd.options)))
-        return
+        return True
     try:
         opts = spec.validate_options(sd.options)
     except OptionsError as err:
         probs = [Problem(m, stage_index=i, stage=sd.name, path=p) for p, m in err.problems]
         (fatal if validate_options == "error" else warnings).extend(probs)
-        opts = spec.unchecked_options(sd.options)
+        planned.append(_planned(experiment, i, sd, spec, spec.unchecked_options(sd.options)))
+        return False
     planned.append(_planned(experiment, i, sd, spec, opts))
+    return True
 
 
 # Planned stages by (id(stage definition), index): the variants of a sweep share the stage
 # definitions the sweep does not vary (matrix_points), so those are resolved and validated once.
+# A cached PlannedStage holds its definition, so the id cannot be reused while it is cached.
 _STAGE_CACHE_SIZE = 1024
 _stage_cache: dict[tuple[int, int], tuple[Any, ...]] = {}
 
@@ -198,23 +204,17 @@ def _reused(
     hit = _stage_cache.get((id(sd), i))
     if hit is None:
         return None
-    sd_ref, reg_ref, was, was_access, planned = hit
-    if sd_ref() is sd and reg_ref() is registry and was == settings and was_access == access:
-        return planned  # type: ignore[no-any-return]
+    reg_ref, was, was_access, planned = hit
+    if planned.definition is sd and reg_ref() is registry and was == settings:
+        return planned if was_access == access else None
     return None
 
 
-def _keep(
-    sd: StageDef,
-    i: int,
-    registry: Registry,
-    settings: tuple[Any, ...],
-    access: FileAccess,
-    planned: PlannedStage,
-) -> None:
-    if len(_stage_cache) >= _STAGE_CACHE_SIZE:
-        _stage_cache.pop(next(iter(_stage_cache)))
-    _stage_cache[(id(sd), i)] = (weakref.ref(sd), weakref.ref(registry), settings, access, planned)
+def _remember(cache: dict[Any, Any], size: int, key: Any, value: Any) -> None:
+    """``cache[key] = value``, dropping the oldest entry when ``cache`` holds ``size``."""
+    if len(cache) >= size:
+        cache.pop(next(iter(cache)))
+    cache[key] = value
 
 
 _PLAN_CACHE_SIZE = 256
@@ -256,10 +256,8 @@ def cached_plan(
         planned = plan(
             experiment, registry, validate_options=validate_options, allow_imports=allow_imports
         )
-    if len(_plan_cache) >= _PLAN_CACHE_SIZE:
-        _plan_cache.pop(next(iter(_plan_cache)))
-    _plan_cache[key] = (
+    _remember(_plan_cache, _PLAN_CACHE_SIZE, key, (
         weakref.ref(experiment), weakref.ref(registry), registry.version,
         validate_options, allow_imports, file_access, planned,
-    )  # fmt: skip
+    ))  # fmt: skip
     return planned

@@ -29,11 +29,11 @@ def matrix_points(experiment: Experiment) -> list[tuple[Experiment, dict[str, An
         point = dict(zip(keys, values, strict=True))
         pipeline = []
         for sd in experiment.pipeline:
-            varied = {
-                key.split(".", 1)[1]: value
-                for key, value in point.items()
-                if key.split(".", 1)[0] == sd.name
-            }
+            varied = {}
+            for key, value in point.items():
+                stage_name, option = key.split(".", 1)
+                if stage_name == sd.name:
+                    varied[option] = value
             # A stage the sweep does not vary stays the same object in every variant, so the
             # engine plans it once for the whole sweep (crucible.engine.plan).
             options = {**(sd.options or {}), **varied}

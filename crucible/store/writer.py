@@ -131,8 +131,7 @@ class Writer:
 
     async def write(self, rec: Record) -> str:
         """Queue ``rec`` and wait until it is committed or journaled; return which."""
-        done: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        self._waiters[id(rec)] = done
+        done = self._waiter(rec)
         waiting = self.offer(rec)  # queued: the record (and so its id) lives until settled
         if waiting is not None:
             try:
@@ -142,13 +141,18 @@ class Writer:
                 raise
         return await done
 
+    def _waiter(self, rec: Record) -> asyncio.Future[str]:
+        """A future that ``_settle``/``_fail`` resolve for ``rec`` (keyed by its identity)."""
+        done: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._waiters[id(rec)] = done
+        return done
+
     async def flush(self) -> None:
         """Wait until every record queued so far is committed or journaled."""
         if self._task is None and not self._queue:
             return
         marker = Record(_FLUSH, "", ())
-        done: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        self._waiters[id(marker)] = done
+        done = self._waiter(marker)
         self._ensure_task()
         self._queue.append(marker)  # a marker never waits for room
         self._wake.set()

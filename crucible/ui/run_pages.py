@@ -54,14 +54,14 @@ def running_bar(info: RunInfo, origin: float, now_ns: int) -> TimelineBar | None
     stages = [(i, s) for i, s in enumerate(info.config.get("pipeline") or [])
               if isinstance(s, dict) and s.get("enabled", True) is not False]  # fmt: skip
     last = max(info.attempts, key=lambda a: a.end_ns, default=None)
-    if last is not None and last.stage_index is None:
-        return None  # attempts of an older store: no index to go on
     if last is None:
         after = -1
+    elif last.stage_index is None:
+        return None  # attempts of an older store: no index to go on
     elif last.result in ("success", "skip"):
-        after = last.stage_index or 0
+        after = last.stage_index
     else:
-        after = (last.stage_index or 0) - 1  # retried, or about to end: the same stage
+        after = last.stage_index - 1  # retried, or about to end: the same stage
     nxt = next(((i, s) for i, s in stages if i > after), None)
     if nxt is None:
         return None
