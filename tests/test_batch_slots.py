@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -47,29 +49,38 @@ async def mark(ctx: Context) -> Context:
 REG = Registry([busy, outer, mark])
 
 
-async def test_runs_waiting_for_a_locked_database_free_their_slots(tmp_path: Path) -> None:
-    db = tmp_path / "runs.db"
-    state.update(now=0, max=0, done=0, enough=12, reached=anyio.Event())
-    exp = Experiment(id="slots", pipeline=[StageDef(name="busy"), StageDef(name="busy")])
+EXP = Experiment(id="slots", pipeline=[StageDef(name="busy"), StageDef(name="busy")])
+
+
+@asynccontextmanager
+async def locked_store(db: Path, enough: int) -> AsyncIterator[tuple[RunStore, sqlite3.Connection]]:
+    """An open store whose file another connection holds the write lock of (COMMIT frees it),
+    with ``state`` reset to wake ``state["reached"]`` once ``enough`` stages have run."""
+    state.update(now=0, max=0, done=0, enough=enough, reached=anyio.Event())
     async with RunStore(db) as store:
         await store.open()
         lock = sqlite3.connect(db, isolation_level=None)
-        lock.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+        lock.execute("BEGIN IMMEDIATE")
         try:
-            async with anyio.create_task_group() as tg:
-                results: list[Any] = []
-
-                async def batch() -> None:
-                    results.extend(await run_batch([exp] * 6, max_concurrency=2, registry=REG,
-                                                   store=store))  # fmt: skip
-
-                tg.start_soon(batch)
-                with anyio.fail_after(30):  # without settling runs only 2 runs get this far
-                    await state["reached"].wait()
-                assert not results  # every run still waits for its record
-                lock.execute("COMMIT")
+            yield store, lock
         finally:
             lock.close()
+
+
+async def test_runs_waiting_for_a_locked_database_free_their_slots(tmp_path: Path) -> None:
+    results: list[Any] = []
+    async with locked_store(tmp_path / "runs.db", enough=12) as (store, lock):
+        async with anyio.create_task_group() as tg:
+
+            async def batch() -> None:
+                results.extend(await run_batch([EXP] * 6, max_concurrency=2, registry=REG,
+                                               store=store))  # fmt: skip
+
+            tg.start_soon(batch)
+            with anyio.fail_after(30):  # without settling runs only 2 runs get this far
+                await state["reached"].wait()
+            assert not results  # every run still waits for its record
+            lock.execute("COMMIT")
         assert state["max"] <= 2  # stages never ran more than max_concurrency at once
         assert [o.status for o in results] == ["completed"] * 6
         assert await store.count_runs(status="completed") == 6
@@ -79,24 +90,15 @@ async def test_runs_waiting_for_a_locked_database_free_their_slots(tmp_path: Pat
 
 
 async def test_cancelling_a_batch_with_settling_runs_keeps_their_records(tmp_path: Path) -> None:
-    db = tmp_path / "runs.db"
-    state.update(now=0, max=0, done=0, enough=8, reached=anyio.Event())
-    exp = Experiment(id="slots", pipeline=[StageDef(name="busy"), StageDef(name="busy")])
-    async with RunStore(db) as store:
-        await store.open()
-        lock = sqlite3.connect(db, isolation_level=None)
-        lock.execute("BEGIN IMMEDIATE")
-        try:
-            with anyio.CancelScope() as scope:
-                async with anyio.create_task_group() as tg:
-                    tg.start_soon(lambda: run_batch([exp] * 40, max_concurrency=2, registry=REG,
-                                                    store=store))  # fmt: skip
-                    with anyio.fail_after(30):
-                        await state["reached"].wait()  # 4 runs are done and settling
-                    scope.cancel()  # their records wait for the lock, shielded
-                    lock.execute("COMMIT")
-        finally:
-            lock.close()
+    async with locked_store(tmp_path / "runs.db", enough=8) as (store, lock):
+        with anyio.CancelScope() as scope:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(lambda: run_batch([EXP] * 40, max_concurrency=2, registry=REG,
+                                                store=store))  # fmt: skip
+                with anyio.fail_after(30):
+                    await state["reached"].wait()  # 4 runs are done and settling
+                scope.cancel()  # their records wait for the lock, shielded
+                lock.execute("COMMIT")
         stored = await store.list_runs(limit=100)
         done = [await store.get_run(r.run_id) for r in stored if r.status == "completed"]
     statuses = sorted(r.status for r in stored)
