@@ -332,6 +332,7 @@ def batch_command(
         # Every variant's secret values are scrubbed from what the command prints.
         hide.use(scrub.for_run(secrets, None))
         run_store = RunStore(store)
+        run_store.warm_up()  # its writer process starts while the batch gets ready
         if json_logs:
             configure_logging(json_logs=True)
         bid = batch_id or str(uuid.uuid4())

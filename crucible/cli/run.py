@@ -92,6 +92,7 @@ async def _run_async(
 
     store = RunStore(store_url)
     try:
+        store.warm_up()
         await store.open()
         if await store.get_run(run_id) is not None:
             raise CliError(f"--run-id {run_id!r}: a run with this id is already in {store.url}")

@@ -143,6 +143,11 @@ class RunStore:
         return self._checkpoints
 
     # --- lifecycle -----------------------------------------------------------------------
+    def warm_up(self) -> None:
+        """Start the writer's helper now (a SQLite file's writer process), for a caller about to
+        write: it starts while the caller goes on, so the first commit does not wait for it."""
+        self._writer.warm_up()
+
     async def open(self) -> None:
         """Create or extend the tables, replay earlier journals, mark dead owners' runs."""
         if self._opened:

@@ -15,6 +15,7 @@ exited meanwhile; the writer retries the batch, and the next batch starts a new 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import pickle
 import sqlite3
@@ -77,6 +78,12 @@ class SqliteProcess:
             self._broken = "no Python interpreter to start (sys.executable is empty)"
         elif sys.platform == "win32":
             self._broken = "Windows event loops cannot watch pipes"
+
+    def start(self) -> None:
+        """Start the worker now, so its interpreter starts while this process goes on."""
+        if self._broken is None:
+            with contextlib.suppress(Unavailable):  # the first batch reports it, then falls back
+                self._process()
 
     async def apply(self, sql: Statements, records: Sequence[Record]) -> Applied:
         """Commit ``records`` in the worker; as ``SqliteBulk.apply``."""

@@ -109,6 +109,11 @@ class Writer:
         self._closing = False
 
     # --- what callers use ------------------------------------------------------------------
+    def warm_up(self) -> None:
+        """Start what commits take time to start (SQLite's writer process) before the first."""
+        if self._tx.proc is not None:
+            self._tx.proc.start()
+
     def offer(self, rec: Record) -> Awaitable[None] | None:
         """Queue ``rec``: None when it is queued, else an awaitable that waits for room."""
         task = self._task

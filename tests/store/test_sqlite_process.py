@@ -183,3 +183,32 @@ async def test_an_interpreter_that_cannot_run_the_worker_falls_back(
         assert store._writer._tx.proc is None
     assert all(o.ok for o in outcomes)
     assert counts(path) == (30, 30, 90)
+
+
+async def test_warm_up_starts_the_worker_before_the_first_write(tmp_path: Path) -> None:
+    path = tmp_path / "runs.db"
+    store = RunStore(str(path))
+    await store.open()
+    assert worker_pid(store) is None  # opening alone (a reader) starts no process
+    store.warm_up()
+    pid = worker_pid(store)
+    assert pid is not None and b"_sqlite_worker.py" in cmdline(pid)
+    outcomes = await run_batch([EXP] * 20, registry=REG, store=store)
+    assert worker_pid(store) == pid  # the batch committed through the process started early
+    await store.close()
+    assert all(o.ok for o in outcomes)
+    assert counts(path) == (20, 20, 60)
+    assert not alive(pid)
+
+
+async def test_a_warm_up_that_cannot_start_the_worker_writes_in_this_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "no-such-python"))
+    path = tmp_path / "runs.db"
+    store = RunStore(str(path))
+    store.warm_up()  # no error here: the first batch reports it and falls back
+    async with store:
+        outcomes = await run_batch([EXP] * 10, registry=REG, store=store)
+    assert all(o.ok for o in outcomes)
+    assert counts(path) == (10, 10, 30)
