@@ -17,16 +17,10 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from opentelemetry import metrics, trace
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import (
-    ConsoleMetricExporter,
-    MetricExporter,
-    MetricReader,
-    PeriodicExportingMetricReader,
-)
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
@@ -38,6 +32,9 @@ from crucible.telemetry.dropcount import (
     SpanCounter,
     SpanCounts,
 )
+
+if TYPE_CHECKING:  # the metrics SDK loads only when something exports metrics
+    from opentelemetry.sdk.metrics.export import MetricExporter, MetricReader
 
 __all__ = [
     "DEFAULT_SERVICE_NAME",
@@ -81,10 +78,14 @@ class ShutdownReport:
 
 @dataclass(eq=False)
 class TelemetryHandle:
-    """The providers `configure` built, where their spans go, and span accounting."""
+    """The providers `configure` built, where their spans go, and span accounting.
+
+    `meter_provider` is the SDK's when an exporter takes metrics (otlp, console), else the
+    API's no-op one (the file exporter writes spans only).
+    """
 
     tracer_provider: TracerProvider
-    meter_provider: MeterProvider
+    meter_provider: metrics.MeterProvider
     exporters: tuple[str, ...]
     destination: str
     service_name: str
@@ -135,7 +136,9 @@ class TelemetryHandle:
                 try:
                     self.tracer_provider.force_flush(remaining_ms())
                     self.tracer_provider.shutdown()
-                    self.meter_provider.shutdown(timeout_millis=remaining_ms())
+                    shutdown = getattr(self.meter_provider, "shutdown", None)  # not the no-op's
+                    if shutdown is not None:
+                        shutdown(timeout_millis=remaining_ms())
                 except Exception:
                     _log.exception("telemetry shutdown failed")
                 finally:
@@ -317,7 +320,7 @@ def _otlp_exporters(
     )
 
 
-def _install_global(tracer_provider: TracerProvider, meter_provider: MeterProvider) -> bool:
+def _install_global(tracer_provider: TracerProvider, meter_provider: metrics.MeterProvider) -> bool:
     """Install both providers globally unless an application already installed one."""
     current = trace.get_tracer_provider()
     if not isinstance(current, trace.ProxyTracerProvider):
@@ -330,7 +333,9 @@ def _install_global(tracer_provider: TracerProvider, meter_provider: MeterProvid
     if trace.get_tracer_provider() is not tracer_provider:
         _log.warning("could not install the global tracer provider; leaving the existing one")
         return False
-    if type(metrics.get_meter_provider()).__name__ == "_ProxyMeterProvider":
+    if isinstance(meter_provider, metrics.NoOpMeterProvider):
+        pass  # nothing to install: an application may still install its own later
+    elif type(metrics.get_meter_provider()).__name__ == "_ProxyMeterProvider":
         metrics.set_meter_provider(meter_provider)
     else:
         _log.warning("a global meter provider is already installed; leaving it in place")
@@ -384,11 +389,18 @@ def configure(
                 proto, traces_url, metrics_url, export_timeout_s, offloaded
             )
             span_exporters.append((name, span_exp))
+            from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+
             readers.append(
                 PeriodicExportingMetricReader(metric_exp, export_timeout_millis=timeout_ms)
             )
             destinations.append(traces_url if proto != "grpc" else f"{traces_url} (grpc)")
         elif name == "console":
+            from opentelemetry.sdk.metrics.export import (
+                ConsoleMetricExporter,
+                PeriodicExportingMetricReader,
+            )
+
             span_exporters.append((name, ConsoleSpanExporter(out=sys.stderr)))
             readers.append(
                 PeriodicExportingMetricReader(
@@ -433,9 +445,13 @@ def configure(
             export_timeout_millis=timeout_ms,
         )
         tracer_provider.add_span_processor(CountingSpanProcessor(batch, counter, max_queue_size))
-    meter_provider = MeterProvider(
-        resource=resource, metric_readers=readers, shutdown_on_exit=False
-    )
+    meter_provider: metrics.MeterProvider = metrics.NoOpMeterProvider()
+    if readers:
+        from opentelemetry.sdk.metrics import MeterProvider
+
+        meter_provider = MeterProvider(
+            resource=resource, metric_readers=readers, shutdown_on_exit=False
+        )
 
     handle = TelemetryHandle(
         tracer_provider=tracer_provider,

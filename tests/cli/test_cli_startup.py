@@ -5,14 +5,16 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 HEAVY = ("pydantic", "sqlalchemy", "opentelemetry.sdk", "scipy", "crucible.engine")
 
 
-def _fresh(code: str) -> str:
+def _fresh(code: str, cwd: Path | None = None) -> str:
     done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
-    )
+        [sys.executable, "-c", code],
+        capture_output=True, text=True, timeout=120, check=False, cwd=cwd,
+    )  # fmt: skip
     assert done.returncode == 0, done.stderr
     return done.stdout
 
@@ -25,7 +27,9 @@ RUNTIME = ("asyncio", "importlib.metadata", "structlog", "rich.live", "crucible.
 NOT_FOR_STAGES = ("sqlalchemy", "opentelemetry.sdk", "scipy", "crucible.engine", "crucible.store")
 
 
-def _loaded_by(args: list[str], watched: tuple[str, ...]) -> tuple[int, str, list[str]]:
+def _loaded_by(
+    args: list[str], watched: tuple[str, ...], cwd: Path | None = None
+) -> tuple[int, str, list[str]]:
     """Run ``crucible ARGS`` in a fresh interpreter: exit code, stdout, watched modules loaded."""
     out = _fresh(
         "import contextlib, io, json, sys\n"
@@ -36,7 +40,8 @@ def _loaded_by(args: list[str], watched: tuple[str, ...]) -> tuple[int, str, lis
         "    except SystemExit as done:\n"
         "        code = done.code\n"
         f"print(json.dumps([code, text.getvalue(), [m for m in {watched!r} "
-        "if m in sys.modules]]))\n"
+        "if m in sys.modules]]))\n",
+        cwd,
     )
     code, text, loaded = json.loads(out.splitlines()[-1])
     return code, text, loaded
@@ -61,6 +66,17 @@ def test_stages_loads_neither_engine_store_sdk_nor_scipy() -> None:
     code, text, loaded = _loaded_by(["stages"], NOT_FOR_STAGES)
     assert code == 0 and "bench" in text and "validate" in text
     assert loaded == []
+
+
+def test_a_run_writing_its_trace_to_a_file_loads_no_metrics_sdk(tmp_path: Path) -> None:
+    # The file holds spans only: nothing would read the SDK's meters.
+    (tmp_path / "one.yaml").write_text("id: one\npipeline:\n  - name: validate\n")
+    code, text, loaded = _loaded_by(
+        ["run", "one.yaml"], ("opentelemetry.sdk.metrics", "crucible.store"), tmp_path
+    )
+    assert code == 0 and "completed" in text
+    assert loaded == ["crucible.store"]
+    assert (tmp_path / "traces.jsonl").stat().st_size > 0
 
 
 def test_crucible_stage_is_the_decorator_whichever_loads_first() -> None:

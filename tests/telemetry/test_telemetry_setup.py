@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from opentelemetry import trace
+from opentelemetry import metrics, trace
+from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.trace import Status, StatusCode
@@ -104,6 +105,19 @@ def test_default_exporter_is_none(make: Callable[..., TelemetryHandle]) -> None:
     make_parent_child(handle.tracer_provider)
     assert handle.stats() == {"ended": 0, "exported": 0, "failed": 0, "dropped": 0}
     assert not Path("traces.jsonl").exists()
+
+
+def test_a_meter_provider_only_where_an_exporter_takes_metrics(
+    make: Callable[..., TelemetryHandle],
+) -> None:
+    for exporter in ("none", "file"):  # the file holds spans only
+        handle = make(exporter=exporter)
+        assert isinstance(handle.meter_provider, metrics.NoOpMeterProvider), exporter
+        handle.meter_provider.get_meter("t").create_counter("c").add(1)
+        assert handle.shutdown().completed
+    for exporter in ("console", "otlp"):
+        handle = make(exporter=exporter, endpoint="http://127.0.0.1:9")
+        assert isinstance(handle.meter_provider, MeterProvider), exporter
 
 
 def test_exporter_list_from_env_and_argument_wins(
