@@ -56,6 +56,7 @@ class Provenance:
 _lock = threading.Lock()
 _found: dict[tuple[tuple[str, ...], str | None], Provenance] = {}
 _git: dict[str, GitState | None] = {}
+_in_flight: dict[tuple[tuple[tuple[str, ...], str | None], int], anyio.Event] = {}
 _module_dists: dict[str, str] | None = None
 _top_level_dists: Mapping[str, list[str]] | None = None
 
@@ -161,10 +162,21 @@ async def provenance_for(origins: tuple[str, ...]) -> Provenance:
     except OSError:  # the working directory was removed
         cwd = None
     key = (origins, cwd)
-    hit = _found.get(key)
-    if hit is not None:
-        return hit
-    return await anyio.to_thread.run_sync(_compute, key)
+    while True:
+        hit = _found.get(key)
+        if hit is not None:
+            return hit
+        flight = (key, threading.get_ident())  # an event loop runs in one thread
+        other = _in_flight.get(flight)
+        if other is None:
+            break
+        await other.wait()  # the runs that start together share one thread's answer
+    _in_flight[flight] = done = anyio.Event()
+    try:
+        return await anyio.to_thread.run_sync(_compute, key)
+    finally:
+        del _in_flight[flight]
+        done.set()  # also when cancelled: a waiter then looks again and computes itself
 
 
 _config_cache: dict[int, tuple[weakref.ref[Experiment], dict[str, Any]]] = {}

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib.metadata
 import platform
 import shutil
 import subprocess
+import threading
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from crucible import Experiment, StageDef
+from crucible import Experiment, StageDef, provenance
 from crucible.provenance import (
     DISTRIBUTION,
     GitState,
@@ -82,6 +86,48 @@ async def test_provenance_of_a_run_is_computed_once_per_directory(
     assert await provenance_for(origins) is first  # cached: a process asks git once per folder
     with pytest.raises(TypeError):
         first.versions["python"] = "2.7"  # type: ignore[index]
+
+
+async def test_runs_that_start_together_compute_provenance_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # a folder no earlier test asked about
+    computed: list[object] = []
+    real = provenance._compute
+
+    def slow(key: Any) -> provenance.Provenance:
+        computed.append(key)
+        time.sleep(0.05)  # the others arrive while the first one works
+        return real(key)
+
+    monkeypatch.setattr(provenance, "_compute", slow)
+    origins = ("tests.test_provenance:together",)
+    found = await asyncio.gather(*(provenance_for(origins) for _ in range(20)))
+    assert len(computed) == 1  # one worker thread, not one per run
+    assert all(p is found[0] for p in found)
+
+
+async def test_a_cancelled_first_caller_leaves_the_answer_to_the_next(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    real = provenance._compute
+    started = threading.Event()
+
+    def slow(key: Any) -> provenance.Provenance:
+        started.set()
+        time.sleep(0.1)
+        return real(key)
+
+    monkeypatch.setattr(provenance, "_compute", slow)
+    origins = ("tests.test_provenance:cancelled",)
+    first = asyncio.ensure_future(provenance_for(origins))
+    await asyncio.to_thread(started.wait, 5)
+    second = asyncio.ensure_future(provenance_for(origins))
+    await asyncio.sleep(0)
+    first.cancel()
+    found = await asyncio.wait_for(second, 5)
+    assert found.versions["python"] == platform.python_version()
 
 
 def test_stage_modules_map_to_their_distributions() -> None:
