@@ -24,6 +24,7 @@ _MAX_DEPTH = 64
 # below (pydantic's model check alone is a Python call): a run's final record encodes them.
 _MAPPINGS: frozenset[type] = frozenset({dict, FrozenMap})
 _SEQUENCES: frozenset[type] = frozenset({list, tuple, StageList, type(pvector())})
+_PLAIN: frozenset[type] = frozenset({str, int, bool, type(None)})  # exact types: not enums
 
 
 def to_jsonable(value: Any, *, redact_secrets: bool = True, _depth: int = 0) -> Any:
@@ -44,7 +45,10 @@ def to_jsonable(value: Any, *, redact_secrets: bool = True, _depth: int = 0) -> 
     if cls in _MAPPINGS:
         return _mapping(value, redact_secrets, d)
     if cls in _SEQUENCES:
-        return [to_jsonable(v, redact_secrets=redact_secrets, _depth=d) for v in value]
+        return [
+            v if type(v) in _PLAIN else to_jsonable(v, redact_secrets=redact_secrets, _depth=d)
+            for v in value
+        ]
     if isinstance(value, float):
         if math.isnan(value):
             return "NaN"
@@ -101,6 +105,8 @@ def _mapping(value: Mapping[Any, Any], redact_secrets: bool, d: int) -> dict[str
         key = k if isinstance(k, str) else str(to_jsonable(k, redact_secrets=False, _depth=d))
         if redact_secrets and is_secret_key(key) and v is not None:
             out[key] = REDACTED
+        elif type(v) in _PLAIN:
+            out[key] = v
         else:
             out[key] = to_jsonable(v, redact_secrets=redact_secrets, _depth=d)
     return out
