@@ -203,7 +203,10 @@ TimeoutOption = Annotated[
     float | None, typer.Option("--timeout", help="Run deadline in seconds.", show_default=False)
 ]
 FileArgument = Annotated[
-    Path, typer.Argument(help="Experiment file (.yaml, .yml, .json or .toml).", show_default=False)
+    Path,
+    typer.Argument(
+        help="Experiment file (.yaml, .yml, .json or .toml).", metavar="FILE", show_default=False
+    ),
 ]
 
 app = typer.Typer(

@@ -90,7 +90,8 @@ def _show(diff: RunDiff) -> None:
 
 def diff_command(
     runs: Annotated[
-        list[str], typer.Argument(help="Two or more run ids; the first is the baseline.")
+        list[str],
+        typer.Argument(help="Two or more run ids; the first is the baseline.", metavar="RUN_ID"),
     ],
     store: StoreOption = None,
     json_: JsonOption = False,

@@ -32,7 +32,9 @@ if TYPE_CHECKING:
     from crucible.reproduce import Replay
 
 
-RunIdArgument = Annotated[str, typer.Argument(help="The stored run's id.", show_default=False)]
+RunIdArgument = Annotated[
+    str, typer.Argument(help="The stored run's id.", metavar="RUN_ID", show_default=False)
+]
 Prepare = Callable[..., Awaitable["Replay"]]
 
 

@@ -190,7 +190,9 @@ def runs_list_command(
 
 @runs_app.command("show")
 def runs_show_command(
-    run_id: Annotated[str, typer.Argument(help="The run id.", show_default=False)],
+    run_id: Annotated[
+        str, typer.Argument(help="The run id.", metavar="RUN_ID", show_default=False)
+    ],
     store: StoreOption = None,
     json_: JsonOption = False,
     jaeger_url: JaegerOption = DEFAULT_JAEGER_URL,

@@ -200,6 +200,8 @@ def test_refusals_exit_2(tmp_path: Path, env: dict[str, str]) -> None:
         (["runs", "rerun", "nope"], "unknown run id 'nope'"),
         (["runs", "diff", "done", "nope"], "unknown run id 'nope'"),
         (["runs", "rerun", "done", "--set", "other.x=1"], "no stage named 'other'"),
+        (["runs", "rerun"], "Missing argument 'RUN_ID'"),
+        (["runs", "resume"], "Missing argument 'RUN_ID'"),
     ]
     for args, needle in cases:
         res = cli(cwd, env, *args)
