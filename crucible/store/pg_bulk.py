@@ -7,9 +7,12 @@ statement writes every table through data-modifying CTEs over ``unnest``: one ro
 implicit transaction, no ``executemany`` per row. What ``RETURNING`` gives back says which starts
 met a stored run and which finishes found none; only then does a second query read the owners.
 
-A batch holding both the start and the finish of a run (a journal replay), or one artifact name
-twice, needs its statements in order: :meth:`PgBulk.apply` returns None and the writer takes the
-statement-by-statement way.
+The statement's parts see one snapshot, so a finish cannot update a row that a start in the same
+statement inserts. A run whose start and finish share a batch (a short run, a journal replay) is
+inserted finished instead: its finish's values on its start row. Should that start meet its own
+stored row (a retry, a replay), the finish follows in a second statement. A batch holding one
+artifact name twice needs its statements in order: :meth:`PgBulk.apply` returns None and the
+writer takes the statement-by-statement way.
 """
 
 from __future__ import annotations
@@ -121,26 +124,18 @@ class PgBulk:
                 exps[rec.experiment[0]] = rec.experiment
             by_op[rec.op].append(rec.row)
         starts, finishes, artifacts = by_op[START], by_op[FINISH], by_op[ARTIFACT]
+        if len({(a[0], a[1]) for a in artifacts}) < len(artifacts):
+            return None
         rid_at = RUNS.index["id"]
         started = {r[rid_at] for r in starts}
         finished = {r[-1] for r in finishes}
-        if started & finished or len({(a[0], a[1]) for a in artifacts}) < len(artifacts):
-            return None
-        params: list[Any] = []
-        for shape, rows in (
-            (EXPERIMENTS, [exps[k] for k in sorted(exps)]),
-            (RUNS, starts),
-            (ATTEMPTS, by_op[ATTEMPT]),
-            (ARTIFACTS, artifacts),
-            (FINISHES, finishes),
-        ):
-            params.extend(_columns(sql, shape, rows))
-        result: tuple[Any, ...] = tuple(
-            (await conn.exec_driver_sql(STATEMENT, tuple(params))).one()
-        )
-        inserted: set[str] = set(result[0])
-        updated: set[str] = set(result[1])
-        applied = Applied(missing=finished - updated)
+        held = {r[-1]: r for r in finishes if r[-1] in started}  # inserted finished
+        if held:
+            starts = [_finished(r, held[r[rid_at]]) if r[rid_at] in held else r for r in starts]
+            finishes = [r for r in finishes if r[-1] not in held]
+        inserted, updated = await self._execute(conn, sql, exps, starts, by_op[ATTEMPT],
+                                                artifacts, finishes)  # fmt: skip
+        applied = Applied(missing=finished - held.keys() - updated)
         met = started - inserted  # a stored run had the id: refused unless it is this very start
         if met:
             key = [RUNS.index[c] for c in ("owner_host", "owner_pid", "started_at")]
@@ -149,4 +144,36 @@ class PgBulk:
             for stored in found:
                 if tuple(stored[1:]) != ours[stored[0]]:
                     applied.refused.add(stored[0])
+            again = [held[i] for i in sorted(met & held.keys() - applied.refused)]
+            if again:  # its own earlier start is stored: the finish updates it as usual
+                _, done = await self._execute(conn, sql, {}, [], [], [], again)
+                applied.missing |= {r[-1] for r in again} - done
         return applied
+
+    async def _execute(
+        self,
+        conn: AsyncConnection,
+        sql: Statements,
+        exps: dict[str, tuple[Any, ...]],
+        *tables: Sequence[tuple[Any, ...]],
+    ) -> tuple[set[str], set[str]]:
+        """Run :data:`STATEMENT` on rows of runs, attempts, artifacts and finishes: the ids it
+        inserted and the ids it finished."""
+        params: list[Any] = []
+        for shape, rows in zip(_ORDER, ([exps[k] for k in sorted(exps)], *tables), strict=True):
+            params.extend(_columns(sql, shape, rows))
+        result: Sequence[Any] = (await conn.exec_driver_sql(STATEMENT, tuple(params))).one()
+        return set(result[0]), set(result[1])
+
+
+_FINISH_AT: Final = tuple((RUNS.index[c], i) for i, c in enumerate(FINISHES.columns[:-1]))
+
+
+def _finished(start: tuple[Any, ...], finish: tuple[Any, ...]) -> tuple[Any, ...]:
+    """The start row with the finish's values, as the finish's UPDATE would leave it."""
+    row = list(start)
+    for at, i in _FINISH_AT:
+        value = finish[i]
+        if value is not None or FINISHES.columns[i] not in _KEEP_IF_NULL:
+            row[at] = value
+    return tuple(row)

@@ -95,3 +95,72 @@ async def test_one_statement_stores_what_the_statements_in_order_store(pg_databa
     assert bulk.git_dirty is True
     assert bulk.started_at == bulk_first[0].row[RUNS.index["started_at"]]  # to the microsecond
     assert bulk.finished_at == bulk_last[0].row[FINISHES.index["finished_at"]]
+
+
+async def bulk_batches(store: RunStore, *batches: list[Record]) -> list[Any]:
+    """Each batch through PgBulk on its own autocommit connection: what each one found."""
+    sql = await store._writable()
+    db = store._db.twin()
+    found = []
+    try:
+        for batch in batches:
+            async with db.autocommit("write") as conn:
+                found.append(await PgBulk().apply(conn, sql, batch))
+    finally:
+        await db.dispose()
+    return found
+
+
+async def test_a_run_started_and_finished_in_one_batch_is_stored_finished(
+    pg_database: str,
+) -> None:
+    # Short runs start and end within one commit: one statement, as if written in order.
+    async with RunStore(pg_database) as store:
+        await store.open()
+        first, last = records("together")
+        o_first, o_last = records("ordered")
+        other_first, other_last = records("finish-only")
+        await bulk_batches(store, other_first)
+        (applied,) = await bulk_batches(store, [*first, *last, *other_last])
+        assert applied is not None and not applied.refused and not applied.missing
+        sql = await store._writable()
+        db = store._db.twin()
+        try:
+            async with db.begin("write") as conn:
+                await apply(conn, sql, [*o_first, *o_last])
+        finally:
+            await db.dispose()
+        together, ordered = await store.get_run("together"), await store.get_run("ordered")
+        finish_only = await store.get_run("finish-only")
+    assert together is not None and ordered is not None and finish_only is not None
+    assert comparable(together) == comparable(ordered)
+    assert together.status == finish_only.status == "failed"
+    assert together.metrics["big"] == 2**62 + 1 and together.config == {"k": TEXT}
+    assert together.finished_at == last[0].row[FINISHES.index["finished_at"]]
+
+
+async def test_a_replayed_start_and_finish_finish_the_run_stored_earlier(
+    pg_database: str,
+) -> None:
+    async with RunStore(pg_database) as store:
+        await store.open()
+        first, last = records("replayed")
+        await bulk_batches(store, first)  # committed, then the process died before the finish
+        (applied,) = await bulk_batches(store, [*first, *last])  # the journal's replay
+        assert applied is not None and not applied.refused and not applied.missing
+        run = await store.get_run("replayed")
+    assert run is not None and run.status == "failed" and run.metrics["text"] == TEXT
+    assert len(run.attempts) == 1 and len(run.artifacts) == 1
+
+
+async def test_a_start_and_finish_never_finish_another_runs_row(pg_database: str) -> None:
+    async with RunStore(pg_database) as store:
+        await store.open()
+        theirs = start_record(EXP, "taken", trace_id="e" * 32, batch_id=None, host="other",
+                              durable=True)  # fmt: skip
+        await bulk_batches(store, [theirs])
+        first, last = records("taken")
+        (applied,) = await bulk_batches(store, [first[0], *last])
+        assert applied is not None and applied.refused == {"taken"} and not applied.missing
+        run = await store.get_run("taken")
+    assert run is not None and run.status == "running" and run.trace_id == "e" * 32
