@@ -53,8 +53,11 @@ class TimelineBar:
     tooltip: str = ""
 
 
-def timeline(bars: Sequence[TimelineBar], *, width: int = 760) -> str:
-    """One lane per stage (in first-seen order), one bar per attempt, coloured by result."""
+def timeline(bars: Sequence[TimelineBar], *, width: int = 1000) -> str:
+    """One lane per stage (in first-seen order), one bar per attempt, coloured by result.
+
+    Wider than the other charts: it spans the run page's card, and its bars are its content.
+    """
     lanes = list(dict.fromkeys(b.lane for b in bars))
     left, lane_h, top = 150, 26, 8
     bottom = top + lane_h * max(1, len(lanes))

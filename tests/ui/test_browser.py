@@ -157,6 +157,9 @@ def test_chart_labels_stay_inside_their_charts(page: Page) -> None:
     chart = page.locator("svg.chart-timeline")
     assert chart.locator("text").count() > 3
     assert chart.evaluate(_OUTSIDE) == 0
+    drawn, card = chart.bounding_box(), page.locator(".chart-box").first.bounding_box()
+    assert drawn is not None and card is not None
+    assert drawn["width"] > 0.7 * card["width"]  # the timeline spans the card, not a corner
     for end in (0.00123, 0.0125, 98_765.4):  # long last tick labels: 0.00125, 0.0125, 100000
         bars = [TimelineBar("load", 0.0, end / 2, "success"), TimelineBar("fit", end / 2, end,
                                                                           "failure")]  # fmt: skip
