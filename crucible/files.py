@@ -44,12 +44,17 @@ def _real(path: str | os.PathLike[str], base: Path) -> Path:
 
 @dataclass(frozen=True, slots=True)
 class FileAccess:
-    """The folders a run may read from and write to, and where relative paths start."""
+    """The folders a run may read from and write to, and where relative paths start.
+
+    ``show_paths=False`` keeps this machine's folders out of refusals: they name a path only as
+    it was given (for a service, whose clients need not learn where its files live).
+    """
 
     read_roots: tuple[Path, ...]
     write_roots: tuple[Path, ...]
     read_base: Path
     write_base: Path
+    show_paths: bool = True
 
     @classmethod
     def default(
@@ -87,6 +92,7 @@ class FileAccess:
             write_roots=tuple(dict.fromkeys(self.write_roots + extra_write)),
             read_base=self.read_base,
             write_base=self.write_base,
+            show_paths=self.show_paths,
         )
 
     def readable(
@@ -96,13 +102,13 @@ class FileAccess:
         target = _real(path, self.read_base)
         if not _inside(target, self.read_roots):
             raise FileAccessError(
-                _what(option, path, target)
-                + f" is outside the folders this run may read ({_list(self.read_roots)}); "
+                self._what(option, path, target)
+                + f" is outside the folders this run may read{self._list(self.read_roots)}; "
                 "allow it with --allow-read DIR or run(..., file_access=...)"
             )
         if must_exist and not target.is_file():
             state = "is not a file" if target.exists() else "does not exist"
-            raise FileAccessError(_what(option, path, target) + f" {state}")
+            raise FileAccessError(self._what(option, path, target) + f" {state}")
         return target
 
     def writable(self, path: str | os.PathLike[str], *, option: str | None = None) -> Path:
@@ -110,24 +116,27 @@ class FileAccess:
         target = _real(path, self.write_base)
         if not _inside(target, self.write_roots):
             raise FileAccessError(
-                _what(option, path, target)
-                + f" is outside the folders this run may write ({_list(self.write_roots)}); "
+                self._what(option, path, target)
+                + f" is outside the folders this run may write{self._list(self.write_roots)}; "
                 "allow it with --allow-write DIR or run(..., file_access=...)"
             )
         return target
 
+    def _what(self, option: str | None, raw: str | os.PathLike[str], target: Path) -> str:
+        given = os.fspath(raw)
+        shown = repr(given)
+        if self.show_paths and given != str(target):
+            shown += f" ({target})"
+        return f"option {option!r}: {shown}" if option else shown
+
+    def _list(self, roots: tuple[Path, ...]) -> str:
+        if not self.show_paths:
+            return ""
+        return f" ({', '.join(str(r) for r in roots) or 'none'})"
+
 
 def _inside(target: Path, roots: tuple[Path, ...]) -> bool:
     return any(target == root or target.is_relative_to(root) for root in roots)
-
-
-def _what(option: str | None, raw: str | os.PathLike[str], target: Path) -> str:
-    shown = f"{os.fspath(raw)!r}" + (f" ({target})" if os.fspath(raw) != str(target) else "")
-    return f"option {option!r}: {shown}" if option else shown
-
-
-def _list(roots: tuple[Path, ...]) -> str:
-    return ", ".join(str(r) for r in roots) or "none"
 
 
 _current: ContextVar[FileAccess | None] = ContextVar("crucible_file_access", default=None)

@@ -75,7 +75,7 @@ from crucible.telemetry import setup as telemetry_setup
 from examples.service_guard import BearerToken, BodyLimit
 from examples.service_settings import ServiceSettings
 from examples.service_stages import STAGES as DEMO_STAGES
-from examples.service_views import public_run, scrub, secret_values
+from examples.service_views import NO_MASK, PathMask, public_run, scrub, secret_values
 
 __all__ = [
     "Failure",
@@ -176,8 +176,11 @@ def validation_problems(errors: Sequence[Any]) -> list[Problem]:
     return problems
 
 
-def pipeline_problems(err: InvalidPipeline, *, source: str | None = None) -> list[Problem]:
-    """An InvalidPipeline's problems; ``field`` is a path in the request body, or in ``source``."""
+def pipeline_problems(
+    err: InvalidPipeline, *, source: str | None = None, paths: PathMask = NO_MASK
+) -> list[Problem]:
+    """An InvalidPipeline's problems; ``field`` is a path in the request body, or in ``source``;
+    the service's folders appear by name (``paths``)."""
     prefix = "" if source is not None else "experiment."
     problems = []
     for p in err.problems:
@@ -186,7 +189,7 @@ def pipeline_problems(err: InvalidPipeline, *, source: str | None = None) -> lis
             where = f"{prefix}pipeline[{p.stage_index}]" + (f".options.{p.path}" if p.path else "")
         problems.append(
             Problem(
-                message=_service_hint(p.message),
+                message=paths.text(_service_hint(p.message)) or "",
                 field=where,
                 stage=p.stage,
                 stage_index=p.stage_index,
@@ -371,11 +374,14 @@ class _Service:
     running: dict[str, _Running] = field(default_factory=dict)
     stopping: bool = False
     accesses: dict[Path | None, FileAccess] = field(default_factory=dict)
+    paths: PathMask = NO_MASK
 
     def configure(self, settings: ServiceSettings) -> None:
         """Take ``settings``: the offered stages are the allow-listed ones ``source`` has."""
         self.settings = settings
         self.accesses.clear()
+        self.paths = PathMask({"data": settings.data_dir, "reports": settings.reports_dir,
+                               "experiments": self.experiments_dir})  # fmt: skip
         self.offered, missing = settings.offered(self.source)
         if missing:
             _log.warning("allow-listed stages are not installed", stages=missing)
@@ -403,13 +409,13 @@ class _Service:
             _log.warning("runs still ending at shutdown", run_ids=sorted(self.running))
 
 
-def _result(ctx: Context, secrets: set[str]) -> dict[str, Any]:
+def _result(ctx: Context, secrets: set[str], paths: PathMask) -> dict[str, Any]:
     return {
         "run_id": ctx.run_id,
         "experiment_id": ctx.experiment_id,
         "trace_id": ctx.trace.trace_id if ctx.trace is not None else None,
         # secret-looking keys redacted (NaN-safe), values the request marked secret scrubbed
-        "metrics": _scrubbed(to_jsonable(dict(ctx.metrics)), secrets),
+        "metrics": paths.value(_scrubbed(to_jsonable(dict(ctx.metrics)), secrets)),
     }
 
 
@@ -424,10 +430,10 @@ def _scrubbed(value: Any, secrets: set[str]) -> Any:
 
 
 def _failed(
-    err: StageFailed, run_id: str, experiment: Experiment, secrets: set[str]
+    err: StageFailed, run_id: str, experiment: Experiment, secrets: set[str], paths: PathMask
 ) -> dict[str, Any]:
     status = "timed_out" if err.result == "timeout" else "failed"
-    error = scrub(f"{type(err.cause).__name__}: {err.cause}", secrets) or ""
+    error = paths.text(scrub(f"{type(err.cause).__name__}: {err.cause}", secrets)) or ""
     failure = Failure(stage=err.stage, result=err.result, error=error)
     if err.context is None:  # not produced by the engine, but keep the answer well-formed
         body: dict[str, Any] = {
@@ -437,7 +443,7 @@ def _failed(
             "metrics": {},
         }
     else:
-        body = _result(err.context, secrets)
+        body = _result(err.context, secrets, paths)
     return RunResult(status=status, failure=failure, **body).model_dump(mode="json")
 
 
@@ -609,16 +615,17 @@ def create_app(
             return _detail(CLIENT_CLOSED_REQUEST, "client closed request", run_id=run_id)
         err = outcome.error
         if isinstance(err, InvalidPipeline):
-            return _problem_response(422, "invalid pipeline", pipeline_problems(err, source=source))
+            problems = pipeline_problems(err, source=source, paths=svc.paths)
+            return _problem_response(422, "invalid pipeline", problems)
         if isinstance(err, StageFailed):
-            answer = _failed(err, run_id, experiment, secrets)
+            answer = _failed(err, run_id, experiment, secrets, svc.paths)
             _log.info("run answered", run_id=run_id, status=answer["status"], stage=err.stage)
             return JSONResponse(answer)
         if err is not None:
             raise err
         assert outcome.context is not None
         _log.info("run answered", run_id=run_id, status="completed")
-        done = RunResult(status="completed", **_result(outcome.context, secrets))
+        done = RunResult(status="completed", **_result(outcome.context, secrets, svc.paths))
         return JSONResponse(done.model_dump(mode="json"))
 
     async def _load_named(name: str) -> tuple[Experiment, Path] | Response:
@@ -630,7 +637,8 @@ def create_app(
         try:
             return await svc.experiments.load(path), path
         except ExperimentFileError as err:
-            problems = [Problem(message=m, source=err.path) for m in err.errors]
+            mask = svc.paths.text
+            problems = [Problem(message=mask(m) or "", source=mask(err.path)) for m in err.errors]
             return _problem_response(422, "invalid experiment file", problems)
 
     @app.get("/runs/{run_id}", responses={401: {}, 404: {}, 503: {}})
@@ -645,7 +653,7 @@ def create_app(
             return _detail(503, "run store unavailable")
         if info is None:
             return _detail(404, f"unknown run {run_id!r}")
-        return JSONResponse(public_run(info))
+        return JSONResponse(public_run(info, paths=svc.paths))
 
     @app.get("/runs", responses={401: {}, 503: {}})
     async def list_runs(
@@ -663,7 +671,7 @@ def create_app(
         except StoreError as err:
             _log.warning("run store read failed", error=str(err))
             return _detail(503, "run store unavailable")
-        return JSONResponse({"runs": [public_run(info) for info in infos]})
+        return JSONResponse({"runs": [public_run(info, paths=svc.paths) for info in infos]})
 
     if tracing:
         FastAPIInstrumentor.instrument_app(

@@ -108,6 +108,7 @@ class ServiceSettings(BaseSettings):
             write_roots=(reports,),
             read_base=experiment_dir.resolve() if experiment_dir is not None else data,
             write_base=reports,
+            show_paths=False,  # a refusal names the path as the client gave it, not ours
         )
 
     def offered(self, source: Registry) -> tuple[Registry, list[str]]:

@@ -6,20 +6,53 @@ or secrets): a client sees what a run did, not what it held.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 from crucible import scrub as crucible_scrub
 from crucible.serialize import to_jsonable
 from crucible.store import RunInfo
 
-__all__ = ["public_run", "scrub", "secret_values"]
+__all__ = ["PathMask", "public_run", "scrub", "secret_values"]
 
 _ATTEMPT_FIELDS = ("stage", "stage_index", "attempt", "result", "duration_s", "error_type")
 
 
-def public_run(info: RunInfo, *, secrets: Iterable[str] = ()) -> dict[str, Any]:
-    """``info`` as a client may see it; ``secrets`` are replaced wherever they appear."""
+class PathMask:
+    """The service's own folders, shown to clients by name: ``<data>/rows.jsonl``, not where
+    they are on this machine (a stage's error message names the file it read)."""
+
+    def __init__(self, folders: Mapping[str, Path | None]) -> None:
+        found = {str(p.expanduser().resolve()): f"<{n}>" for n, p in folders.items() if p}
+        self._pairs = sorted(found.items(), key=lambda kv: -len(kv[0]))  # deepest first
+
+    def text(self, text: str | None) -> str | None:
+        if not text:
+            return text
+        for folder, name in self._pairs:
+            text = text.replace(folder, name)
+        return text
+
+    def value(self, value: Any) -> Any:
+        """Every string in JSON data masked."""
+        if isinstance(value, str):
+            return self.text(value)
+        if isinstance(value, dict):
+            return {k: self.value(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self.value(v) for v in value]
+        return value
+
+
+NO_MASK = PathMask({})
+
+
+def public_run(
+    info: RunInfo, *, secrets: Iterable[str] = (), paths: PathMask = NO_MASK
+) -> dict[str, Any]:
+    """``info`` as a client may see it; ``secrets`` are replaced wherever they appear, and the
+    service's folders by their names."""
     hidden = tuple(secrets)
     view: dict[str, Any] = {
         "run_id": info.run_id,
@@ -31,12 +64,14 @@ def public_run(info: RunInfo, *, secrets: Iterable[str] = ()) -> dict[str, Any]:
         "finished_at": info.finished_at.isoformat() if info.finished_at else None,
         "duration_s": info.duration_s,
         # secret-looking keys redacted, secret values scrubbed, NaN-safe
-        "metrics": crucible_scrub.Scrubber(hidden).value(to_jsonable(dict(info.metrics))),
+        "metrics": paths.value(
+            crucible_scrub.Scrubber(hidden).value(to_jsonable(dict(info.metrics)))
+        ),
         "failure": None,
         "attempts": [
             {
                 **{name: getattr(a, name) for name in _ATTEMPT_FIELDS},
-                "error": scrub(a.error_message, hidden),
+                "error": paths.text(scrub(a.error_message, hidden)),
             }
             for a in info.attempts
         ],
@@ -46,7 +81,7 @@ def public_run(info: RunInfo, *, secrets: Iterable[str] = ()) -> dict[str, Any]:
         view["failure"] = {
             "stage": info.failure_stage,
             "error_type": info.error_type,
-            "error": scrub(info.failure_message, hidden),
+            "error": paths.text(scrub(info.failure_message, hidden)),
         }
     return view
 

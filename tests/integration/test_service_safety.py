@@ -150,7 +150,6 @@ async def test_the_token_is_checked_before_the_body_is_read(safe: Safe) -> None:
 async def test_runs_read_only_the_data_folder_and_write_only_the_reports_folder(
     safe: Safe,
 ) -> None:
-    data = str(safe.data.resolve())
     reports = str(safe.reports.resolve())
     async with safe.client() as http:
         for path in ("/etc/passwd", "../outside/private.csv", "link.csv"):
@@ -160,7 +159,9 @@ async def test_runs_read_only_the_data_folder_and_write_only_the_reports_folder(
             problem = one_problem(resp)
             assert problem["field"] == "experiment.pipeline[0].options.path", path
             assert "outside the folders this run may read" in problem["message"]
-            assert data in problem["message"] and "CRUCIBLE_SERVICE_DATA_DIR" in problem["message"]
+            assert "CRUCIBLE_SERVICE_DATA_DIR" in problem["message"]
+            assert repr(path) in problem["message"]  # as the client gave it
+            assert str(safe.data.parent) not in resp.text  # never where the server keeps files
             assert "secret,stuff" not in resp.text and "root:" not in resp.text
 
         pwned = Path("/PWNED.md")
@@ -175,7 +176,7 @@ async def test_runs_read_only_the_data_folder_and_write_only_the_reports_folder(
             )
             problem = one_problem(resp)
             assert problem["field"] == "experiment.pipeline[0].options.out_dir", out_dir
-            assert reports in problem["message"], problem
+            assert reports not in problem["message"], problem
             assert "CRUCIBLE_SERVICE_REPORTS_DIR" in problem["message"]
             assert (await http.get(f"/runs/write-{len(out_dir)}")).status_code == 404
         assert not exists(pwned) and only_files(safe.outside) == ["private.csv"]
@@ -198,6 +199,26 @@ async def test_runs_read_only_the_data_folder_and_write_only_the_reports_folder(
     assert str(safe.reports) not in stored.text  # names only, not where they are
     assert only_files(safe.reports) == ["safety-inside-summary.json", "safety-inside-summary.md"]
     assert ROW_MARKER not in stored.text and ROW_MARKER not in good.text  # no rows echoed back
+
+
+async def test_answers_name_the_services_folders_never_their_place(safe: Safe) -> None:
+    (safe.data / "broken.jsonl").write_text('{"input": "q0"}\n{not json\n')
+    async with safe.client() as http:
+        missing = one_problem(await http.post(
+            "/runs", json=run_body(("load_examples", {"path": "nope.jsonl"}))))  # fmt: skip
+        assert missing["message"] == "'nope.jsonl' does not exist"
+        failed = await http.post(
+            "/runs", json=run_body(("load_examples", {"path": "broken.jsonl"}), run_id="broken")
+        )
+        assert failed.status_code == 200 and failed.json()["status"] == "failed"
+        stored = await http.get("/runs/broken")
+        listed = await http.get("/runs")
+    error = failed.json()["failure"]["error"]
+    assert "<data>/broken.jsonl: line 2: invalid JSON" in error, error
+    assert stored.json()["failure"]["error"] in error
+    assert stored.json()["attempts"][0]["error"] in error
+    for answer in (failed, stored, listed):
+        assert str(safe.data) not in answer.text and str(safe.data.parent) not in answer.text
 
 
 # --- body size and loader limits -------------------------------------------------------------
