@@ -6,6 +6,7 @@ or secrets): a client sees what a run did, not what it held.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -24,14 +25,23 @@ class PathMask:
     they are on this machine (a stage's error message names the file it read)."""
 
     def __init__(self, folders: Mapping[str, Path | None]) -> None:
-        found = {str(p.expanduser().resolve()): f"<{n}>" for n, p in folders.items() if p}
-        self._pairs = sorted(found.items(), key=lambda kv: -len(kv[0]))  # deepest first
+        found: dict[str, str] = {}
+        for name, folder in folders.items():
+            if folder is not None:
+                given = folder.expanduser()
+                for form in (given.resolve(), given.absolute()):  # symlinks followed or not
+                    found.setdefault(str(form), f"<{name}>")
+        # Deepest first, and only whole folder names: /srv/data is not /srv/database.
+        self._pairs = [
+            (re.compile(re.escape(folder) + r"(?![\w.-])"), name)
+            for folder, name in sorted(found.items(), key=lambda kv: -len(kv[0]))
+        ]
 
     def text(self, text: str | None) -> str | None:
         if not text:
             return text
         for folder, name in self._pairs:
-            text = text.replace(folder, name)
+            text = folder.sub(name, text)
         return text
 
     def value(self, value: Any) -> Any:

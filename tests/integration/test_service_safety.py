@@ -26,6 +26,7 @@ from crucible.store import RunStore
 from examples.service import create_app
 from examples.service_settings import DEFAULT_STAGES, ServiceSettings
 from examples.service_stages import STAGES as DEMO_STAGES
+from examples.service_views import PathMask
 from tests.support.asgi_server import serve, uvicorn_process
 
 TOKEN = "tok-3f9c-VERY-PRIVATE-81d2"
@@ -199,6 +200,16 @@ async def test_runs_read_only_the_data_folder_and_write_only_the_reports_folder(
     assert str(safe.reports) not in stored.text  # names only, not where they are
     assert only_files(safe.reports) == ["safety-inside-summary.json", "safety-inside-summary.md"]
     assert ROW_MARKER not in stored.text and ROW_MARKER not in good.text  # no rows echoed back
+
+
+def test_the_path_mask_names_whole_folders_only(tmp_path: Path) -> None:
+    real = tmp_path / "real"
+    real.mkdir()
+    (tmp_path / "link").symlink_to(real)
+    mask = PathMask({"data": tmp_path / "link", "reports": real / "reports", "none": None})
+    text = f"{real}/a.csv {tmp_path}/link/b.csv {real}x/c {real}/reports/d.md ({real})"
+    assert mask.text(text) == f"<data>/a.csv <data>/b.csv {real}x/c <reports>/d.md (<data>)"
+    assert mask.value({"k": [f"{real}/e", 1]}) == {"k": ["<data>/e", 1]}
 
 
 async def test_answers_name_the_services_folders_never_their_place(safe: Safe) -> None:
