@@ -10,6 +10,10 @@ store's process, and it ignores SIGINT and SIGTERM: a stopping parent still comm
 ``Unavailable`` means it cannot run here (no interpreter to start, no pipes on this loop): the
 writer then writes in its own process, as before. ``ProcessGone`` (an ``OSError``) means it
 exited meanwhile; the writer retries the batch, and the next batch starts a new process.
+
+A forked child (``multiprocessing``, a data loader's workers) closes its copies of the pipes at
+once: holding them, it would keep the parent's worker from seeing its pipe close, and the
+parent's ``close()`` would wait for the child to exit.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import sqlite3
 import struct
 import subprocess
 import sys
+import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Final
@@ -74,6 +79,7 @@ class SqliteProcess:
         self._answered = False  # a worker of this store has answered once
         self._sql: Statements | None = None
         self._broken: str | None = None
+        _instances.add(self)
         if not sys.executable:
             self._broken = "no Python interpreter to start (sys.executable is empty)"
         elif sys.platform == "win32":
@@ -160,6 +166,16 @@ class SqliteProcess:
         self._proc, self._pid = proc, os.getpid()
         return proc
 
+    def _drop_inherited(self) -> None:
+        """In a forked child: let go of the parent's worker without touching it."""
+        proc, self._proc = self._proc, None
+        self._opened, self._answered = False, False
+        if proc is not None:
+            for pipe in (proc.stdin, proc.stdout):
+                if pipe is not None:
+                    with contextlib.suppress(OSError):
+                        pipe.close()
+
     def close(self, *, wait: bool = True) -> None:
         """End the worker: it sees its stdin close, finishes what it does, and exits.
 
@@ -179,6 +195,18 @@ class SqliteProcess:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+_instances: weakref.WeakSet[SqliteProcess] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for worker in list(_instances):
+        worker._drop_inherited()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _grow(fd: int) -> None:

@@ -212,3 +212,45 @@ async def test_a_warm_up_that_cannot_start_the_worker_writes_in_this_process(
         outcomes = await run_batch([EXP] * 10, registry=REG, store=store)
     assert all(o.ok for o in outcomes)
     assert counts(path) == (10, 10, 30)
+
+
+def fork_idle(seconds: float) -> int:
+    """A forked child that only sleeps: it holds whatever the parent had open."""
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        time.sleep(seconds)
+        os._exit(0)
+    return pid
+
+
+def gone_within(pid: int, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return not alive(pid)
+
+
+def reap(pid: int) -> int:
+    return os.waitpid(pid, 0)[1]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+async def test_a_forked_child_does_not_hold_the_worker_open(tmp_path: Path) -> None:
+    # A stage's multiprocessing pool or data loader forks; its children inherit the pipes.
+    path = tmp_path / "runs.db"
+    store = RunStore(str(path))
+    await store.open()
+    await run_batch([EXP] * 5, registry=REG, store=store)
+    pid = worker_pid(store)
+    assert pid is not None
+    idle = fork_idle(5)
+    try:
+        started = time.monotonic()
+        await store.close()
+        closed_in = time.monotonic() - started
+        assert await asyncio.to_thread(gone_within, pid, 3)  # the worker saw its pipe close
+        assert closed_in < 3  # not held until the child exits (it sleeps 5 s)
+    finally:
+        os.kill(idle, signal.SIGKILL)
+        reap(idle)
+    assert counts(path) == (5, 5, 15)
