@@ -69,6 +69,7 @@ from crucible.errors import format_location
 from crucible.experiment.json_toml import load_json
 from crucible.experiment.limits import structure_problem
 from crucible.files import FileAccess
+from crucible.scrub import Scrubber
 from crucible.serialize import to_jsonable
 from crucible.store import RunStore, StoreError
 from crucible.telemetry import setup as telemetry_setup
@@ -415,18 +416,8 @@ def _result(ctx: Context, secrets: set[str], paths: PathMask) -> dict[str, Any]:
         "experiment_id": ctx.experiment_id,
         "trace_id": ctx.trace.trace_id if ctx.trace is not None else None,
         # secret-looking keys redacted (NaN-safe), values the request marked secret scrubbed
-        "metrics": paths.value(_scrubbed(to_jsonable(dict(ctx.metrics)), secrets)),
+        "metrics": paths.value(Scrubber(secrets).value(to_jsonable(dict(ctx.metrics)))),
     }
-
-
-def _scrubbed(value: Any, secrets: set[str]) -> Any:
-    if isinstance(value, str):
-        return scrub(value, secrets)
-    if isinstance(value, dict):
-        return {k: _scrubbed(v, secrets) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_scrubbed(v, secrets) for v in value]
-    return value
 
 
 def _failed(
