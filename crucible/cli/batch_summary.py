@@ -216,11 +216,13 @@ def print_batch_summary(
     failures = [o for o in outcomes if not o.ok]
     if failures:
         say("failures:")
-        for o in failures[:limit]:
+        shown = failures[:limit]
+        for o in shown:
             where = point_text(report.points[o.index])
             say(f"  #{o.index}" + (f" [{where}]" if where else "") + f": {_error_text(o.error)}")
-        if len(failures) > len(failures[:limit]):
-            say(f"  ... {len(failures) - rows} more failures (--rows 0 lists all)", style="dim")
+        if len(shown) < len(failures):
+            more = len(failures) - len(shown)
+            say(f"  ... {more} more failures (--rows 0 lists all)", style="dim")
     counts = summarize(outcomes)
     totals = ", ".join(f"{n} {status}" for status, n in counts.items() if n)
     n = len(outcomes)

@@ -205,9 +205,8 @@ def _reused(
     if hit is None:
         return None
     reg_ref, was, was_access, planned = hit
-    if planned.definition is sd and reg_ref() is registry and was == settings:
-        return planned if was_access == access else None
-    return None
+    same = planned.definition is sd and reg_ref() is registry
+    return planned if same and was == settings and was_access == access else None
 
 
 def _remember(cache: dict[Any, Any], size: int, key: Any, value: Any) -> None:

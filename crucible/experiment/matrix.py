@@ -18,6 +18,7 @@ def matrix_points(experiment: Experiment) -> list[tuple[Experiment, dict[str, An
     if not experiment.matrix:
         return [(experiment, {})]
     keys = list(experiment.matrix)
+    split = [key.split(".", 1) for key in keys]  # (stage name, option) of each key
     names = {sd.name for sd in experiment.pipeline}
     missing = sorted({k.split(".", 1)[0] for k in keys} - names)
     if missing:
@@ -29,11 +30,11 @@ def matrix_points(experiment: Experiment) -> list[tuple[Experiment, dict[str, An
         point = dict(zip(keys, values, strict=True))
         pipeline = []
         for sd in experiment.pipeline:
-            varied = {}
-            for key, value in point.items():
-                stage_name, option = key.split(".", 1)
-                if stage_name == sd.name:
-                    varied[option] = value
+            varied = {
+                option: value
+                for (stage_name, option), value in zip(split, values, strict=True)
+                if stage_name == sd.name
+            }
             # A stage the sweep does not vary stays the same object in every variant, so the
             # engine plans it once for the whole sweep (crucible.engine.plan).
             options = {**(sd.options or {}), **varied}
