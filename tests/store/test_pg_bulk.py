@@ -69,34 +69,6 @@ def comparable(info: Any) -> dict[str, Any]:
     return out
 
 
-async def test_one_statement_stores_what_the_statements_in_order_store(pg_database: str) -> None:
-    async with RunStore(pg_database) as store:
-        await store.open()
-        sql = await store._writable()
-        db = store._db.twin()
-        try:
-            bulk_first, bulk_last = records("bulk-run")
-            ordered_first, ordered_last = records("ordered-run")
-            for batch in (bulk_first, bulk_last):
-                async with db.autocommit("write") as conn:
-                    applied = await PgBulk().apply(conn, sql, batch)
-                assert applied is not None and not applied.refused and not applied.missing
-            for batch in (ordered_first, ordered_last):
-                async with db.begin("write") as conn:
-                    await apply(conn, sql, batch)
-        finally:
-            await db.dispose()
-        bulk, ordered = await store.get_run("bulk-run"), await store.get_run("ordered-run")
-    assert bulk is not None and ordered is not None
-    assert comparable(bulk) == comparable(ordered)
-    assert bulk.metrics == {"sum": 0.1 + 0.2, "big": 2**62 + 1, "text": TEXT, "tiny": 1e-300}
-    assert bulk.attempts[0].start_ns == 1_733_212_345_678_901_234
-    assert bulk.attempts[0].error_message == TEXT and bulk.failure_message == TEXT
-    assert bulk.git_dirty is True
-    assert bulk.started_at == bulk_first[0].row[RUNS.index["started_at"]]  # to the microsecond
-    assert bulk.finished_at == bulk_last[0].row[FINISHES.index["finished_at"]]
-
-
 async def bulk_batches(store: RunStore, *batches: list[Record]) -> list[Any]:
     """Each batch through PgBulk on its own autocommit connection: what each one found."""
     sql = await store._writable()
@@ -111,6 +83,36 @@ async def bulk_batches(store: RunStore, *batches: list[Record]) -> list[Any]:
     return found
 
 
+async def ordered_batches(store: RunStore, *batches: list[Record]) -> None:
+    """Each batch as the statements in order, in one transaction per batch."""
+    sql = await store._writable()
+    db = store._db.twin()
+    try:
+        for batch in batches:
+            async with db.begin("write") as conn:
+                await apply(conn, sql, batch)
+    finally:
+        await db.dispose()
+
+
+async def test_one_statement_stores_what_the_statements_in_order_store(pg_database: str) -> None:
+    async with RunStore(pg_database) as store:
+        await store.open()
+        bulk_first, bulk_last = records("bulk-run")
+        for applied in await bulk_batches(store, bulk_first, bulk_last):
+            assert applied is not None and not applied.refused and not applied.missing
+        await ordered_batches(store, *records("ordered-run"))
+        bulk, ordered = await store.get_run("bulk-run"), await store.get_run("ordered-run")
+    assert bulk is not None and ordered is not None
+    assert comparable(bulk) == comparable(ordered)
+    assert bulk.metrics == {"sum": 0.1 + 0.2, "big": 2**62 + 1, "text": TEXT, "tiny": 1e-300}
+    assert bulk.attempts[0].start_ns == 1_733_212_345_678_901_234
+    assert bulk.attempts[0].error_message == TEXT and bulk.failure_message == TEXT
+    assert bulk.git_dirty is True
+    assert bulk.started_at == bulk_first[0].row[RUNS.index["started_at"]]  # to the microsecond
+    assert bulk.finished_at == bulk_last[0].row[FINISHES.index["finished_at"]]
+
+
 async def test_a_run_started_and_finished_in_one_batch_is_stored_finished(
     pg_database: str,
 ) -> None:
@@ -118,18 +120,12 @@ async def test_a_run_started_and_finished_in_one_batch_is_stored_finished(
     async with RunStore(pg_database) as store:
         await store.open()
         first, last = records("together")
-        o_first, o_last = records("ordered")
         other_first, other_last = records("finish-only")
         await bulk_batches(store, other_first)
         (applied,) = await bulk_batches(store, [*first, *last, *other_last])
         assert applied is not None and not applied.refused and not applied.missing
-        sql = await store._writable()
-        db = store._db.twin()
-        try:
-            async with db.begin("write") as conn:
-                await apply(conn, sql, [*o_first, *o_last])
-        finally:
-            await db.dispose()
+        o_first, o_last = records("ordered")
+        await ordered_batches(store, [*o_first, *o_last])
         together, ordered = await store.get_run("together"), await store.get_run("ordered")
         finish_only = await store.get_run("finish-only")
     assert together is not None and ordered is not None and finish_only is not None
