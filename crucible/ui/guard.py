@@ -4,7 +4,8 @@ With a token, every request must bring it, as ``Authorization: Bearer <token>`` 
 cookie that visiting any page with ``?token=<token>`` sets (then the URL drops the token).
 Comparisons are constant-time, and the cookie holds a digest of the token, not the token.
 Bound to loopback, a request must also name a loopback Host, so a web page whose domain was
-rebound to 127.0.0.1 cannot read the store.
+rebound to 127.0.0.1 cannot read the store. A request target (path and query) longer than
+:data:`~crucible.ui.params.MAX_TARGET_BYTES` is refused before anything reads it.
 """
 
 from __future__ import annotations
@@ -12,14 +13,16 @@ from __future__ import annotations
 import hashlib
 import hmac
 from typing import Final
-from urllib.parse import urlencode
+from urllib.parse import unquote_plus, urlencode
 
+from markupsafe import escape
 from starlette.datastructures import MutableHeaders
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, RedirectResponse, Response
+from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from crucible.ui.config import is_loopback
+from crucible.ui.params import MAX_TARGET_BYTES
 
 __all__ = ["COOKIE", "SECURITY_HEADERS", "Guard", "cookie_value"]
 
@@ -64,7 +67,7 @@ class Guard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        refusal = self._refusal(Request(scope))
+        refusal = _too_long(scope) or self._refusal(Request(scope))
         if refusal is not None:
             await _with_headers(refusal, send, scope, receive)
             return
@@ -104,6 +107,24 @@ class Guard:
         if _same(request.cookies.get(COOKIE, ""), self._cookie):
             return None
         return _unauthorized()
+
+
+def _too_long(scope: Scope) -> Response | None:
+    """A short 400 page when the request's path and query string together exceed the bound."""
+    path = scope.get("raw_path") or scope["path"].encode()
+    query: bytes = scope.get("query_string", b"")
+    if len(path) + len(query) <= MAX_TARGET_BYTES:
+        return None
+    message = f"the address is too long: at most {MAX_TARGET_BYTES:,} bytes of path and query"
+    sizes: dict[str, list[int]] = {}
+    for part in query.split(b"&"):
+        name = unquote_plus(part.partition(b"=")[0].decode("latin-1"))[:40]
+        sizes.setdefault(name, []).append(len(part) + 1)
+    if sizes:
+        name, used = max(sizes.items(), key=lambda kv: sum(kv[1]))
+        message += f"; most of it is {name!r} ({len(used):,} values, {sum(used):,} bytes)"
+    body = f"<!doctype html><title>400 · Crucible</title><h1>400</h1><p>{escape(message)}</p>"
+    return HTMLResponse(body, 400)
 
 
 def _unauthorized() -> Response:

@@ -33,6 +33,8 @@ async def runs_page(request: Request) -> Response:
         )
     except ValueError as err:
         raise HTTPException(400, str(err)) from None
+    if query.metric is not None:
+        params.check_metric("sort", query.metric)
     columns = params.metric_names(request)
     async with params.store_of(request).reader("ui runs") as conn:
         page = await queries.run_page(conn, query)
@@ -75,7 +77,8 @@ async def _sweep(request: Request) -> tuple[str, Sweep]:
 async def batch_page(request: Request) -> Response:
     """One row per matrix point, the best one marked for the chosen metric, and the plot."""
     batch_id, sweep = await _sweep(request)
-    by = params.text(request, "by") or sweep.default_metric()
+    chosen = params.text(request, "by")
+    by = params.check_metric("by", chosen) if chosen else sweep.default_metric()
     columns = params.metric_names(request) or ([by] if by else [])
     direction: Direction = "min" if params.text(request, "direction") == "min" else "max"
     sort = params.text(request, "sort") or (f"metric:{by}" if by else "started")
