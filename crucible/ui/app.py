@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import structlog
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -25,6 +26,8 @@ from crucible.ui.guard import Guard
 
 __all__ = ["create_app"]
 
+_log = structlog.get_logger("crucible.ui")
+
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
@@ -33,8 +36,17 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 async def _store_error(request: Request, exc: Exception) -> Response:
-    """The store failed (gone, locked, unreachable): say so instead of a bare 500."""
-    context = {"title": "The run store could not be read", "message": str(exc)}
+    """The store failed (gone, locked, unreachable): say so instead of a bare 500.
+
+    The database URL and the driver's error go to the server's log, never to the browser.
+    """
+    assert isinstance(exc, StoreError)
+    _log.error("ui.store_failed", path=request.url.path, error=str(exc))
+    context = {
+        "title": "The run store could not be read",
+        "message": "The store is unreachable, locked or damaged; the server's log says why.",
+        "store_url": None,
+    }
     return render.page(request, "message.html", context, 503)
 
 

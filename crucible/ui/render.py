@@ -47,10 +47,14 @@ _ENV.globals["url"] = url
 
 
 def fragment(request: Request, template: str, context: Mapping[str, Any]) -> str:
-    """``template`` rendered to a string, with the request's helpers."""
-    return _ENV.get_template(template).render(
-        request=request, link=_linker(request), store_url=request.app.state.store.url, **context
-    )
+    """``template`` rendered to a string, with the request's helpers (``context`` may override
+    ``store_url``, the header's store, with None to leave it out)."""
+    helpers = {
+        "request": request,
+        "link": _linker(request),
+        "store_url": request.app.state.store.url,
+    }
+    return _ENV.get_template(template).render({**helpers, **context})
 
 
 def page(

@@ -9,6 +9,7 @@ import sqlite3
 from pathlib import Path
 
 import httpx
+import structlog.testing
 
 from crucible.ui.config import UiSettings
 from tests.ui.conftest import served
@@ -187,6 +188,11 @@ async def test_a_broken_store_is_a_503_page_not_a_crash(filled: tuple[Path, Fill
                 conn.execute("DROP TABLE stage_attempts")
                 conn.execute("DROP TABLE artifacts")
                 conn.execute("DROP TABLE runs")
-            broken = await http.get("/")
+            with structlog.testing.capture_logs() as logs:
+                broken = await http.get("/")
     assert broken.status_code == 503
-    assert "The run store could not be read" in broken.text and "no such table" in broken.text
+    assert "The run store could not be read" in broken.text
+    for secret in (str(db), db.name, "sqlite", "no such table", "OperationalError"):
+        assert secret not in broken.text, secret  # where the store is and what the driver said
+    logged = [e for e in logs if e["event"] == "ui.store_failed"]
+    assert len(logged) == 1 and "no such table" in logged[0]["error"]  # kept for the operator
