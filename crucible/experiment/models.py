@@ -6,7 +6,14 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
+
+#: The most extra attempts one stage may ask for; more is almost certainly a mistake, and each
+#: attempt is a span, a trace record and a stored row.
+MAX_RETRIES = 100
+#: The longest wait before one retry, in seconds: the exponential backoff stops growing here.
+MAX_RETRY_DELAY_S = 60.0
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
@@ -24,7 +31,16 @@ class StageDef(_Model):
     enabled: bool = True
     timeout: float | None = Field(default=None, gt=0)
     retries: int = Field(default=0, ge=0)
-    retry_backoff: float = Field(default=0.5, ge=0)
+    retry_backoff: float = Field(default=0.5, ge=0, allow_inf_nan=False)
+
+    @field_validator("retries")
+    @classmethod
+    def _retries_bounded(cls, v: int, info: ValidationInfo) -> int:
+        if v > MAX_RETRIES:
+            stage = info.data.get("name", "?")
+            why = f"stage {stage!r}: retries={v} is more than the maximum of {MAX_RETRIES}"
+            raise PydanticCustomError("too_many_retries", "{why}", {"why": why})
+        return v
 
 
 class OutputSpec(_Model):
