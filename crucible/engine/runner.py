@@ -20,10 +20,12 @@ from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
 from crucible import scrub
 from crucible.context import Context
 from crucible.engine import _fast
+from crucible.engine.guard import NO_STAGE, engine_failure
 from crucible.engine.plan import PlannedStage, plan_facts, plan_secrets
 from crucible.engine.resume import ResumePoint
 from crucible.errors import StageError, StageFailed
 from crucible.experiment import Experiment
+from crucible.experiment.models import MAX_RETRY_DELAY_S
 from crucible.logging import run_context
 from crucible.observers import (
     AttemptStart,
@@ -56,8 +58,12 @@ class _NotAContext(TypeError):
 
 
 def _backoff(base: float, attempt: int) -> float:
-    """Exponential backoff with full jitter around the nominal delay (±50%)."""
-    return float(base * (2 ** (attempt - 1)) * random.uniform(0.5, 1.5))
+    """Exponential backoff with jitter around the nominal delay (±50%), at most
+    ``MAX_RETRY_DELAY_S``. Float arithmetic throughout: a late attempt or a huge base
+    saturates at the cap instead of overflowing."""
+    nominal = base * 2.0 ** min(attempt - 1, 64)  # 2**64 times any base > 0 is past the cap
+    delay = nominal * random.uniform(0.5, 1.5)
+    return delay if delay < MAX_RETRY_DELAY_S else MAX_RETRY_DELAY_S  # also for inf and nan
 
 
 def _result_for(exc: BaseException) -> StageResult:
@@ -106,6 +112,7 @@ class Runner:
         self.run_start: RunStart | None = None
         self.live = LiveRun() if observers else None
         self.cancelled_at: StageFailed | None = None
+        self.escaped_at: StageFailed | None = None  # the attempt SystemExit & co. escaped from
         self.scrubber = scrub.NO_SECRETS
         self.run_span: Span = trace.INVALID_SPAN
         self._log: Any = None
@@ -193,12 +200,15 @@ class Runner:
         status = RunStatus.COMPLETED
         failure: StageFailed | None = None
         cancelled: BaseException | None = None
+        escaped: BaseException | None = None  # SystemExit, KeyboardInterrupt: re-raised at the end
+        current = NO_STAGE
         log_token = run_context.set((exp.id, self.run_id, None))
         try:
             deadline = math.inf if self.timeout is None else anyio.current_time() + self.timeout
             first = 0 if resume is None else resume.start
             keep = exp.checkpoint and bool(self.obs.on_checkpoint)
             for step in self.planned:
+                current = step.name
                 if step.index < first:  # completed by the run this one resumes
                     ctx = await self._skip(ctx, step, run_otel_ctx, run_span_id, restored=True)
                     if keep and step.index == first - 1:
@@ -207,6 +217,7 @@ class Runner:
                 ctx = await self._run_step(ctx, step, run_otel_ctx, run_span_id, deadline)
                 if keep and step.spec is not None:
                     await self._checkpoint(ctx, step)
+            current = NO_STAGE
             ctx = ctx._evolve(telemetry_context=carriers.run)
         except StageFailed as err:
             failure = err
@@ -214,6 +225,14 @@ class Runner:
         except anyio.get_cancelled_exc_class() as err:
             cancelled = err  # re-raised below, after the spans and the observers are done
             status = RunStatus.CANCELLED
+        except GeneratorExit:
+            raise  # the coroutine is being closed: nothing may be awaited any more
+        except BaseException as err:
+            # The engine failed (or SystemExit, KeyboardInterrupt escaped a stage): the run
+            # still ends failed, recorded; an Exception is raised as that StageFailed.
+            failure = self.escaped_at or self._engine_failure(current, err, ctx)
+            escaped = None if isinstance(err, Exception) else err
+            status = RunStatus.FAILED
         finally:
             run_context.reset(log_token)
             otel_context.detach(token)
@@ -245,9 +264,21 @@ class Runner:
                     await pending
         if cancelled is not None:
             raise cancelled
+        if escaped is not None:
+            raise escaped
         if failure is not None:
             raise failure
         return ctx
+
+    def _engine_failure(self, stage: str, err: BaseException, ctx: Context) -> StageFailed:
+        """The failure ending a run whose engine raised ``err`` in ``stage``, logged."""
+        failed = engine_failure(stage, err, ctx, self.scrubber)
+        self.log.error(
+            "engine error; the run ends failed", stage=stage, error=str(failed.cause),
+            error_type=type(failed.cause).__qualname__, trace_id=self.trace_id,
+            exc_info=failed.cause,
+        )  # fmt: skip
+        return failed
 
     async def _run_step(
         self,
@@ -262,26 +293,37 @@ class Runner:
             return await self._skip(ctx, step, run_otel_ctx, run_span_id)
         attempts = sd.retries + 1
         for attempt in range(1, attempts + 1):
-            ctx, outcome = await self._attempt(
-                ctx, step, attempt, run_otel_ctx, run_span_id, deadline
-            )
-            if outcome is None:
-                return ctx
-            if attempt == attempts or outcome.result == "cancellation":
-                raise outcome
-            if outcome.result == "timeout" and anyio.current_time() >= deadline:
-                raise outcome  # the run's own deadline passed: retrying cannot help
-            delay = _backoff(sd.retry_backoff, attempt)
-            if anyio.current_time() + delay >= deadline:
-                raise outcome
-            failed_span = ctx.trace.spans[-1].span_id if ctx.trace and ctx.trace.spans else None
-            self.log.warning(
-                "stage attempt failed; retrying", stage=sd.name, attempt=attempt,
-                error=str(outcome.cause), retry_in_s=round(delay, 3), trace_id=self.trace_id,
-                span_id=failed_span,
-            )  # fmt: skip
+            try:
+                ctx, outcome = await self._attempt(
+                    ctx, step, attempt, run_otel_ctx, run_span_id, deadline
+                )
+                if outcome is None:
+                    return ctx
+                if attempt == attempts or outcome.result == "cancellation":
+                    raise outcome
+                if outcome.result == "timeout" and anyio.current_time() >= deadline:
+                    raise outcome  # the run's own deadline passed: retrying cannot help
+                delay = _backoff(sd.retry_backoff, attempt)
+                if anyio.current_time() + delay >= deadline:
+                    raise outcome
+                self._retrying(ctx, step, attempt, outcome, delay)
+            except Exception as err:
+                if isinstance(err, StageFailed):
+                    raise
+                # Kept here, not in execute(): ``ctx`` holds the attempts made so far.
+                raise self._engine_failure(sd.name, err, ctx) from err
             await anyio.sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _retrying(
+        self, ctx: Context, step: PlannedStage, attempt: int, outcome: StageFailed, delay: float
+    ) -> None:
+        failed_span = ctx.trace.spans[-1].span_id if ctx.trace and ctx.trace.spans else None
+        self.log.warning(
+            "stage attempt failed; retrying", stage=step.name, attempt=attempt,
+            error=str(outcome.cause), retry_in_s=round(delay, 3), trace_id=self.trace_id,
+            span_id=failed_span,
+        )  # fmt: skip
 
     async def _checkpoint(self, ctx: Context, step: PlannedStage) -> None:
         assert self.run_start is not None
@@ -407,6 +449,11 @@ class Runner:
         except Exception as exc:
             error = exc
             result = _result_for(exc)
+        except GeneratorExit:
+            raise
+        except BaseException as exc:  # SystemExit, KeyboardInterrupt: recorded, then re-raised
+            cancel_exc = error = exc
+            result = "error"
         finally:
             run_context.reset(log_token)
             otel_context.detach(token)
@@ -428,7 +475,7 @@ class Runner:
         if error is not None:
             if self.scrubber:
                 self.scrubber.exception(error)  # every later str(error) is clean
-            if cancel_exc is None:
+            if result != "cancellation":
                 span.record_exception(error, attributes=self.scrubber.exception_event(error))
             described = f"{type(error).__name__}: {error}"
             span.set_status(Status(StatusCode.ERROR, self.scrubber.text(described)))
@@ -471,7 +518,10 @@ class Runner:
             failed.args = (self.scrubber.text(str(failed)),)
         if cancel_exc is not None:
             # Record what happened, then let cancellation propagate: it is never swallowed.
-            self.cancelled_at = failed
+            if result == "cancellation":
+                self.cancelled_at = failed
+            else:
+                self.escaped_at = failed
             raise cancel_exc
         self.log.warning(
             "stage failed", stage=name, attempt=attempt, result=result,
