@@ -13,6 +13,7 @@ checks them, so a refused path fails before anything runs. Stages that open othe
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Iterable
 from contextvars import ContextVar, Token
@@ -38,8 +39,37 @@ __all__ = [
 DEFAULT_WRITE_DIR = "reports"
 
 
+#: Characters of a path shown in a refusal before it is cut short.
+_SHOWN_CHARS = 200
+
+
 def _real(path: str | os.PathLike[str], base: Path) -> Path:
     return (base / Path(path).expanduser()).resolve()
+
+
+def _unusable(err: Exception) -> str:
+    """Why a path could not be resolved or checked, in words that name no path: the messages
+    of these errors quote the full path, which a refusal must not show unless asked to."""
+    code = getattr(err, "errno", None)
+    if code == errno.ENAMETOOLONG:
+        return "is too long a path for this system (file name too long)"
+    if code == errno.ELOOP or (isinstance(err, RuntimeError) and "loop" in str(err).lower()):
+        return "goes through a loop of symbolic links"
+    if code in (errno.EACCES, errno.EPERM):
+        return "cannot be checked: permission denied"
+    if isinstance(err, OSError):
+        return f"cannot be checked: {(err.strerror or type(err).__name__).lower()}"
+    if isinstance(err, ValueError):  # e.g. "embedded null byte"
+        return f"is not a valid path: {err}"
+    return f"cannot be resolved: {err}"  # RuntimeError: "Could not determine home directory."
+
+
+def _cut(text: str, *, quote: bool) -> str:
+    """``text`` for a refusal (quoted when ``quote``), a long one cut short with its length."""
+    if len(text) <= _SHOWN_CHARS:
+        return repr(text) if quote else text
+    head = text[:_SHOWN_CHARS]
+    return f"{repr(head) if quote else head}... ({len(text):,} characters)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,35 +128,56 @@ class FileAccess:
     def readable(
         self, path: str | os.PathLike[str], *, option: str | None = None, must_exist: bool = True
     ) -> Path:
-        """``path`` resolved for reading; FileAccessError when outside every read root."""
-        target = _real(path, self.read_base)
+        """``path`` resolved for reading; FileAccessError when outside every read root, or
+        when it cannot be resolved or checked (too long, a symlink loop, no permission)."""
+        target = self._resolved(path, self.read_base, option)
         if not _inside(target, self.read_roots):
             raise FileAccessError(
                 self._what(option, path, target)
                 + f" is outside the folders this run may read{self._list(self.read_roots)}; "
                 "allow it with --allow-read DIR or run(..., file_access=...)"
             )
-        if must_exist and not target.is_file():
-            state = "is not a file" if target.exists() else "does not exist"
-            raise FileAccessError(self._what(option, path, target) + f" {state}")
+        if must_exist:
+            try:
+                state = None if target.is_file() else "is not a file"
+                if state is not None and not target.exists():
+                    state = "does not exist"
+            except OSError as err:
+                state = _unusable(err)
+            if state is not None:
+                raise FileAccessError(self._what(option, path, target) + f" {state}")
         return target
 
     def writable(self, path: str | os.PathLike[str], *, option: str | None = None) -> Path:
-        """``path`` resolved for writing; FileAccessError when outside every write root."""
-        target = _real(path, self.write_base)
+        """``path`` resolved for writing; FileAccessError when outside every write root, or
+        when it cannot be resolved or checked."""
+        target = self._resolved(path, self.write_base, option)
         if not _inside(target, self.write_roots):
             raise FileAccessError(
                 self._what(option, path, target)
                 + f" is outside the folders this run may write{self._list(self.write_roots)}; "
                 "allow it with --allow-write DIR or run(..., file_access=...)"
             )
+        try:
+            os.stat(target)  # a folder made later need not exist; one the OS refuses is refused
+        except FileNotFoundError:
+            pass
+        except OSError as err:
+            raise FileAccessError(self._what(option, path, target) + " " + _unusable(err)) from None
         return target
 
-    def _what(self, option: str | None, raw: str | os.PathLike[str], target: Path) -> str:
+    def _resolved(self, path: str | os.PathLike[str], base: Path, option: str | None) -> Path:
+        """``path`` resolved against ``base``; FileAccessError saying why it cannot be."""
+        try:
+            return _real(path, base)
+        except (OSError, RuntimeError, ValueError) as err:
+            raise FileAccessError(self._what(option, path, None) + " " + _unusable(err)) from None
+
+    def _what(self, option: str | None, raw: str | os.PathLike[str], target: Path | None) -> str:
         given = os.fspath(raw)
-        shown = repr(given)
-        if self.show_paths and given != str(target):
-            shown += f" ({target})"
+        shown = _cut(given, quote=True)
+        if self.show_paths and target is not None and given != str(target):
+            shown += f" ({_cut(str(target), quote=False)})"
         return f"option {option!r}: {shown}" if option else shown
 
     def _list(self, roots: tuple[Path, ...]) -> str:
