@@ -30,7 +30,7 @@ class StageDef(_Model):
     options: dict[str, Any] | None = None
     enabled: bool = True
     timeout: float | None = Field(default=None, gt=0)
-    retries: int = Field(default=0, ge=0)
+    retries: int = Field(default=0, ge=0, json_schema_extra={"maximum": MAX_RETRIES})
     retry_backoff: float = Field(default=0.5, ge=0, allow_inf_nan=False)
 
     @field_validator("retries")
