@@ -79,8 +79,8 @@ def guard() -> Iterator[None]:
         error("interrupted")
         raise typer.Exit(EXIT_INTERRUPTED) from None
     except Exception as err:
-        if _STATE.debug:
-            traceback.print_exc()
+        if _STATE.debug:  # through warn: the message may quote stored text
+            warn(traceback.format_exc().rstrip(), style="")
         hint = "" if _STATE.debug else " (run with --debug for the traceback)"
         error(f"unexpected {type(err).__name__}: {err}{hint}")
         raise typer.Exit(EXIT_FAILED) from None

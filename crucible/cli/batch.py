@@ -48,6 +48,7 @@ from crucible.cli.journal import warn_if_journaled
 from crucible.cli.output import console, error, print_json, warn
 from crucible.cli.preflight import file_access_for, imports_hint
 from crucible.cli.signals import EXIT_TERMINATED, Terminated, run_cancellable
+from crucible.cli.terminal import inline
 from crucible.cli.tracing import (
     run_url,
     setup_telemetry,
@@ -342,9 +343,11 @@ def batch_command(
         if not shown_on.is_interactive:
             n = len(items)
             shown_on.print(
-                f"batch {bid}: {n} run{'s' if n != 1 else ''} of {experiment.id}, "
-                f"at most {concurrency} at once"
-                + (f", on Ray ({ray.actors} actors)" if ray is not None else ""),
+                inline(
+                    f"batch {bid}: {n} run{'s' if n != 1 else ''} of {experiment.id}, "
+                    f"at most {concurrency} at once"
+                    + (f", on Ray ({ray.actors} actors)" if ray is not None else "")
+                ),
                 markup=False,
                 soft_wrap=True,
             )

@@ -8,10 +8,19 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from rich import box
-from rich.table import Table
 from rich.text import Text
 
-from crucible.cli.output import console, elide, format_duration, say, value_text, warn
+from crucible.cli.output import (
+    SafeTable,
+    cell,
+    console,
+    elide,
+    format_duration,
+    say,
+    value_text,
+    warn,
+)
+from crucible.cli.terminal import inline
 from crucible.errors import StageFailed
 from crucible.flatten import flatten, is_number
 from crucible.headline import is_headline_key
@@ -122,10 +131,10 @@ def _cell(metrics: Mapping[str, Any], key: str) -> Text:
         return Text("-", style="dim")
     value = metrics[key]
     if is_number(value):
-        return Text(number(value))
+        return cell(number(value))
     if is_headline_key(key) and isinstance(value, str):
-        return Text(value)  # whole: the table wraps it between words
-    return Text(value_text(value, _METRICS_WIDTH))
+        return cell(value)  # whole: the table wraps it between words
+    return cell(value_text(value, _METRICS_WIDTH))
 
 
 def batch_json(outcomes: Sequence[RunOutcome], report: BatchReport) -> dict[str, Any]:
@@ -163,8 +172,8 @@ def batch_json(outcomes: Sequence[RunOutcome], report: BatchReport) -> dict[str,
 
 def _runs_table(
     outcomes: Sequence[RunOutcome], report: BatchReport, columns: Sequence[str]
-) -> Table:
-    table = Table(box=box.SIMPLE_HEAD, show_edge=False)
+) -> SafeTable:
+    table = SafeTable(box=box.SIMPLE_HEAD, show_edge=False)
     table.add_column("#", justify="right")
     table.add_column("matrix", overflow="fold")
     table.add_column("status")
@@ -177,11 +186,11 @@ def _runs_table(
         metrics = flat_metrics(o)
         table.add_row(
             str(o.index),
-            Text(elide(point_text(report.points[o.index]), _MATRIX_WIDTH) or "-"),
-            Text(o.status, style=_OUTCOME_STYLES.get(o.status, "")),
+            cell(elide(point_text(report.points[o.index]), _MATRIX_WIDTH) or "-"),
+            cell(o.status, style=_OUTCOME_STYLES.get(o.status, "")),
             format_duration(o.duration_s),
             *(_cell(metrics, key) for key in columns),
-            Text(o.run_id[:_SHORT_ID]),
+            cell(o.run_id[:_SHORT_ID]),
             (o.trace_id or "-")[:_SHORT_ID],
         )
     return table
@@ -219,7 +228,9 @@ def print_batch_summary(
         shown = failures[:limit]
         for o in shown:
             where = point_text(report.points[o.index])
-            say(f"  #{o.index}" + (f" [{where}]" if where else "") + f": {_error_text(o.error)}")
+            # One line per failure: a message's own newlines are shown as \n.
+            line = (f" [{where}]" if where else "") + f": {_error_text(o.error)}"
+            say(f"  #{o.index}{inline(line)}")
         if len(shown) < len(failures):
             more = len(failures) - len(shown)
             say(f"  ... {more} more failures (--rows 0 lists all)", style="dim")
@@ -232,7 +243,7 @@ def print_batch_summary(
         f"{format_duration(report.elapsed)})",
         style="green" if counts["completed"] == n else "red",
     )
-    say(f"batch:    {report.batch_id} (experiment {report.experiment_id})")
+    say(inline(f"batch:    {report.batch_id} (experiment {report.experiment_id})"))
     say(f"trace:    {report.destination}")
     if report.trace_id:
         how = "runs are its children" if report.as_children else "each run links to it"

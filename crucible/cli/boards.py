@@ -28,10 +28,9 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
-from rich.table import Table
-from rich.text import Text
 
-from crucible.cli.output import STATUS_STYLES, format_duration
+from crucible.cli.output import STATUS_STYLES, SafeTable, cell, format_duration
+from crucible.cli.terminal import inline
 from crucible.observers import AttemptStart, BatchStart, RunEnd, RunObserver, RunStart
 from crucible.status import RunStatus
 
@@ -87,7 +86,7 @@ class StageBoard(RunObserver):
             row.duration_s = record.duration_s
             row.error_type = record.error_type
         if not self._live:
-            self._console.print(self._plain_line(row), markup=False, soft_wrap=True)
+            self._console.print(inline(self._plain_line(row)), markup=False, soft_wrap=True)
 
     @staticmethod
     def _plain_line(row: _Row) -> str:
@@ -102,7 +101,7 @@ class StageBoard(RunObserver):
 
     def render(self) -> RenderableType:
         """The status table, recomputed on every refresh (running stages show elapsed time)."""
-        table = Table(box=box.SIMPLE_HEAD, show_edge=False)
+        table = SafeTable(box=box.SIMPLE_HEAD, show_edge=False)
         table.add_column("#", justify="right")
         table.add_column("stage")
         table.add_column("status")
@@ -119,7 +118,7 @@ class StageBoard(RunObserver):
                 duration = now - started
             shown = "" if status in ("pending", "disabled", "skip") else format_duration(duration)
             table.add_row(
-                str(index), Text(name), Text(label, style=STATUS_STYLES.get(status, "")), shown
+                str(index), cell(name), cell(label, style=STATUS_STYLES.get(status, "")), shown
             )
         return table
 
@@ -166,7 +165,7 @@ class BatchBoard(RunObserver):
                 console=console,
             )
             self._task = self._progress.add_task(
-                escape(f"batch {name}"), total=total, failed=0, running=0
+                escape(inline(f"batch {name}")), total=total, failed=0, running=0
             )
 
     def on_batch_start(self, *, batch: BatchStart) -> None:

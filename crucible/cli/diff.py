@@ -10,12 +10,12 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich import box
-from rich.table import Table
 from rich.text import Text
 
 from crucible.cli.app import CliError, JsonOption, StoreOption, guard
-from crucible.cli.output import console, print_json, say, value_text
+from crucible.cli.output import SafeTable, cell, console, print_json, say, value_text
 from crucible.cli.runs import store_missing
+from crucible.cli.terminal import inline
 
 if TYPE_CHECKING:
     from crucible.compare import DiffRow, RunDiff
@@ -45,13 +45,13 @@ async def _read(url: str | None, run_ids: Sequence[str]) -> tuple[list[RunInfo |
 
 
 def _cell(row: DiffRow, run_id: str) -> Text:
-    return Text(value_text(row.values[run_id]) if run_id in row.values else _MISSING_TEXT)
+    return cell(value_text(row.values[run_id]) if run_id in row.values else _MISSING_TEXT)
 
 
-def _table(title: str, rows: Sequence[DiffRow], ids: Sequence[str], what: str) -> Table | Text:
+def _table(title: str, rows: Sequence[DiffRow], ids: Sequence[str], what: str) -> SafeTable | Text:
     if not rows:
         return Text(f"{title}: same")
-    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, show_edge=False)
+    table = SafeTable(title=title, title_justify="left", box=box.SIMPLE_HEAD, show_edge=False)
     table.add_column(what, overflow="fold")
     letters = [chr(ord("a") + i) for i in range(len(ids))]
     for letter in letters:
@@ -61,11 +61,11 @@ def _table(title: str, rows: Sequence[DiffRow], ids: Sequence[str], what: str) -
         for letter in letters[1:]:
             table.add_column(f"{letter} - a", overflow="fold")
     for row in rows:
-        cells = [Text(row.key, style="yellow" if row.differs else "")]
+        cells = [cell(row.key, style="yellow" if row.differs else "")]
         cells += [_cell(row, rid) for rid in ids]
         if with_deltas:
             cells += [
-                Text(value_text(row.deltas[rid]) if rid in row.deltas else _MISSING_TEXT)
+                cell(value_text(row.deltas[rid]) if rid in row.deltas else _MISSING_TEXT)
                 for rid in ids[1:]
             ]
         table.add_row(*cells)
@@ -76,7 +76,7 @@ def _show(diff: RunDiff) -> None:
     out = console()
     ids = [r.run_id for r in diff.runs]
     for letter, head in zip("abcdefghijklmnopqrstuvwxyz", diff.runs, strict=False):
-        say(f"{letter}: {head.run_id} (experiment {head.experiment_id}, {head.status})")
+        say(inline(f"{letter}: {head.run_id} (experiment {head.experiment_id}, {head.status})"))
     statuses = [r.status for r in diff.runs]
     say(f"status: {' -> '.join(statuses) if diff.status_differs else statuses[0]}")
     say()

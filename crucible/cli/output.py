@@ -1,4 +1,8 @@
-"""What the CLI prints: the stdout/stderr consoles, value and duration formatting, metric tables."""
+"""What the CLI prints: the stdout/stderr consoles, value and duration formatting, metric tables.
+
+Everything goes out literally: no rich markup or emoji codes are read from printed text, and
+control characters are escaped (crucible.cli.terminal), since stored runs hold untrusted text.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +14,11 @@ from typing import Any, TextIO, cast
 
 from rich import box
 from rich.console import Console, RenderableType
+from rich.style import StyleType
 from rich.table import Table
 from rich.text import Text
 
+from crucible.cli.terminal import inline, json_safe, multiline, safe_text
 from crucible.headline import headlines, is_headline_key
 from crucible.scrub import active as active_scrubber
 from crucible.scrub import scrub_text
@@ -58,7 +64,9 @@ def console(stderr: bool = False) -> Console:
     """The stdout or stderr console; wide when not a terminal so piped lines do not wrap."""
     con = _consoles.get(stderr)
     if con is None:
-        con = Console(file=cast("TextIO", _Scrubbed(stderr)), highlight=False)
+        con = Console(
+            file=cast("TextIO", _Scrubbed(stderr)), highlight=False, markup=False, emoji=False
+        )
         if not con.is_terminal and "COLUMNS" not in os.environ:
             con.width = _PLAIN_WIDTH
         _consoles[stderr] = con
@@ -66,13 +74,14 @@ def console(stderr: bool = False) -> Console:
 
 
 def say(text: str | Text = "", *, style: str | None = None) -> None:
-    """Print one line of plain text (no markup interpretation) to stdout."""
-    console().print(text, style=style, markup=False, soft_wrap=True)
+    """Print plain text (no markup, controls but newline and tab escaped) to stdout."""
+    shown = multiline(text) if isinstance(text, str) else safe_text(text, lines=True)
+    console().print(shown, style=style, markup=False, soft_wrap=True)
 
 
 def warn(text: str, *, style: str = "yellow") -> None:
-    """Print one line of plain text to stderr."""
-    console(stderr=True).print(text, style=style, markup=False, soft_wrap=True)
+    """Print plain text (no markup, controls but newline and tab escaped) to stderr."""
+    console(stderr=True).print(multiline(text), style=style, markup=False, soft_wrap=True)
 
 
 def error(text: str) -> None:
@@ -83,7 +92,42 @@ def error(text: str) -> None:
 def print_json(data: Any) -> None:
     """Write ``data`` as indented JSON to stdout, bypassing rich (so it is never wrapped)."""
     text = json.dumps(to_jsonable(data), indent=2, ensure_ascii=False)
-    sys.stdout.write(active_scrubber().encoded().text(text) + "\n")
+    sys.stdout.write(json_safe(active_scrubber().encoded().text(text)) + "\n")
+
+
+def cell(text: str, style: StyleType = "") -> Text:
+    """``text`` as a table cell, shown literally: every control character escaped.
+
+    Escape before building a Text: rich's Text drops some controls (BEL, CR) silently.
+    """
+    return Text(inline(text), style=style)
+
+
+def _literal(value: RenderableType | None) -> RenderableType | None:
+    """A string or Text cell with every control character escaped; other renderables as is."""
+    if isinstance(value, str):
+        return cell(value)
+    if isinstance(value, Text):
+        return safe_text(value)
+    return value
+
+
+class SafeTable(Table):
+    """A rich Table whose string and Text cells and headers are shown literally (``cell``);
+    every table the CLI prints is one."""
+
+    def add_column(
+        self, header: RenderableType = "", footer: RenderableType = "", **options: Any
+    ) -> None:
+        super().add_column(_literal(header) or "", _literal(footer) or "", **options)
+
+    def add_row(
+        self,
+        *renderables: RenderableType | None,
+        style: StyleType | None = None,
+        end_section: bool = False,
+    ) -> None:
+        super().add_row(*map(_literal, renderables), style=style, end_section=end_section)
 
 
 def format_duration(seconds: float | None) -> str:
@@ -171,11 +215,11 @@ def headlines_table(metrics: Mapping[str, Any]) -> Table | None:
     lines = headlines(metrics)
     if not lines:
         return None
-    table = Table(title="results", title_justify="left", box=None, show_header=False)
+    table = SafeTable(title="results", title_justify="left", box=None, show_header=False)
     table.add_column("metric", no_wrap=True, style="bold")
     table.add_column("result", overflow="fold")
     for name, line in lines:
-        table.add_row(Text(name), Text(line))
+        table.add_row(cell(name), cell(line))
     return table
 
 
@@ -196,11 +240,11 @@ def metrics_table(
         return Text(f"{title}: (none)")
     key_width = max(len(k) for k, _ in rows)
     room = max(24, (width or console().width) - key_width - 6)
-    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, show_edge=False)
+    table = SafeTable(title=title, title_justify="left", box=box.SIMPLE_HEAD, show_edge=False)
     table.add_column("metric", no_wrap=True)
     table.add_column("value", overflow="fold")
     for key, value in rows:
-        table.add_row(Text(key), Text(short(value, room)))
+        table.add_row(cell(key), cell(short(value, room)))
     return table
 
 

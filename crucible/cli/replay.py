@@ -27,6 +27,7 @@ from crucible.cli.app import (
 )
 from crucible.cli.output import say
 from crucible.cli.runs import store_missing
+from crucible.cli.terminal import inline
 
 if TYPE_CHECKING:
     from crucible.reproduce import Replay
@@ -105,7 +106,7 @@ def rerun_command(
     with guard():
         check_timeout(timeout)
         replay = _prepare(prepare_rerun, store, source, set_ or [])
-        say(f"rerun of {source} (experiment {replay.experiment.id})")
+        say(inline(f"rerun of {source} (experiment {replay.experiment.id})"))
         code = _execute(
             replay, checkpoint=checkpoint, run_id=run_id, store=store, exporter=exporter,
             json_logs=json_logs, timeout=timeout, allow_imports=allow_imports,
@@ -141,7 +142,7 @@ def resume_command(
         assert point is not None
         stages = replay.experiment.pipeline
         where = f"stage {stages[point.start].name!r}" if point.start < len(stages) else "the end"
-        say(f"resuming {source} from {where} ({point.start} stage(s) restored)")
+        say(inline(f"resuming {source} from {where} ({point.start} stage(s) restored)"))
         code = _execute(
             replay, run_id=run_id, store=store, exporter=exporter, json_logs=json_logs,
             timeout=timeout, allow_imports=allow_imports, jaeger_url=jaeger_url,

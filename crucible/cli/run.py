@@ -45,6 +45,7 @@ from crucible.cli.output import (
 )
 from crucible.cli.preflight import file_access_for, preflight
 from crucible.cli.signals import EXIT_TERMINATED, Terminated, run_cancellable
+from crucible.cli.terminal import inline
 from crucible.cli.tracing import (
     run_url,
     setup_telemetry,
@@ -143,7 +144,7 @@ def _print_artifacts(ctx: Context) -> None:
     for name, value in ctx.artifacts.items():
         art = Artifact.from_value(name, value)
         where = _relative(art.location) if art.location is not None else short(value)
-        say(f"  {name}: {where}" + (f" ({art.format})" if art.format else ""))
+        say("  " + inline(f"{name}: {where}" + (f" ({art.format})" if art.format else "")))
 
 
 def _relative(location: str) -> str:
@@ -213,7 +214,8 @@ def _report_outcome(
     if json_:
         if outcome.failure is not None:
             stopped = outcome.failure
-            error(f"run {run_id} failed: stage {stopped.stage!r} ended with {stopped.result}")
+            rid = inline(run_id)
+            error(f"run {rid} failed: stage {stopped.stage!r} ended with {stopped.result}")
         link = trace_link(handle, jaeger_url, trace_id)
         print_json(
             _run_json(outcome, run_id=run_id, trace_id=trace_id, jaeger=link, elapsed=elapsed)
@@ -224,8 +226,10 @@ def _report_outcome(
         n = len(ctx.experiment.pipeline)
         say()
         say(
-            f"run {run_id} completed in {format_duration(elapsed)} "
-            f"(experiment {ctx.experiment_id}, {n} stage{'s' if n != 1 else ''})",
+            inline(
+                f"run {run_id} completed in {format_duration(elapsed)} "
+                f"(experiment {ctx.experiment_id}, {n} stage{'s' if n != 1 else ''})"
+            ),
             style="green",
         )
         say()
@@ -238,7 +242,7 @@ def _report_outcome(
     cause = failure.cause
     verb = "timed out" if failure.result == "timeout" else "failed"
     error(
-        f"run {run_id} {verb}: stage {failure.stage!r} ended with {failure.result}: "
+        f"run {inline(run_id)} {verb}: stage {failure.stage!r} ended with {failure.result}: "
         f"{type(cause).__name__}: {cause}"
     )
     say()
@@ -349,7 +353,7 @@ def execute_run(
                     )
             except (KeyboardInterrupt, Terminated) as stop:
                 why = "terminated (SIGTERM)" if isinstance(stop, Terminated) else "interrupted"
-                error(f"run {rid} cancelled ({why}); it is recorded as cancelled")
+                error(f"run {inline(rid)} cancelled ({why}); it is recorded as cancelled")
                 _print_where(board.trace_id, handle, jaeger_url)
                 code = EXIT_TERMINATED if isinstance(stop, Terminated) else EXIT_INTERRUPTED
             else:

@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich import box
-from rich.table import Table
 from rich.text import Text
 
 from crucible.cli.app import (
@@ -23,6 +22,8 @@ from crucible.cli.app import (
 )
 from crucible.cli.output import (
     STATUS_STYLES,
+    SafeTable,
+    cell,
     console,
     format_duration,
     headlines_table,
@@ -33,6 +34,7 @@ from crucible.cli.output import (
     value_text,
     warn,
 )
+from crucible.cli.terminal import inline
 from crucible.flatten import flatten, is_number
 from crucible.headline import is_headline_key
 from crucible.status import RunStatus
@@ -107,8 +109,8 @@ def _metric_cell(metrics: dict[str, Any], name: str) -> Text:
         return Text("-", style="dim")
     value = metrics[name]
     if is_headline_key(name) and isinstance(value, str):
-        return Text(value)  # whole: the table wraps it between words
-    return Text(number(value) if is_number(value) else value_text(value, 60))
+        return cell(value)  # whole: the table wraps it between words
+    return cell(number(value) if is_number(value) else value_text(value, 60))
 
 
 @runs_app.command("list")
@@ -163,7 +165,7 @@ def runs_list_command(
             return
         # Ids are never broken across lines; metric columns take the Jaeger link's place
         # (runs show and --json have it).
-        table = Table(box=box.SIMPLE_HEAD, show_edge=False)
+        table = SafeTable(box=box.SIMPLE_HEAD, show_edge=False)
         table.add_column("run id", no_wrap=True)
         for col in ("experiment", "batch", "status", "started", "duration", *names):
             table.add_column(col, overflow="fold")
@@ -172,10 +174,10 @@ def runs_list_command(
             table.add_column("jaeger", overflow="fold")
         for r, values in zip(runs, flat, strict=True):
             table.add_row(
-                Text(r.run_id),
-                Text(r.experiment_id),
-                Text(r.batch_id[:_SHORT_ID] if r.batch_id else "-"),
-                Text(r.status, style=_run_style(r.status)),
+                cell(r.run_id),
+                cell(r.experiment_id),
+                cell(r.batch_id[:_SHORT_ID] if r.batch_id else "-"),
+                cell(r.status, style=_run_style(r.status)),
                 _when(r.started_at),
                 format_duration(r.duration_s),
                 *(_metric_cell(values, n) for n in names),
@@ -243,7 +245,7 @@ def _show_run(info: RunInfo, jaeger_url: str) -> None:
             )
         )
     for key, value in fields:
-        say(f"{key + ':':<11} {value}")
+        say(f"{key + ':':<11} {inline(value)}")  # one line each, whatever the value holds
     say()
     results = headlines_table(info.metrics)
     if results is not None:
@@ -252,7 +254,7 @@ def _show_run(info: RunInfo, jaeger_url: str) -> None:
     out.print(metrics_table(info.metrics, "metrics"))
     say()
     if info.attempts:
-        table = Table(
+        table = SafeTable(
             title="stage attempts", title_justify="left", box=box.SIMPLE_HEAD, show_edge=False
         )
         for col in ("#", "stage", "attempt", "result", "duration", "error"):
@@ -261,22 +263,24 @@ def _show_run(info: RunInfo, jaeger_url: str) -> None:
             error = f"{a.error_type}: {a.error_message}" if a.error_type else ""
             table.add_row(
                 "-" if a.stage_index is None else str(a.stage_index),
-                Text(a.stage),
+                cell(a.stage),
                 str(a.attempt),
-                Text(a.result, style=STATUS_STYLES.get(a.result, "")),
+                cell(a.result, style=STATUS_STYLES.get(a.result, "")),
                 format_duration(a.duration_s),
-                Text(error),
+                cell(error),
             )
         out.print(table)
     else:
         say("stage attempts: (none)")
     say()
     if info.artifacts:
-        table = Table(title="artifacts", title_justify="left", box=box.SIMPLE_HEAD, show_edge=False)
+        table = SafeTable(
+            title="artifacts", title_justify="left", box=box.SIMPLE_HEAD, show_edge=False
+        )
         for col in ("name", "type", "format", "location"):
             table.add_column(col, overflow="fold")
         for art in info.artifacts:
-            table.add_row(Text(art.name), art.type, art.format or "-", Text(art.location or "-"))
+            table.add_row(cell(art.name), art.type, art.format or "-", cell(art.location or "-"))
         out.print(table)
     else:
         say("artifacts: (none)")

@@ -7,11 +7,10 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich import box
-from rich.table import Table
 from rich.text import Text
 
 from crucible.cli.app import CliError, JsonOption, guard
-from crucible.cli.output import console, print_json, say, short
+from crucible.cli.output import SafeTable, cell, console, print_json, say, short
 
 if TYPE_CHECKING:
     from crucible.registry import Registry
@@ -65,11 +64,11 @@ def _print_stage_list(specs: Sequence[StageSpec], registry: Registry) -> None:
         say(f"  Optional: {', '.join(optional) or '(none)'}")
 
 
-def _option_table(schema: Mapping[str, Any], keys: Sequence[str], *, required: bool) -> Table:
+def _option_table(schema: Mapping[str, Any], keys: Sequence[str], *, required: bool) -> SafeTable:
     props = (schema.get("json_schema") or {}).get("properties") or {}
     types_ = schema.get("types") or {}
     defaults = schema.get("defaults") or {}
-    table = Table(box=box.SIMPLE_HEAD, show_edge=False)
+    table = SafeTable(box=box.SIMPLE_HEAD, show_edge=False)
     table.add_column("option", no_wrap=True)
     table.add_column("type")
     if not required:
@@ -78,10 +77,10 @@ def _option_table(schema: Mapping[str, Any], keys: Sequence[str], *, required: b
     for key in keys:
         kind = type_text(types_[key]) if key in types_ else "(unspecified)"
         desc = str((props.get(key) or {}).get("description", ""))
-        cells = [Text(key), Text(kind)]
+        cells = [cell(key), cell(kind)]
         if not required:
-            cells.append(Text(short(defaults[key], 40) if key in defaults else "-"))
-        cells.append(Text(desc))
+            cells.append(cell(short(defaults[key], 40) if key in defaults else "-"))
+        cells.append(cell(desc))
         table.add_row(*cells)
     return table
 
