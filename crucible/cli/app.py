@@ -18,6 +18,7 @@ from typing import Annotated, TextIO, cast
 import typer
 
 from crucible.cli.output import error, warn
+from crucible.cli.terminal import multiline
 from crucible.errors import CrucibleError, ExperimentFileError
 from crucible.telemetry.choices import EXPORTERS
 
@@ -87,10 +88,12 @@ def guard() -> Iterator[None]:
 
 
 class _StderrProxy:
-    """A stream that writes to whatever ``sys.stderr`` is now (rich's Live swaps it)."""
+    """A stream that writes to whatever ``sys.stderr`` is now (rich's Live swaps it), with
+    control characters escaped: log lines quote stored and stage text (the CLI's logs are
+    uncoloured, so none of their own output is lost)."""
 
     def write(self, text: str) -> int:
-        return sys.stderr.write(text)
+        return sys.stderr.write(multiline(text))
 
     def flush(self) -> None:
         sys.stderr.flush()
