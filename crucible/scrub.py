@@ -1,8 +1,10 @@
 """Scrub secret values from every string a run emits, not only the values under secret keys.
 
-The secrets of a run are the strings under secret-looking keys in its options and assigns, every
-pydantic ``SecretStr`` in its validated options, and the values of secret-named environment
-variables (``GITHUB_TOKEN``, ``DB_PASSWORD``). The engine makes the run's :class:`Scrubber`
+The secrets of a run are the strings under secret-looking keys anywhere in its experiment (stage,
+backend and output options, metadata, ...) and in its assigns, the passwords of URLs written
+with userinfo (``https://user:password@host/``) in any of their strings, every pydantic
+``SecretStr`` in its validated options, and the values of secret-named environment variables
+(``GITHUB_TOKEN``, ``DB_PASSWORD``). The engine makes the run's :class:`Scrubber`
 active while the run executes; logs, spans, store rows, reports and exception messages pass
 their strings through it. Values shorter than four characters are not scrubbed (they would blank
 ordinary words).
@@ -17,9 +19,11 @@ import os
 import re
 import sys
 import traceback
+import weakref
 from collections.abc import Iterable, Iterator, Mapping
 from contextvars import ContextVar
 from typing import Any
+from urllib.parse import unquote
 
 from crucible.redact import REDACTED, is_secret_key
 
@@ -30,7 +34,7 @@ _ENV_SKIP = frozenset({"PWD", "OLDPWD"})  # "pwd" reads as password; these are f
 class Scrubber:
     """Replaces each known secret value in strings with ``[REDACTED]`` (longest first)."""
 
-    __slots__ = ("_encoded", "_pattern", "values")
+    __slots__ = ("__weakref__", "_encoded", "_pattern", "values")
 
     def __init__(self, values: Iterable[str] = ()) -> None:
         self.values = frozenset(v for v in values if len(v) >= MIN_SECRET_LEN)
@@ -54,15 +58,13 @@ class Scrubber:
             return self
         if self._encoded is not None:
             return self._encoded
-        forms = set(self.values)
-        for v in self.values:
-            forms.add(json.dumps(v)[1:-1])
-            forms.add(html.escape(v))
-            forms.add(html.escape(v, quote=False))
-            forms.add(v.replace('"', '""'))
-        self._encoded = Scrubber(forms)
+        self._encoded = Scrubber(encoded_forms(self.values))
         self._encoded._encoded = self._encoded
         return self._encoded
+
+    def finds(self, text: str) -> bool:
+        """Whether ``text`` holds one of the secrets."""
+        return self._pattern is not None and self._pattern.search(text) is not None
 
     def text(self, text: str) -> str:
         """``text`` with every secret replaced."""
@@ -109,12 +111,22 @@ class Scrubber:
         return err
 
 
+def encoded_forms(values: Iterable[str]) -> set[str]:
+    """``values`` and how JSON strings, HTML text and CSV cells write them."""
+    forms: set[str] = set()
+    for v in values:
+        forms.update((v, json.dumps(v)[1:-1], html.escape(v), html.escape(v, quote=False),
+                      v.replace('"', '""')))  # fmt: skip
+    return forms
+
+
 NO_SECRETS = Scrubber()
 _active: ContextVar[Scrubber] = ContextVar("crucible_scrubber", default=NO_SECRETS)
 
 
 def for_run(plan_secrets: Iterable[str], assigns: Any) -> Scrubber:
-    """A run's scrubber: its plan's option secrets, its assigns' and the environment's."""
+    """A run's scrubber: its plan's secrets (its experiment's and options'), its assigns' and
+    the environment's."""
     env = env_scrubber()
     extra = secret_values(assigns) if assigns else set()
     if not extra and not plan_secrets:
@@ -180,7 +192,8 @@ MAX_VISITED = 10_000  # values examined per secret_values call: assigns may hold
 
 
 def secret_values(value: Any) -> set[str]:
-    """Strings under secret-looking keys, and every SecretStr, in ``value``.
+    """Strings under secret-looking keys, every SecretStr, and the passwords of URLs with
+    userinfo in any other string (:func:`url_passwords`), in ``value``.
 
     Walks dicts, lists, tuples and pydantic models (not other mapping types, which may compute
     their items), at most 32 levels deep and MAX_VISITED values in all.
@@ -193,6 +206,10 @@ def secret_values(value: Any) -> set[str]:
         current, depth = stack.pop()
         budget -= 1
         if depth > 32:
+            continue
+        if isinstance(current, str):
+            if "://" in current:
+                found.update(url_passwords(current))
             continue
         if secret_types and isinstance(current, secret_types):
             found.update(_strings(current))
@@ -213,7 +230,47 @@ def secret_values(value: Any) -> set[str]:
                 found.update(_strings(child))
             else:
                 stack.append((child, depth + 1))
+    for whole in [s for s in found if "://" in s]:  # a DSN's password may show on its own
+        found.update(url_passwords(whole))
     return {s for s in found if len(s) >= MIN_SECRET_LEN}
+
+
+# scheme://user:password@host -- the password may hold ":" but no "@", "/", "?" or "#".
+_URL_PASSWORD = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s/?#@:]*:([^\s/?#@]+)@")
+
+
+def url_passwords(text: str) -> set[str]:
+    """The passwords of ``scheme://user:password@host`` URLs in ``text``, as written and
+    percent-decoded (an error message may show either)."""
+    found: set[str] = set()
+    for match in _URL_PASSWORD.finditer(text):
+        found.update((match[1], unquote(match[1])))
+    return found
+
+
+_definition_cache: dict[int, tuple[weakref.ref[Any], frozenset[str]]] = {}
+_DEFINITION_CACHE_SIZE = 256
+
+
+def definition_secrets(definition: Any) -> frozenset[str]:
+    """:func:`secret_values` of a frozen definition (an Experiment: every secret-looking key in
+    its stage, backend and output options, metadata, ...), computed once per object."""
+    key = id(definition)
+    hit = _definition_cache.get(key)
+    if hit is not None and hit[0]() is definition:
+        return hit[1]
+    found = frozenset(secret_values(definition))
+    if len(_definition_cache) >= _DEFINITION_CACHE_SIZE:
+        _definition_cache.pop(next(iter(_definition_cache)))
+    _definition_cache[key] = (weakref.ref(definition), found)
+    return found
+
+
+def for_experiment(experiment: Any, assigns: Any = None) -> Scrubber:
+    """The scrubber a run of ``experiment`` with ``assigns`` has, apart from SecretStr options
+    (those show only once its options are validated): the experiment's, assigns' and the
+    environment's secrets."""
+    return for_run(definition_secrets(experiment), assigns)
 
 
 _env_cache: tuple[int, tuple[tuple[str, str], ...], Scrubber] | None = None

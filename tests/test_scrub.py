@@ -144,3 +144,27 @@ async def test_an_oserror_naming_a_secret_path_is_scrubbed_from_spans_and_failur
             str(v) for e in span.events for v in (e.attributes or {}).values()
         ]
         assert not [t for t in texts if secret in t], span.name
+
+
+def test_url_passwords_and_secrets_anywhere_in_an_experiment() -> None:
+    from crucible import Experiment
+    from crucible.scrub import definition_secrets, url_passwords
+
+    assert url_passwords("see https://bob:pa%40ss:1@db.example/x and ftp://u@h/") == {
+        "pa%40ss:1", "pa@ss:1"
+    }  # fmt: skip
+    assert url_passwords("mailto:bob@example.com https://example.com/a:b@c") == set()
+    exp = Experiment.model_validate({
+        "id": "e",
+        "backend": {"id": "b", "options": {"api_key": "backend-key-1"},
+                    "endpoint_url": "https://u:endpoint-pw-2@h/"},
+        "metadata": {"nested": [{"password": "meta-pw-3"}], "plain": "not-a-secret"},
+        "outputs": [{"name": "o", "options": {"token": "output-token-4"}}],
+        "pipeline": [{"name": "s", "options": {"dsn": "postgres://u:stage-pw-5@h/db"}}],
+    })  # fmt: skip
+    assert definition_secrets(exp) == {
+        "backend-key-1", "endpoint-pw-2", "meta-pw-3", "output-token-4",
+        "postgres://u:stage-pw-5@h/db", "stage-pw-5",
+    }  # fmt: skip
+    assert definition_secrets(exp) is definition_secrets(exp)  # once per (frozen) experiment
+    assert secret_values({"notes": ["https://u:assign-pw-6@h/"]}) == {"assign-pw-6"}
