@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import weakref
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import structlog
@@ -15,7 +15,7 @@ from crucible.experiment import Experiment, StageDef, experiment_from_mapping
 from crucible.files import FileAccess, access_in_effect, using_access
 from crucible.observers import StageInfo
 from crucible.registry import Registry
-from crucible.scrub import Scrubber, secret_values
+from crucible.scrub import Scrubber, definition_secrets, encoded_forms, secret_values
 from crucible.serialize import to_jsonable
 from crucible.stage import StageSpec
 from crucible.telemetry import attributes as span_attrs
@@ -51,15 +51,66 @@ class PlannedStage:
 
 
 class Plan(list[PlannedStage]):
-    """The planned stages of a pipeline, with what every run of it needs, computed once."""
+    """The planned stages of a pipeline, with what every run of it needs, computed once.
 
-    __slots__ = ("infos", "origins", "secrets")
+    ``secrets`` are its stages' secret values and its experiment's (``more_secrets``); every
+    stage's span attributes are scrubbed of all of them.
+    """
 
-    def __init__(self, stages: Sequence[PlannedStage]) -> None:
+    __slots__ = ("_runs", "_text", "infos", "origins", "secrets")
+
+    def __init__(
+        self, stages: Sequence[PlannedStage], more_secrets: frozenset[str] = frozenset()
+    ) -> None:
+        secrets = more_secrets.union(*(p.secrets for p in stages))
+        if secrets and (more_secrets or len(stages) > 1):  # one stage's own secrets may occur
+            hide = Scrubber(secrets).encoded()  # in another's options (and the experiment's)
+            stages = [_scrubbed(p, hide) for p in stages]
         super().__init__(stages)
         self.origins: tuple[str, ...] = tuple(p.spec.origin for p in stages if p.spec)
         self.infos: tuple[StageInfo, ...] = tuple(p.info for p in stages if p.info)
-        self.secrets: frozenset[str] = frozenset().union(*(p.secrets for p in stages))
+        self.secrets: frozenset[str] = secrets
+        self._text = "\n".join(_attribute_text(p.span_attributes) for p in stages)
+        self._runs: weakref.WeakKeyDictionary[Scrubber, Plan] = weakref.WeakKeyDictionary()
+
+    def for_scrubber(self, scrubber: Scrubber) -> Plan:
+        """This plan with its span attributes scrubbed of ``scrubber``'s secrets too (a run's:
+        the environment's, its assigns'); itself when none of those occurs in them. Decided
+        once per scrubber (a run's lives as long as the run)."""
+        if not scrubber:
+            return self
+        hit = self._runs.get(scrubber)
+        if hit is not None:
+            return hit
+        extra = scrubber.values - self.secrets
+        found = self
+        if extra and any(form in self._text for form in encoded_forms(extra)):
+            found = Plan(self, self.secrets | extra)
+        self._runs[scrubber] = found
+        return found
+
+
+def _attribute_text(attributes: Mapping[str, Any]) -> str:
+    """Every string among span ``attributes`` (tuples of strings included), one a line."""
+    return "\n".join(
+        s for v in attributes.values() for s in (v if type(v) is tuple else (v,)) if type(s) is str
+    )
+
+
+def _scrubbed(step: PlannedStage, hide: Scrubber) -> PlannedStage:
+    """``step`` with ``hide``'s secrets scrubbed from its span attributes (itself if none)."""
+    if not hide.finds(_attribute_text(step.span_attributes)):
+        return step
+    attrs = hide.value(step.span_attributes)
+    first = span_attrs.checked(span_attrs.attempt_attributes(attrs, 1))
+    return replace(step, span_attributes=attrs, first_attempt_attributes=first)
+
+
+def for_run(planned: Sequence[PlannedStage], scrubber: Scrubber) -> Sequence[PlannedStage]:
+    """``planned`` with its span attributes scrubbed of a run's ``scrubber`` (Plan.for_scrubber)."""
+    if not scrubber:
+        return planned
+    return (planned if type(planned) is Plan else Plan(planned)).for_scrubber(scrubber)
 
 
 def plan_secrets(planned: Sequence[PlannedStage]) -> frozenset[str]:
@@ -97,7 +148,7 @@ def _planned(
     secrets = frozenset(secret_values(sd.options) | secret_values(options))
     shown = options_attribute(sd.options)
     if secrets:  # a SecretStr option under an ordinary key, or a secret inside another value
-        shown = Scrubber(secrets).text(shown)
+        shown = Scrubber(secrets).encoded().text(shown)  # as the JSON text writes them
     attrs = span_attrs.stage_attributes(sd.name, i, (sd.options or {}).keys(), shown)
     return PlannedStage(
         i,
@@ -148,7 +199,7 @@ def plan(
         raise InvalidPipeline(fatal + warnings, source=experiment.id)
     for p in warnings:
         _log.warning("invalid stage options", experiment_id=experiment.id, problem=str(p))
-    return Plan(planned)
+    return Plan(planned, definition_secrets(experiment))
 
 
 def _plan_stage(

@@ -21,7 +21,7 @@ from crucible import scrub
 from crucible.context import Context
 from crucible.engine import _fast
 from crucible.engine.guard import NO_STAGE, engine_failure
-from crucible.engine.plan import PlannedStage, plan_facts, plan_secrets
+from crucible.engine.plan import PlannedStage, for_run, plan_facts, plan_secrets
 from crucible.engine.resume import ResumePoint
 from crucible.errors import StageError, StageFailed
 from crucible.experiment import Experiment
@@ -126,7 +126,11 @@ class Runner:
 
     async def execute(self) -> Context:
         """Run the stages with the run's secrets scrubbed from what it emits (crucible.scrub)."""
-        self.scrubber = scrub.for_run(plan_secrets(self.planned), self.assigns)
+        secrets = plan_secrets(self.planned) | scrub.definition_secrets(self.experiment)
+        self.scrubber = scrub.for_run(secrets, self.assigns)
+        # The plan's span attributes, scrubbed of what this run adds (its assigns', the
+        # environment's secrets) when any of that occurs in them: once per run, not per attempt.
+        self.planned = for_run(self.planned, self.scrubber)
         # Active even when empty: the run's sinks then ask a context variable, not the environment.
         token = scrub.activate(self.scrubber)
         try:
@@ -141,6 +145,8 @@ class Runner:
             exp.id, self.run_id, len(self.planned), batch_id=self.batch_id,
             rerun_of=self.rerun_of, resumed_from=None if resume is None else resume.run_id,
         )  # fmt: skip
+        if self.scrubber:  # ids and names chosen by the caller
+            attrs = self.scrubber.value(attrs)
         origins, infos = plan_facts(self.planned)
         origin = cached_provenance(origins)
         if origin is None:
@@ -183,7 +189,7 @@ class Runner:
                     await pending
             except BaseException as err:
                 cancelled_now = isinstance(err, anyio.get_cancelled_exc_class())
-                why = ("cancelled as it started" if cancelled_now
+                why = self.scrubber.text("cancelled as it started" if cancelled_now
                        else f"refused by an observer: {type(err).__name__}: {err}")  # fmt: skip
                 run_span.set_status(Status(StatusCode.ERROR, why))
                 spans.finish(run_span, span_attrs.run_end_attributes(
@@ -240,7 +246,7 @@ class Runner:
         cause = failure.cause if failure is not None else cancelled
         if cause is not None:
             desc = str(failure) if failure is not None else "run cancelled"
-            run_span.set_status(Status(StatusCode.ERROR, desc))
+            run_span.set_status(Status(StatusCode.ERROR, self.scrubber.text(desc)))
             if metrics_on:
                 ins.run_errors.add(
                     1, {names.PIPELINE_NAME: exp.id, names.ERROR_TYPE: type(cause).__qualname__}
@@ -471,7 +477,7 @@ class Runner:
                     attributes = span_attrs.event_attributes(ev.attributes)
                     if self.scrubber:
                         attributes = self.scrubber.value(attributes)
-                    span.add_event(ev.name, attributes, ev.timestamp_ns)
+                    span.add_event(self.scrubber.text(ev.name), attributes, ev.timestamp_ns)
         if error is not None:
             if self.scrubber:
                 self.scrubber.exception(error)  # every later str(error) is clean
@@ -479,7 +485,7 @@ class Runner:
                 span.record_exception(error, attributes=self.scrubber.exception_event(error))
             described = f"{type(error).__name__}: {error}"
             span.set_status(Status(StatusCode.ERROR, self.scrubber.text(described)))
-        url = None if self.url is None else self._url_for(span_id)
+        url = None if self.url is None else self.scrubber.text(self._url_for(span_id))
         spans.finish(span, span_attrs.stage_end_attributes(span_id, result, error, url))
         if metrics_on:
             self.tel.instruments.stage_duration.record(

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from crucible.redact import REDACTED, is_secret_key
 from crucible.telemetry import conventions as names
 
 _SCALARS = (bool, int, float, str)
@@ -136,10 +137,13 @@ def stage_end_attributes(
 
 
 def event_attributes(attributes: Mapping[str, Any]) -> dict[str, Any]:
-    """Coerce event attributes to OpenTelemetry attribute types (others become strings)."""
+    """Coerce event attributes to OpenTelemetry attribute types (others become strings); the
+    value under a secret-looking key is redacted."""
     out: dict[str, Any] = {}
     for k, v in attributes.items():
-        if isinstance(v, bool | int | float | str):
+        if is_secret_key(k):
+            out[k] = REDACTED
+        elif isinstance(v, bool | int | float | str):
             out[k] = v
         elif isinstance(v, list | tuple) and all(isinstance(i, _SCALARS) for i in v):
             out[k] = list(v)
