@@ -20,6 +20,7 @@ from typing import Any, Final
 import anyio
 
 from crucible.experiment import Experiment
+from crucible.scrub import Scrubber, definition_secrets
 from crucible.serialize import to_jsonable
 
 __all__ = [
@@ -184,7 +185,8 @@ _CONFIG_CACHE_SIZE: Final = 256
 
 
 def experiment_config(experiment: Experiment) -> dict[str, Any]:
-    """The experiment as JSON data with secrets redacted (what a run's row keeps).
+    """The experiment as JSON data with secrets redacted (what a run's row keeps): values under
+    secret-looking keys, and those values (and URL passwords) wherever else they appear.
 
     Cached per Experiment object (they are frozen): callers must treat the result as read-only.
     """
@@ -192,7 +194,9 @@ def experiment_config(experiment: Experiment) -> dict[str, Any]:
     hit = _config_cache.get(key)
     if hit is not None and hit[0]() is experiment:
         return hit[1]
-    config: dict[str, Any] = to_jsonable(experiment.model_dump(mode="json", by_alias=True))
+    config: dict[str, Any] = Scrubber(definition_secrets(experiment)).value(
+        to_jsonable(experiment.model_dump(mode="json", by_alias=True))
+    )
     if len(_config_cache) >= _CONFIG_CACHE_SIZE:
         _config_cache.pop(next(iter(_config_cache)))
     _config_cache[key] = (weakref.ref(experiment), config)

@@ -59,7 +59,8 @@ def _walk(value: Any, path: str) -> list[str]:
         return [p for k, v in value.items() for p in _walk(v, f"{path}.{k}" if path else str(k))]
     if isinstance(value, list | tuple):
         return [p for i, v in enumerate(value) for p in _walk(v, f"{path}[{i}]")]
-    return [path] if value == REDACTED else []
+    # whole values under secret keys, and strings a secret was scrubbed from (a URL's password)
+    return [path] if isinstance(value, str) and REDACTED in value else []
 
 
 def redacted_paths(experiment: Experiment) -> tuple[list[str], list[str]]:

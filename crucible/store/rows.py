@@ -19,6 +19,8 @@ import sqlalchemy as sa
 
 from crucible.context import Context
 from crucible.experiment import Experiment
+from crucible.provenance import experiment_config
+from crucible.scrub import Scrubber, definition_secrets
 from crucible.scrub import active as active_scrubber
 from crucible.serialize import to_jsonable
 from crucible.status import RunStatus
@@ -148,14 +150,13 @@ def _experiment_values(experiment: Experiment) -> dict[str, Any]:
     hit = _exp_cache.get(id(experiment))
     if hit is not None and hit[0]() is experiment:
         return hit[1]
+    hide = Scrubber(definition_secrets(experiment))  # its secrets, wherever they appear
     encoded = {
         "id": experiment.id,
-        "definition": Json(
-            json.dumps(to_jsonable(experiment.model_dump(mode="json", by_alias=True)))
-        ),
+        "definition": Json(json.dumps(experiment_config(experiment))),
         "owner": experiment.owner,
-        "tags": Json(json.dumps(to_jsonable(experiment.tags or []))),
-        "metadata": Json(json.dumps(to_jsonable(experiment.metadata or {}))),
+        "tags": Json(json.dumps(hide.value(to_jsonable(experiment.tags or [])))),
+        "metadata": Json(json.dumps(hide.value(to_jsonable(experiment.metadata or {})))),
     }
     if len(_exp_cache) >= _EXP_CACHE_SIZE:
         _exp_cache.clear()
