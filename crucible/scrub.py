@@ -120,6 +120,21 @@ def encoded_forms(values: Iterable[str]) -> set[str]:
     return forms
 
 
+_ESCAPED = frozenset("\"\\<>&'")  # characters JSON, HTML or CSV write differently
+
+
+def found_in(values: Iterable[str], text: str) -> bool:
+    """Whether any of ``values`` occurs in ``text`` as written or in one of its encoded forms
+    (those are made only for a value that has a character they change)."""
+    for v in values:
+        if v in text:
+            return True
+        plain = v.isascii() and v.isprintable() and _ESCAPED.isdisjoint(v)
+        if not plain and any(form in text for form in encoded_forms((v,))):
+            return True
+    return False
+
+
 NO_SECRETS = Scrubber()
 _active: ContextVar[Scrubber] = ContextVar("crucible_scrubber", default=NO_SECRETS)
 

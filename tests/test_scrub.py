@@ -168,3 +168,13 @@ def test_url_passwords_and_secrets_anywhere_in_an_experiment() -> None:
     }  # fmt: skip
     assert definition_secrets(exp) is definition_secrets(exp)  # once per (frozen) experiment
     assert secret_values({"notes": ["https://u:assign-pw-6@h/"]}) == {"assign-pw-6"}
+
+
+def test_found_in_checks_the_encoded_forms_of_a_value_that_has_them() -> None:
+    from crucible.scrub import found_in
+
+    assert found_in(["plain-value"], "x plain-value y")
+    assert not found_in(["plain-value", "other"], '{"k": "plain-valu"}')
+    assert found_in(['q"uote-1'], '{"k": "q\\"uote-1"}')  # as JSON writes it
+    assert found_in(["caf\u00e9-pass"], '{"k": "caf\\u00e9-pass"}')
+    assert found_in(["a<b&c-1"], "<td>a&lt;b&amp;c-1</td>")

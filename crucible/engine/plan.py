@@ -15,7 +15,7 @@ from crucible.experiment import Experiment, StageDef, experiment_from_mapping
 from crucible.files import FileAccess, access_in_effect, using_access
 from crucible.observers import StageInfo
 from crucible.registry import Registry
-from crucible.scrub import Scrubber, definition_secrets, encoded_forms, secret_values
+from crucible.scrub import Scrubber, definition_secrets, found_in, secret_values
 from crucible.serialize import to_jsonable
 from crucible.stage import StageSpec
 from crucible.telemetry import attributes as span_attrs
@@ -84,7 +84,7 @@ class Plan(list[PlannedStage]):
             return hit
         extra = scrubber.values - self.secrets
         found = self
-        if extra and any(form in self._text for form in encoded_forms(extra)):
+        if extra and found_in(extra, self._text):
             found = Plan(self, self.secrets | extra)
         self._runs[scrubber] = found
         return found
