@@ -69,14 +69,14 @@ from crucible.errors import format_location
 from crucible.experiment.json_toml import load_json
 from crucible.experiment.limits import structure_problem
 from crucible.files import FileAccess
-from crucible.scrub import Scrubber
+from crucible.scrub import Scrubber, for_experiment
 from crucible.serialize import to_jsonable
 from crucible.store import RunStore, StoreError
 from crucible.telemetry import setup as telemetry_setup
 from examples.service_guard import BearerToken, BodyLimit
 from examples.service_settings import ServiceSettings
 from examples.service_stages import STAGES as DEMO_STAGES
-from examples.service_views import NO_MASK, PathMask, public_run, scrub, secret_values
+from examples.service_views import NO_MASK, PathMask, public_run, scrub
 
 __all__ = [
     "Failure",
@@ -573,7 +573,7 @@ def create_app(
             return _detail(409, f"run {run_id!r} already exists", run_id=run_id)
         if run_id in svc.running:
             return _detail(409, f"run {run_id!r} is running", run_id=run_id)
-        secrets = secret_values([body.assigns, [sd.options for sd in experiment.pipeline]])
+        secrets = set(for_experiment(experiment, body.assigns).values)  # the whole experiment's
         run_url = str(request.url_for("get_run", run_id=run_id))
 
         async def work() -> Context:

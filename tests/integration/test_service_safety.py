@@ -379,6 +379,21 @@ async def test_secret_values_are_scrubbed_from_answers(safe: Safe) -> None:
         assert stored.status_code == 200 and "assigns" not in stored.json()
 
 
+async def test_secrets_anywhere_in_the_experiment_are_scrubbed_from_answers(safe: Safe) -> None:
+    meta, url_pw = "meta-pw-NEVER-SHOWN-1", "url-pw-NEVER-SHOWN-2"
+    exp = {
+        "metadata": {"password": meta},
+        "backend": {"id": "llm", "endpoint_url": f"https://svc:{url_pw}@llm.example/"},
+    }
+    async with safe.client() as http:
+        resp = await http.post("/runs", json=run_body(
+            ("tally", {}), exp=exp, assigns={"numbers": [1], "tag": f"{meta} {url_pw}"},
+        ))  # fmt: skip
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["metrics"]["tag"] == "[REDACTED] [REDACTED]"  # echoed by a metric
+    assert meta not in resp.text and url_pw not in resp.text
+
+
 # --- graceful shutdown, as deployed ----------------------------------------------------------
 
 
