@@ -65,7 +65,7 @@ from crucible import (
     load_experiment,
 )
 from crucible.engine import new_run_id
-from crucible.errors import format_location
+from crucible.errors import DuplicateRun, format_location
 from crucible.experiment.json_toml import load_json
 from crucible.experiment.limits import structure_problem
 from crucible.files import FileAccess
@@ -157,6 +157,10 @@ def _problem_response(status: int, detail: str, problems: Sequence[Problem]) -> 
 
 def _detail(status: int, detail: str, **extra: Any) -> JSONResponse:
     return JSONResponse(status_code=status, content={"detail": detail, **extra})
+
+
+def _exists(run_id: str) -> JSONResponse:
+    return _detail(409, f"run {run_id!r} already exists", run_id=run_id)
 
 
 def _field_of(loc: Sequence[int | str]) -> str:
@@ -398,6 +402,28 @@ class _Service:
         token = self.settings.token
         return token.get_secret_value().encode() if token is not None else None
 
+    async def claim(self, run_id: str, *, stored: bool) -> _Running | Response:
+        """Reserve ``run_id`` for one request, or the 409 that refuses it (``stored``: ask the
+        store too). The id is reserved before the store is asked, so of two requests for one id
+        the second always sees the first, running or stored."""
+        if run_id in self.running:
+            return _detail(409, f"run {run_id!r} is running", run_id=run_id)
+        running = self.running[run_id] = _Running(anyio.CancelScope())
+        try:
+            found = stored and self.store is not None and await self.store.get_run(run_id)
+        except BaseException:
+            self.release(run_id, running)
+            raise
+        if found:
+            self.release(run_id, running)
+            return _exists(run_id)
+        return running
+
+    def release(self, run_id: str, running: _Running) -> None:
+        """End ``run_id``'s reservation (its run has ended, or never started)."""
+        del self.running[run_id]
+        running.done.set()
+
     async def stop_runs(self) -> None:
         """Cancel the runs still in progress and wait (bounded) until they have recorded it."""
         self.stopping = True
@@ -568,11 +594,6 @@ def create_app(
         if refused:
             return _problem_response(422, "stage not offered", refused)
         run_id = body.run_id or new_run_id()
-        store = svc.store
-        if body.run_id is not None and store is not None and await store.get_run(run_id):
-            return _detail(409, f"run {run_id!r} already exists", run_id=run_id)
-        if run_id in svc.running:
-            return _detail(409, f"run {run_id!r} is running", run_id=run_id)
         secrets = set(for_experiment(experiment, body.assigns).values)  # the whole experiment's
         run_url = str(request.url_for("get_run", run_id=run_id))
 
@@ -590,14 +611,15 @@ def create_app(
                 allow_imports=False,
             )
 
-        running = svc.running[run_id] = _Running(anyio.CancelScope())
+        running = await svc.claim(run_id, stored=body.run_id is not None)
+        if not isinstance(running, _Running):
+            return running
         outcome = _Outcome()
         try:
             with running.scope:
                 outcome = await run_until_disconnect(request.receive, work)
         finally:
-            del svc.running[run_id]
-            running.done.set()
+            svc.release(run_id, running)
         if running.scope.cancelled_caught:
             _log.info("run cancelled: service stopping", run_id=run_id, status="cancelled")
             return _detail(503, "service stopping; the run was cancelled", run_id=run_id)
@@ -605,6 +627,8 @@ def create_app(
             _log.info("run cancelled: client disconnected", run_id=run_id, status="cancelled")
             return _detail(CLIENT_CLOSED_REQUEST, "client closed request", run_id=run_id)
         err = outcome.error
+        if isinstance(err, DuplicateRun):  # stored by another process since claim() looked
+            return _exists(run_id)
         if isinstance(err, InvalidPipeline):
             problems = pipeline_problems(err, source=source, paths=svc.paths)
             return _problem_response(422, "invalid pipeline", problems)
