@@ -14,7 +14,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import anyio
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -33,9 +33,11 @@ if TYPE_CHECKING:
 __all__ = [
     "EXTENSIONS",
     "Document",
+    "OutputProblem",
     "ReportError",
     "ReportOptions",
     "build_document",
+    "output_problems",
     "render",
     "report",
 ]
@@ -88,13 +90,29 @@ def _safe_component(text: str) -> str:
     return cleaned or "_"
 
 
-def _inside(base: Path, raw: str | os.PathLike[str], spec_name: str) -> Path:
+class OutputProblem(NamedTuple):
+    """Why one output spec cannot be produced: its position, the field at fault, the message."""
+
+    spec_index: int
+    field: str  # "name", "formats", "sink" or "options.path"
+    message: str
+
+
+class _Refused(Exception):
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def _inside(base: Path, raw: str | os.PathLike[str], spec_name: str, show_paths: bool) -> Path:
     """Resolve ``raw`` against ``base``; refuse anything that lands outside it."""
     target = (base / raw).resolve()
     if target == base or not target.is_relative_to(base):
-        raise ReportError(
-            f"output {spec_name!r}: path {str(raw)!r} resolves to {target}, outside the "
-            f"reports folder {base}; give a path inside it"
+        where = " is outside the reports folder (out_dir)"
+        if show_paths:
+            where = f" resolves to {target}, outside the reports folder {base}"
+        raise _Refused(
+            "options.path", f"output {spec_name!r}: path {str(raw)!r}{where}; give a path inside it"
         )
     return target
 
@@ -102,59 +120,100 @@ def _inside(base: Path, raw: str | os.PathLike[str], spec_name: str) -> Path:
 def _formats(spec: OutputSpec) -> list[str]:
     formats = list(dict.fromkeys(f.strip().lower() for f in spec.formats))
     if not formats:
-        raise ReportError(f"output {spec.name!r} lists no formats; use {', '.join(EXTENSIONS)}")
+        raise _Refused(
+            "formats", f"output {spec.name!r} lists no formats; use {', '.join(EXTENSIONS)}"
+        )
     for fmt in formats:
         if fmt not in EXTENSIONS:
-            raise ReportError(
+            raise _Refused(
+                "formats",
                 f"output {spec.name!r}: unsupported format {fmt!r}; "
-                f"supported: {', '.join(EXTENSIONS)}"
+                f"supported: {', '.join(EXTENSIONS)}",
             )
     return formats
+
+
+def _spec_targets(
+    spec: OutputSpec, stem: str, base: Path, claimed: dict[Path, str], show_paths: bool
+) -> list[_Target]:
+    """The targets of one spec (claiming their paths); _Refused names what is wrong."""
+    formats = _formats(spec)
+    sink = spec.sink.strip().lower()
+    if sink not in SINKS:
+        raise _Refused(
+            "sink",
+            f"output {spec.name!r}: unsupported sink {spec.sink!r}; supported: {', '.join(SINKS)}",
+        )
+    if sink == "stdout":
+        return [_Target(spec, fmt, sink, None) for fmt in formats]
+    custom = (spec.options or {}).get("path")
+    if custom is not None and not isinstance(custom, str):
+        raise _Refused("options.path", f"output {spec.name!r}: options.path must be a string")
+    targets: list[_Target] = []
+    for fmt in formats:
+        if custom is None:
+            path = _inside(base, stem + EXTENSIONS[fmt], spec.name, show_paths)
+        elif len(formats) == 1:
+            path = _inside(base, custom, spec.name, show_paths)
+        else:
+            path = _inside(base, Path(custom).with_suffix(EXTENSIONS[fmt]), spec.name, show_paths)
+        if path in claimed:
+            shown = path if show_paths else path.relative_to(base)
+            raise _Refused(
+                "options.path",
+                f"output {spec.name!r} ({fmt}) would overwrite {shown}, already written by "
+                f"{claimed[path]}",
+            )
+        targets.append(_Target(spec, fmt, sink, path))
+    for t in targets:
+        claimed[t.path or base] = f"output {spec.name!r} ({t.fmt})"
+    return targets
+
+
+def _plan(
+    ids: tuple[str, str], specs: list[OutputSpec], out_dir: str | os.PathLike[str], show_paths: bool
+) -> tuple[list[_Target], list[OutputProblem]]:
+    base = Path(out_dir).expanduser().resolve()
+    targets: list[_Target] = []
+    problems: list[OutputProblem] = []
+    claimed: dict[Path, str] = {}
+    seen: set[str] = set()
+    for i, spec in enumerate(specs):
+        if spec.name in seen:
+            message = f"two outputs are named {spec.name!r}; output names must be unique"
+            problems.append(OutputProblem(i, "name", message))
+            continue
+        seen.add(spec.name)
+        stem = "-".join(_safe_component(p) for p in (*ids, spec.name))
+        try:
+            targets += _spec_targets(spec, stem, base, claimed, show_paths)
+        except _Refused as err:
+            problems.append(OutputProblem(i, err.field, str(err)))
+    return targets, problems
 
 
 def plan_targets(
     ctx: Context, specs: list[OutputSpec], out_dir: str | os.PathLike[str]
 ) -> list[_Target]:
     """Every (spec, format) to produce, with its file path; raises ReportError on any problem."""
-    base = Path(out_dir).expanduser().resolve()
-    targets: list[_Target] = []
-    claimed: dict[Path, str] = {}
-    seen: set[str] = set()
-    for spec in specs:
-        if spec.name in seen:
-            raise ReportError(f"two outputs are named {spec.name!r}; output names must be unique")
-        seen.add(spec.name)
-        formats = _formats(spec)
-        sink = spec.sink.strip().lower()
-        if sink not in SINKS:
-            raise ReportError(
-                f"output {spec.name!r}: unsupported sink {spec.sink!r}; supported: "
-                f"{', '.join(SINKS)}"
-            )
-        if sink == "stdout":
-            targets += [_Target(spec, fmt, sink, None) for fmt in formats]
-            continue
-        custom = (spec.options or {}).get("path")
-        if custom is not None and not isinstance(custom, str):
-            raise ReportError(f"output {spec.name!r}: options.path must be a string")
-        for fmt in formats:
-            if custom is None:
-                stem = "-".join(
-                    _safe_component(p) for p in (ctx.experiment_id, ctx.run_id, spec.name)
-                )
-                path = _inside(base, stem + EXTENSIONS[fmt], spec.name)
-            elif len(formats) == 1:
-                path = _inside(base, custom, spec.name)
-            else:
-                path = _inside(base, Path(custom).with_suffix(EXTENSIONS[fmt]), spec.name)
-            if path in claimed:
-                raise ReportError(
-                    f"output {spec.name!r} ({fmt}) would overwrite {path}, already written by "
-                    f"{claimed[path]}"
-                )
-            claimed[path] = f"output {spec.name!r} ({fmt})"
-            targets.append(_Target(spec, fmt, sink, path))
+    show_paths = current_access().show_paths
+    targets, problems = _plan((ctx.experiment_id, ctx.run_id), specs, out_dir, show_paths)
+    if problems:
+        raise ReportError(problems[0].message)
     return targets
+
+
+def output_problems(
+    experiment_id: str,
+    run_id: str,
+    specs: list[OutputSpec],
+    out_dir: str | os.PathLike[str],
+    *,
+    show_paths: bool = True,
+) -> list[OutputProblem]:
+    """Everything ``report`` would refuse in ``specs`` for this run, checked before it runs
+    (a service's pre-flight); ``show_paths=False`` keeps this machine's folders out of it."""
+    return _plan((experiment_id, run_id), specs, out_dir, show_paths)[1]
 
 
 # --- writing -----------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from crucible.testing import make_context, run_stage
 from crucible.ui.display import number
 from stages.bench import BenchOptions, bench
 from stages.data_checks import DataChecksOptions, data_checks
-from stages.report import ReportError, ReportOptions, report
+from stages.report import OutputProblem, ReportError, ReportOptions, output_problems, report
 from tests.support.schema import validate_schema
 
 SVG_NS = "http://www.w3.org/2000/svg"
@@ -214,6 +214,52 @@ async def test_unknown_format_and_sink_fail_before_writing(tmp_path: Path) -> No
     with pytest.raises(ReportError, match="would overwrite"):
         await produce(ctx_for(good, clash), tmp_path)
     assert files(tmp_path) == []
+
+
+def test_output_problems_name_every_bad_spec_and_its_field_before_anything_runs(
+    tmp_path: Path,
+) -> None:
+    specs = [
+        OutputSpec(name="ok", formats=["json"]),
+        OutputSpec(name="up", formats=["json"], options={"path": "../../a.json"}),
+        OutputSpec(name="pdfy", formats=["pdf"]),
+        OutputSpec(name="ok", formats=["html"]),
+        OutputSpec(name="bucket", sink="s3"),
+        OutputSpec(name="clash", formats=["json"], options={"path": "exp1-run1-ok.json"}),
+        OutputSpec(name="typed", options={"path": 3}),
+    ]
+    problems = output_problems("exp1", "run1", specs, tmp_path / "r", show_paths=False)
+    assert [(p.spec_index, p.field) for p in problems] == [
+        (1, "options.path"), (2, "formats"), (3, "name"), (4, "sink"), (5, "options.path"),
+        (6, "options.path"),
+    ]  # fmt: skip
+    assert problems[1] == OutputProblem(
+        2, "formats", "output 'pdfy': unsupported format 'pdf'; supported: markdown, json, html"
+    )
+    assert problems[0].message == (
+        "output 'up': path '../../a.json' is outside the reports folder (out_dir); "
+        "give a path inside it"
+    )
+    assert "would overwrite exp1-run1-ok.json, already written by output 'ok' (json)" in (
+        problems[4].message
+    )
+    assert not any(str(tmp_path) in p.message for p in problems)  # no folder of this machine
+    shown = output_problems("exp1", "run1", specs[:2], tmp_path / "r")
+    assert f"resolves to {tmp_path.parent / 'a.json'}" in shown[0].message
+    assert output_problems("exp1", "run1", specs[:1], tmp_path / "r") == []
+    assert files(tmp_path) == []
+
+
+async def test_a_refusal_under_hidden_paths_names_no_folder(tmp_path: Path) -> None:
+    hidden = FileAccess(
+        read_roots=(tmp_path,), write_roots=(tmp_path,), read_base=tmp_path,
+        write_base=tmp_path, show_paths=False,
+    )  # fmt: skip
+    spec = OutputSpec(name="evil", formats=["json"], options={"path": "../x.json"})
+    with using_access(hidden), pytest.raises(ReportError) as info:
+        await report(ctx_for(spec), ReportOptions(out_dir=str(tmp_path)))
+    assert str(tmp_path.parent) not in str(info.value)
+    assert "'../x.json' is outside the reports folder (out_dir)" in str(info.value)
 
 
 async def test_errors_surface_as_stage_failed_through_the_engine(tmp_path: Path) -> None:
