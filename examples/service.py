@@ -73,6 +73,7 @@ from crucible.scrub import Scrubber, for_experiment
 from crucible.serialize import to_jsonable
 from crucible.store import RunStore, StoreError
 from crucible.telemetry import setup as telemetry_setup
+from examples.service_checks import Problem, pipeline_problems, preflight, stage_problems
 from examples.service_guard import BearerToken, BodyLimit
 from examples.service_settings import ServiceSettings
 from examples.service_stages import STAGES as DEMO_STAGES
@@ -94,8 +95,6 @@ RUN_ID_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9._:-]*$"
 EXPERIMENT_SUFFIXES: Final = (".yaml", ".yml", ".json", ".toml")
 CLIENT_CLOSED_REQUEST: Final = 499  # nginx's code; the client never sees it
 SHUTDOWN_WAIT_S: Final = 10.0  # for cancelled runs to record themselves before the store closes
-_CLI_HINT: Final = "; allow it with --allow-read DIR or run(..., file_access=...)"
-_CLI_WRITE_HINT: Final = "; allow it with --allow-write DIR or run(..., file_access=...)"
 _NAME = re.compile(NAME_PATTERN)
 _log = structlog.get_logger("crucible.service")
 
@@ -140,16 +139,6 @@ class RunResult(BaseModel):
     failure: Failure | None = None
 
 
-class Problem(BaseModel):
-    """One thing wrong with a request: where (field, stage) and what."""
-
-    message: str
-    field: str | None = None
-    stage: str | None = None
-    stage_index: int | None = None
-    source: str | None = None
-
-
 def _problem_response(status: int, detail: str, problems: Sequence[Problem]) -> JSONResponse:
     body = {"detail": detail, "problems": [p.model_dump(exclude_none=True) for p in problems]}
     return JSONResponse(status_code=status, content=body)
@@ -178,73 +167,6 @@ def validation_problems(errors: Sequence[Any]) -> list[Problem]:
             problems.append(Problem(field="body", message=f"invalid JSON: {reason}".rstrip(": ")))
         else:
             problems.append(Problem(field=_field_of(err.get("loc", ())), message=err["msg"]))
-    return problems
-
-
-def pipeline_problems(
-    err: InvalidPipeline, *, source: str | None = None, paths: PathMask = NO_MASK
-) -> list[Problem]:
-    """An InvalidPipeline's problems; ``field`` is a path in the request body, or in ``source``;
-    the service's folders appear by name (``paths``)."""
-    prefix = "" if source is not None else "experiment."
-    problems = []
-    for p in err.problems:
-        where = None
-        if p.stage_index is not None:
-            where = f"{prefix}pipeline[{p.stage_index}]" + (f".options.{p.path}" if p.path else "")
-        problems.append(
-            Problem(
-                message=paths.text(_service_hint(p.message)) or "",
-                field=where,
-                stage=p.stage,
-                stage_index=p.stage_index,
-                source=source,
-            )
-        )
-    return problems
-
-
-def _service_hint(message: str) -> str:
-    """File-access messages name the CLI's remedy; here the remedy is the service's setting."""
-    return message.replace(
-        _CLI_HINT, "; this service reads only inside its data folder (CRUCIBLE_SERVICE_DATA_DIR)"
-    ).replace(
-        _CLI_WRITE_HINT,
-        "; this service writes only inside its reports folder (CRUCIBLE_SERVICE_REPORTS_DIR)",
-    )
-
-
-def stage_problems(
-    experiment: Experiment, offered: Sequence[str], *, source: str | None = None
-) -> list[Problem]:
-    """Pipeline entries naming a stage not on the allow-list, or a ``module:`` import."""
-    prefix = "" if source is not None else "experiment."
-    listed = ", ".join(sorted(offered)) or "(none)"
-    problems = []
-    for i, sd in enumerate(experiment.pipeline):
-        where = f"{prefix}pipeline[{i}]"
-        if sd.module is not None:
-            message = (
-                f"stage {sd.name!r} names module {sd.module!r}; this service never imports code "
-                f"named in a request; it offers: {listed}"
-            )
-            problems.append(
-                Problem(
-                    message=message,
-                    field=f"{where}.module",
-                    stage=sd.name,
-                    stage_index=i,
-                    source=source,
-                )
-            )
-        elif sd.name not in offered:
-            message = (
-                f"unknown stage {sd.name!r}: this service offers only {listed} "
-                "(ServiceSettings.stages, CRUCIBLE_SERVICE_STAGES)"
-            )
-            problems.append(
-                Problem(message=message, field=where, stage=sd.name, stage_index=i, source=source)
-            )
     return problems
 
 
@@ -594,6 +516,10 @@ def create_app(
         if refused:
             return _problem_response(422, "stage not offered", refused)
         run_id = body.run_id or new_run_id()
+        access = svc.file_access(experiment_dir)
+        refused = preflight(experiment, svc.offered, access, run_id, source=source, paths=svc.paths)
+        if refused:
+            return _problem_response(422, "invalid pipeline", refused)
         secrets = set(for_experiment(experiment, body.assigns).values)  # the whole experiment's
         run_url = str(request.url_for("get_run", run_id=run_id))
 
@@ -607,7 +533,7 @@ def create_app(
                 tracer_provider=svc.tracer_provider,
                 timeout=body.timeout,
                 url=run_url.replace("{", "{{").replace("}", "}}"),
-                file_access=svc.file_access(experiment_dir),
+                file_access=access,
                 allow_imports=False,
             )
 

@@ -31,9 +31,10 @@ class PathMask:
                 given = folder.expanduser()
                 for form in (given.resolve(), given.absolute()):  # symlinks followed or not
                     found.setdefault(str(form), f"<{name}>")
-        # Deepest first, and only whole folder names: /srv/data is not /srv/database.
+        # Deepest first, and only whole paths: /srv/data is not /srv/database, and the
+        # client's own '../../srv/data' (or '/x/srv/data') is not the folder either.
         self._pairs = [
-            (re.compile(re.escape(folder) + r"(?![\w.-])"), name)
+            (re.compile(r"(?<![\w.~/-])" + re.escape(folder) + r"(?![\w.-])"), name)
             for folder, name in sorted(found.items(), key=lambda kv: -len(kv[0]))
         ]
 

@@ -18,6 +18,7 @@ from crucible.store import RunInfo, RunStore
 from examples.service import create_app
 from examples.service_settings import ServiceSettings
 from examples.service_stages import STAGES as DEMO_STAGES
+from examples.service_views import PathMask
 from tests.support.asgi_server import serve
 
 
@@ -65,9 +66,11 @@ async def test_concurrent_posts_of_one_run_id_answer_one_200_and_the_rest_409(
         for r in range(rounds):
             run_id = f"same-{r}"
             answers = await asyncio.gather(
-                *(http.post("/runs", json=run_body(("nap", {"seconds": 0}), run_id=run_id))
-                  for _ in range(per_round))
-            )  # fmt: skip
+                *(
+                    http.post("/runs", json=run_body(("nap", {"seconds": 0}), run_id=run_id))
+                    for _ in range(per_round)
+                )
+            )
             codes = Counter(a.status_code for a in answers)
             assert codes[200] == 1 and codes[200] + codes[409] == per_round, (run_id, codes)
             for a in answers:
@@ -95,10 +98,11 @@ async def test_a_run_id_stored_meanwhile_by_another_service_is_a_409(tmp_path: P
     db = tmp_path / "runs.db"
     stores = [SlowReads(db), SlowReads(db)]
     apps = [
-        create_app(store=s, registry=Registry(DEMO_STAGES), settings=settings_for(tmp_path),
-                   tracing=False)
+        create_app(
+            store=s, registry=Registry(DEMO_STAGES), settings=settings_for(tmp_path), tracing=False
+        )
         for s in stores
-    ]  # fmt: skip
+    ]
     with serve(apps[0], stores[0]) as one, serve(apps[1], stores[1]) as two:
         async with httpx.AsyncClient(timeout=30) as http:
             body = run_body(("nap", {"seconds": 1}), run_id="shared")
@@ -108,3 +112,129 @@ async def test_a_run_id_stored_meanwhile_by_another_service_is_a_409(tmp_path: P
     assert sorted(a.status_code for a in answers) == [200, 409], [a.text for a in answers]
     refused = next(a for a in answers if a.status_code == 409)
     assert refused.json() == {"detail": "run 'shared' already exists", "run_id": "shared"}
+
+
+# --- pre-flight: refused before anything runs ------------------------------------------------
+
+
+def only_problem(resp: httpx.Response) -> dict[str, Any]:
+    assert resp.status_code == 422, resp.text
+    problems = resp.json()["problems"]
+    assert len(problems) == 1, problems
+    return dict(problems[0])
+
+
+async def test_report_paths_outside_the_reports_folder_are_a_422_naming_the_field(
+    served: Served, tmp_path: Path
+) -> None:
+    async with served.client() as http:
+        for j, path in enumerate(("../../a.json", "../../../tmp/attack/x.json", "/etc/x.json")):
+            outputs = [
+                {"name": "fine", "formats": ["json"]},
+                {"name": "s", "formats": ["json"], "options": {"path": path}},
+            ]
+            resp = await http.post(
+                "/runs",
+                json=run_body(
+                    ("load_examples", {"path": "rows.jsonl"}),
+                    ("report", {}),
+                    run_id=f"out-{j}",
+                    exp={"outputs": outputs},
+                ),
+            )
+            problem = only_problem(resp)
+            assert problem["field"] == "experiment.outputs[1].options.path"
+            assert problem["stage"] == "report" and problem["stage_index"] == 1
+            assert problem["message"] == (
+                f"output 's': path {path!r} is outside the reports folder (out_dir); "
+                "give a path inside it"
+            )  # as the client gave it, never resolved to where the service keeps files
+            assert str(tmp_path) not in resp.text and "<reports>" not in resp.text
+            assert (await http.get(f"/runs/out-{j}")).status_code == 404  # nothing ran
+        bad_format = [{"name": "pdfy", "formats": ["pdf"]}]
+        resp = await http.post("/runs", json=run_body(("report", {}), exp={"outputs": bad_format}))
+        assert only_problem(resp)["field"] == "experiment.outputs[0].formats"
+        ok = await http.post(
+            "/runs",
+            json=run_body(
+                ("report", {}),
+                run_id="out-ok",
+                exp={
+                    "outputs": [{"name": "s", "formats": ["json"], "options": {"path": "s.json"}}]
+                },
+            ),
+        )
+        assert ok.status_code == 200 and ok.json()["status"] == "completed", ok.text
+    assert sorted(p.name for p in served.reports.rglob("*") if p.is_file()) == ["s.json"]
+    assert not (tmp_path.parent / "a.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("stage", "options", "option"),
+    [
+        ("guardrails", {"adapter": "os:system"}, "adapter"),
+        ("data_checks", {"checker": "os:getcwd"}, "checker"),
+        ("bench", {"data_source": {"custom": "os:getcwd"}}, "data_source"),
+        ("bench", {"data_source": "os.getcwd"}, "data_source"),
+    ],
+)
+async def test_import_path_options_are_a_422_before_the_first_stage_runs(
+    served: Served, stage: str, options: dict[str, Any], option: str
+) -> None:
+    async with served.client() as http:
+        resp = await http.post(
+            "/runs",
+            json=run_body(
+                ("load_examples", {"path": "rows.jsonl"}), (stage, options), run_id="imports"
+            ),
+        )
+        problem = only_problem(resp)
+        assert problem["field"] == f"experiment.pipeline[1].options.{option}"
+        assert problem["stage"] == stage
+        assert "is an import path; this service never imports code" in problem["message"]
+        assert (await http.get("/runs/imports")).status_code == 404  # load_examples never ran
+
+
+async def test_the_stages_own_words_for_those_options_still_run(served: Served) -> None:
+    async with served.client() as http:
+        resp = await http.post(
+            "/runs",
+            json=run_body(
+                ("tally", {}),
+                ("bench", {"data_source": "metrics"}),
+                ("guardrails", {}),
+                assigns={"numbers": [1, 2]},
+            ),
+        )
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["status"] in ("completed", "failed"), resp.text
+    assert "import path" not in resp.text
+
+
+async def test_a_named_experiments_problems_name_its_file(tmp_path: Path) -> None:
+    experiments = tmp_path / "experiments"
+    experiments.mkdir()
+    (experiments / "pwn.yaml").write_text(
+        "id: pwn\npipeline:\n  - name: guardrails\n    options: {adapter: 'os:system'}\n"
+    )
+    app = create_app(
+        registry=Registry(DEMO_STAGES, discover=True),
+        experiments_dir=experiments,
+        settings=settings_for(tmp_path),
+        tracing=False,
+    )
+    with serve(app) as url:
+        async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+            problem = only_problem(await http.post("/runs", json={"name": "pwn"}))
+    assert problem["field"] == "pipeline[0].options.adapter" and problem["source"] == "pwn.yaml"
+
+
+def test_the_path_mask_replaces_whole_paths_never_inside_a_clients_text(tmp_path: Path) -> None:
+    folder = tmp_path / "attack" / "experiments"
+    folder.mkdir(parents=True)
+    mask = PathMask({"experiments": folder})
+    given = f"../../..{folder}/pwn.yaml"  # the client's own relative path
+    text = f"{given!r} resolves to {folder}/pwn.yaml; also x{folder}, ~{folder}, '{folder}'"
+    assert mask.text(text) == (
+        f"{given!r} resolves to <experiments>/pwn.yaml; also x{folder}, ~{folder}, '<experiments>'"
+    )
