@@ -19,8 +19,10 @@ configures nothing.
 * 422 ``{"detail", "problems": [...]}`` for a bad body (invalid JSON, duplicate keys, too deep or
   too big for the loader's limits), an invalid experiment file or an invalid pipeline (a stage
   not on the allow-list, a ``module:`` import, bad options, a path outside the service's
-  folders); nothing ran. 404 for an unknown name, 409 for a run id the store already has, 413
-  for a body over the limit, 401 without the token (when one is set).
+  folders, an import-path option, a report path outside the reports folder); nothing ran. 404
+  for an unknown name, 409 for a run id the store already has, 413 for a body over the limit,
+  415 for one not sent as ``application/json``, 401 without the token (when one is set), 421
+  for a Host the service does not answer to (``ServiceSettings.allowed_hosts``).
 * If the client disconnects, the run is cancelled (stored as ``cancelled``) and the answer,
   which nobody reads, is 499. If the service stops first, it is cancelled too (503).
 
@@ -42,6 +44,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal, Self
+from urllib.parse import quote
 
 import anyio
 import structlog
@@ -51,7 +54,7 @@ from fastapi.responses import JSONResponse
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from opentelemetry.trace import TracerProvider
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-from starlette.types import Receive
+from starlette.types import Receive, Scope
 
 import crucible
 import crucible.logging
@@ -74,7 +77,7 @@ from crucible.serialize import to_jsonable
 from crucible.store import RunStore, StoreError
 from crucible.telemetry import setup as telemetry_setup
 from examples.service_checks import Problem, pipeline_problems, preflight, stage_problems
-from examples.service_guard import BearerToken, BodyLimit
+from examples.service_guard import AllowedHosts, BearerToken, BodyLimit
 from examples.service_settings import ServiceSettings
 from examples.service_stages import STAGES as DEMO_STAGES
 from examples.service_views import NO_MASK, PathMask, public_run, scrub
@@ -146,6 +149,12 @@ def _problem_response(status: int, detail: str, problems: Sequence[Problem]) -> 
 
 def _detail(status: int, detail: str, **extra: Any) -> JSONResponse:
     return JSONResponse(status_code=status, content={"detail": detail, **extra})
+
+
+def _is_json(content_type: str | None) -> bool:
+    """``application/json``, with parameters or not (a form or text/plain post is not JSON)."""
+    media = (content_type or "").partition(";")[0]
+    return media.strip().lower() == "application/json"
 
 
 def _exists(run_id: str) -> JSONResponse:
@@ -320,6 +329,18 @@ class _Service:
             access = self.accesses[experiment_dir] = self.settings.file_access(experiment_dir)
         return access
 
+    def run_url(self, scope: Scope, run_id: str) -> str:
+        """The run's ``GET /runs/{id}`` link: under ``settings.public_url``, else the address
+        this server listens on; never the client's Host header."""
+        base = self.settings.public_url
+        if base is None:
+            server = scope.get("server")
+            host, port = (server[0], server[1]) if server else ("127.0.0.1", None)
+            host = f"[{host}]" if ":" in str(host) else str(host)
+            base = f"{scope.get('scheme', 'http')}://{host}" + (f":{port}" if port else "")
+            base += scope.get("root_path", "")
+        return f"{base}/runs/{quote(run_id, safe=':')}"
+
     def token(self) -> bytes | None:
         token = self.settings.token
         return token.get_secret_value().encode() if token is not None else None
@@ -469,9 +490,10 @@ def create_app(
         version="0.1.0",
         lifespan=lifespan,
     )
-    # Added last runs first: the token is checked before any of the body is read.
+    # Added last runs first: the Host, then the token, before any of the body is read.
     app.add_middleware(BodyLimit, limit_of=lambda: svc.settings.max_body_bytes)
     app.add_middleware(BearerToken, token_of=svc.token, open_paths=("/health",))
+    app.add_middleware(AllowedHosts, hosts_of=lambda: svc.settings.allowed_hosts)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_request: Request, exc: Exception) -> Response:
@@ -486,7 +508,9 @@ def create_app(
     @app.post(
         "/runs",
         response_model=RunResult,
-        responses={401: {}, 404: {}, 409: {}, 413: {}, 422: {}, 503: {}, CLIENT_CLOSED_REQUEST: {}},
+        responses={
+            c: {} for c in (400, 401, 404, 409, 413, 415, 421, 422, 503, CLIENT_CLOSED_REQUEST)
+        },
         openapi_extra={
             "requestBody": {
                 "required": True,
@@ -497,6 +521,8 @@ def create_app(
     )
     async def post_run(request: Request) -> Response:
         """Run an experiment and answer with its outcome when it has finished."""
+        if not _is_json(request.headers.get("content-type")):
+            return _detail(415, "POST /runs takes JSON: send 'Content-Type: application/json'")
         parsed = parse_body(await request.body(), svc.settings)
         if isinstance(parsed, list):
             return _problem_response(422, "invalid request", parsed)
@@ -521,7 +547,7 @@ def create_app(
         if refused:
             return _problem_response(422, "invalid pipeline", refused)
         secrets = set(for_experiment(experiment, body.assigns).values)  # the whole experiment's
-        run_url = str(request.url_for("get_run", run_id=run_id))
+        run_url = svc.run_url(request.scope, run_id)
 
         async def work() -> Context:
             return await crucible.run(

@@ -1,20 +1,23 @@
-"""ASGI middleware that guards the service: a bearer token and a request body limit.
+"""ASGI middleware that guards the service: the Host names, a bearer token, a body limit.
 
-Both are plain ASGI, outside the routing, so a request without the token is refused before its
-body is read, and a body over the limit is refused as soon as the limit is passed (from its
-``Content-Length``, or while its chunks arrive), never buffered whole. Starlette ships neither.
+All are plain ASGI, outside the routing, so a request naming another host or without the token
+is refused before its body is read, and a body over the limit is refused as soon as the limit is
+passed (from its ``Content-Length``, or while its chunks arrive), never buffered whole.
 """
 
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable, Collection
-from typing import Final
+from collections.abc import Callable, Collection, Sequence
+from typing import Any, Final
 
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["BearerToken", "BodyLimit"]
+from crucible.ui.config import is_loopback
+from crucible.ui.guard import split_host
+
+__all__ = ["AllowedHosts", "BearerToken", "BodyLimit", "host_allowed"]
 
 _BEARER: Final = b"bearer "
 
@@ -24,6 +27,74 @@ def _header(scope: Scope, name: bytes) -> bytes | None:
         if key.lower() == name:
             return bytes(value)
     return None
+
+
+def host_allowed(
+    header: str, allowed: Sequence[str], *, server: Any = None, scheme: str = "http"
+) -> bool:
+    """Whether a request whose Host header is ``header`` is meant for this service.
+
+    ``allowed`` entries are ``name`` (any port), ``name:port`` or ``*`` (any Host). With none,
+    only a loopback name (``127.0.0.1``, ``localhost``, ``[::1]``) with the port the service
+    listens on (``server``, the ASGI scope's ``(host, port)``) is.
+    """
+    name, port = split_host(header.strip().lower())
+    name = name.removesuffix(".")
+    if port is None:
+        port = "443" if scheme in ("https", "wss") else "80"
+    if not name or not port.isdigit():
+        return False
+    if not allowed:
+        listening = server[1] if server and len(server) > 1 else None
+        return is_loopback(name) and (listening is None or int(port) == int(listening))
+    for entry in allowed:
+        if entry == "*":
+            return True
+        want, want_port = split_host(entry.strip().lower())
+        if want.removesuffix(".") == name and (want_port is None or want_port == port):
+            return True
+    return False
+
+
+class AllowedHosts:
+    """Answer 421 unless the Host header names this service (:func:`host_allowed`), 400 without one.
+
+    A web page whose domain an attacker rebinds to 127.0.0.1 still sends its own domain as the
+    Host, so it cannot read the service's answers. ``open_paths`` are not checked.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        hosts_of: Callable[[], Sequence[str]],
+        open_paths: Collection[str] = ("/health",),
+    ) -> None:
+        self.app = app
+        self.hosts_of = hosts_of
+        self.open_paths = frozenset(open_paths)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in self.open_paths:
+            await self.app(scope, receive, send)
+            return
+        raw = _header(scope, b"host")
+        if raw is None:
+            detail = "no Host header: send the host this service answers to"
+            await JSONResponse({"detail": detail}, status_code=400)(scope, receive, send)
+            return
+        header = raw.decode("latin-1")
+        server, scheme = scope.get("server"), scope.get("scheme", "http")
+        if host_allowed(header, self.hosts_of(), server=server, scheme=scheme):
+            await self.app(scope, receive, send)
+            return
+        shown = header if len(header) <= 100 else header[:100] + "..."
+        detail = (
+            f"this service does not answer to Host {shown!r}; it answers to the names in "
+            "ServiceSettings.allowed_hosts (CRUCIBLE_SERVICE_ALLOWED_HOSTS), by default "
+            "127.0.0.1, localhost and [::1] on its own port"
+        )
+        await JSONResponse({"detail": detail}, status_code=421)(scope, receive, send)
 
 
 class BearerToken:

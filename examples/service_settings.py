@@ -1,4 +1,4 @@
-"""The service's settings: its file roots, its token, its limits and the stages it offers.
+"""The service's settings: its file roots, its token, its names, its limits, its stages.
 
 Read from ``CRUCIBLE_SERVICE_*`` environment variables by the deployed app (pydantic-settings);
 tests build ``ServiceSettings(...)`` directly (``ServiceSettings.defaults()`` ignores the
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated, Any, Final
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import (
@@ -59,6 +60,17 @@ class ServiceSettings(BaseSettings):
         default=None,
         description="When set, every endpoint but /health needs `Authorization: Bearer <token>`.",
     )
+    allowed_hosts: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
+        description="The Host names requests may use: `name` (any port), `name:port` or `*` "
+        "(comma-separated in the environment). Empty: 127.0.0.1, localhost and [::1] on the "
+        "service's own port. Others get 421.",
+    )
+    public_url: str | None = Field(
+        default=None,
+        description="The service's address as clients see it (`https://crucible.example.com`), "
+        "for the run links on spans; default: the address it listens on.",
+    )
     max_body_bytes: int = Field(default=1024 * 1024, ge=1, description="Larger bodies get 413.")
     stages: Annotated[tuple[str, ...], NoDecode] = Field(
         default=DEFAULT_STAGES,
@@ -68,12 +80,35 @@ class ServiceSettings(BaseSettings):
     max_values: int = Field(default=1_000_000, ge=1, description="Values in a request body.")
     max_string_chars: int = Field(default=1024 * 1024, ge=1, description="Length of one string.")
 
-    @field_validator("stages", mode="before")
+    @field_validator("stages", "allowed_hosts", mode="before")
     @classmethod
     def _split(cls, value: Any) -> Any:
         if isinstance(value, str):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
+
+    @field_validator("allowed_hosts", mode="after")
+    @classmethod
+    def _host_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for host in value:
+            if not host.strip() or any(c in host for c in "/ \t@?#"):
+                raise ValueError(f"{host!r} is not a host name (name, name:port or *)")
+        return value
+
+    @field_validator("public_url", mode="after")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        parts = urlsplit(value.strip())
+        if (
+            parts.scheme not in ("http", "https")
+            or not parts.netloc
+            or parts.query
+            or parts.fragment
+        ):
+            raise ValueError(f"must be http(s)://host[:port][/path], got {value!r}")
+        return value.strip().rstrip("/")
 
     @field_validator("token", mode="after")
     @classmethod

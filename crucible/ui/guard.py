@@ -24,7 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from crucible.ui.config import is_loopback
 from crucible.ui.params import MAX_TARGET_BYTES
 
-__all__ = ["COOKIE", "SECURITY_HEADERS", "Guard", "cookie_value"]
+__all__ = ["COOKIE", "SECURITY_HEADERS", "Guard", "cookie_value", "split_host"]
 
 COOKIE: Final = "crucible_ui"
 SECURITY_HEADERS: Final = {
@@ -48,10 +48,22 @@ def _same(supplied: str, expected: str) -> bool:
     return hmac.compare_digest(supplied.encode(), expected.encode())
 
 
-def _host_name(header: str) -> str:
+def split_host(header: str) -> tuple[str, str | None]:
+    """A Host header's name and port text (None: no port): ``[::1]:8765`` -> ``("::1", "8765")``.
+
+    Anything after a bracketed name but a ``:port`` comes back as the port, so it matches none.
+    """
     if header.startswith("["):
-        return header[1:].split("]", 1)[0]
-    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
+        name, _, rest = header[1:].partition("]")
+        return name, (rest[1:] if rest.startswith(":") else rest or None)
+    if header.count(":") == 1:
+        name, _, port = header.partition(":")
+        return name, port
+    return header, None
+
+
+def _host_name(header: str) -> str:
+    return split_host(header)[0]
 
 
 class Guard:

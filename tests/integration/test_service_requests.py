@@ -4,6 +4,7 @@ Host names, and options checked in pre-flight. Real uvicorn servers on 127.0.0.1
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -15,11 +16,14 @@ import pytest
 
 from crucible import Registry
 from crucible.store import RunInfo, RunStore
+from crucible.testing import capture_spans
 from examples.service import create_app
 from examples.service_settings import ServiceSettings
 from examples.service_stages import STAGES as DEMO_STAGES
 from examples.service_views import PathMask
 from tests.support.asgi_server import serve
+
+URL_FULL = "cicd.pipeline.task.run.url.full"
 
 
 @dataclass
@@ -238,3 +242,143 @@ def test_the_path_mask_replaces_whole_paths_never_inside_a_clients_text(tmp_path
     assert mask.text(text) == (
         f"{given!r} resolves to <experiments>/pwn.yaml; also x{folder}, ~{folder}, '<experiments>'"
     )
+
+
+# --- JSON bodies only, and only for this service's Host names ---------------------------------
+
+
+async def test_only_json_bodies_run(served: Served) -> None:
+    async with served.client() as http:
+        raw = json.dumps(run_body(("nap", {}), run_id="typed")).encode()
+        for ctype in (
+            None,
+            "text/plain",
+            "application/x-www-form-urlencoded",
+            "multipart/form-data; boundary=x",
+            "text/json",
+            "application/jsonp",
+        ):
+            headers = {} if ctype is None else {"content-type": ctype}
+            resp = await http.post("/runs", content=raw, headers=headers)
+            assert resp.status_code == 415, (ctype, resp.text)
+            assert resp.json() == {
+                "detail": "POST /runs takes JSON: send 'Content-Type: application/json'"
+            }
+        assert (await http.get("/runs/typed")).status_code == 404  # nothing ran
+        for i, ctype in enumerate(("application/json", "Application/JSON; charset=utf-8")):
+            raw = json.dumps(run_body(("nap", {}), run_id=f"typed-{i}")).encode()
+            resp = await http.post("/runs", content=raw, headers={"content-type": ctype})
+            assert resp.status_code == 200, (ctype, resp.text)
+
+
+async def test_requests_must_name_this_service_as_their_host(served: Served) -> None:
+    port = httpx.URL(served.url).port
+    assert port is not None
+    other = port + 1 if port < 65535 else port - 1
+    refused = [
+        "attacker.example",
+        f"attacker.example:{port}",  # a DNS-rebound page names its own domain
+        f"127.0.0.1.attacker.example:{port}",
+        f"127.0.0.1:{other}",
+        "127.0.0.1",
+        f"localhost:{port}x",
+        f"[::1]x:{port}",
+    ]
+    async with served.client() as http:
+        for i, host in enumerate(refused):
+            for method, path in [
+                ("POST", "/runs"),
+                ("GET", "/runs"),
+                ("GET", "/runs/x"),
+                ("GET", "/docs"),
+            ]:
+                body = run_body(("nap", {}), run_id=f"rebound-{i}")
+                resp = await http.request(method, path, json=body, headers={"host": host})
+                assert resp.status_code == 421, (host, path, resp.text)
+                assert "CRUCIBLE_SERVICE_ALLOWED_HOSTS" in resp.json()["detail"]
+            health = await http.get("/health", headers={"host": host})
+            assert health.status_code == 200  # liveness probes use whatever address they like
+        for host in (
+            f"127.0.0.1:{port}",
+            f"localhost:{port}",
+            f"LocalHost.:{port}",
+            f"[::1]:{port}",
+        ):
+            resp = await http.get("/runs", headers={"host": host})
+            assert resp.status_code == 200, (host, resp.text)
+            assert resp.json()["runs"] == []  # none of the refused posts ran
+
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET /runs HTTP/1.0\r\n\r\n")  # HTTP/1.0 may leave the Host out
+    await writer.drain()
+    answer = await asyncio.wait_for(reader.read(), timeout=20)
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 400 ") and b"no Host header" in answer, answer
+
+
+async def test_configured_host_names_and_public_url(tmp_path: Path) -> None:
+    settings = settings_for(
+        tmp_path,
+        allowed_hosts="crucible.example.com, alias.example:8443",
+        public_url="https://crucible.example.com/api/",
+    )
+    with capture_spans() as cap:
+        app = create_app(
+            registry=Registry(DEMO_STAGES),
+            settings=settings,
+            tracing=False,
+            tracer_provider=cap.provider,
+        )
+        with serve(app) as url:
+            async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+                codes = {}
+                for host in (
+                    "crucible.example.com",
+                    "Crucible.Example.Com:1234",
+                    "alias.example:8443",
+                    "alias.example:8444",
+                    "alias.example",
+                    httpx.URL(url).netloc.decode(),
+                ):
+                    resp = await http.get("/docs", headers={"host": host})
+                    codes[host] = resp.status_code
+                posted = await http.post(
+                    "/runs",
+                    json=run_body(("nap", {}), run_id="linked"),
+                    headers={"host": "crucible.example.com"},
+                )
+        spans = cap.spans()
+    assert list(codes.values()) == [200, 200, 200, 421, 421, 421], codes
+    assert posted.status_code == 200, posted.text
+    links = {(s.attributes or {}).get(URL_FULL) for s in spans if s.name == "stage nap"}
+    assert links == {"https://crucible.example.com/api/runs/linked"}
+
+
+async def test_the_run_link_is_the_bound_address_not_the_clients_host(tmp_path: Path) -> None:
+    with capture_spans() as cap:
+        app = create_app(
+            registry=Registry(DEMO_STAGES),
+            settings=settings_for(tmp_path),
+            tracing=False,
+            tracer_provider=cap.provider,
+        )
+        with serve(app) as url:
+            port = httpx.URL(url).port
+            async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+                posted = await http.post(
+                    "/runs",
+                    json=run_body(("nap", {}), run_id="bound"),
+                    headers={"host": f"localhost:{port}"},
+                )
+        spans = cap.spans()
+    assert posted.status_code == 200, posted.text
+    links = {(s.attributes or {}).get(URL_FULL) for s in spans if s.name == "stage nap"}
+    assert links == {f"http://127.0.0.1:{port}/runs/bound"}
+
+
+def test_settings_refuse_malformed_host_names_and_urls() -> None:
+    with pytest.raises(ValueError, match="is not a host name"):
+        ServiceSettings.defaults(allowed_hosts=("https://x.example/",))
+    for bad in ("ftp://x.example", "x.example", "https://x.example/?q=1"):
+        with pytest.raises(ValueError, match=r"must be http\(s\)://host"):
+            ServiceSettings.defaults(public_url=bad)

@@ -33,6 +33,7 @@ TOKEN = "tok-3f9c-VERY-PRIVATE-81d2"
 SECRET = "sk-live-NEVER-SHOWN-5150"
 ROW_MARKER = "row-content-that-stays-on-the-server"
 MiB = 1024 * 1024
+JSON = {"content-type": "application/json"}
 
 
 @stage("not_offered", description="installed, but not on the allow-list", register=False)
@@ -134,9 +135,10 @@ async def test_every_endpoint_but_health_needs_the_token(safe: Safe) -> None:
 
 
 async def test_the_token_is_checked_before_the_body_is_read(safe: Safe) -> None:
-    reader, writer = await asyncio.open_connection(*httpx.URL(safe.url).netloc.decode().split(":"))
+    netloc = httpx.URL(safe.url).netloc
+    reader, writer = await asyncio.open_connection(*netloc.decode().split(":"))
     writer.write(
-        b"POST /runs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"POST /runs HTTP/1.1\r\nHost: " + netloc + b"\r\nContent-Type: application/json\r\n"
         b"Content-Length: 52428800\r\n\r\n"
     )
     await writer.drain()
@@ -266,10 +268,13 @@ async def test_bodies_over_one_mib_get_413_and_up_to_it_run(safe: Safe) -> None:
 
 async def test_a_chunked_body_is_refused_once_past_the_limit_not_when_complete(safe: Safe) -> None:
     """The client sends 2 MiB of a body that never ends; the 413 comes anyway."""
-    host, port = httpx.URL(safe.url).netloc.decode().split(":")
+    netloc = httpx.URL(safe.url).netloc
+    host, port = netloc.decode().split(":")
     reader, writer = await asyncio.open_connection(host, int(port))
     writer.write(
-        b"POST /runs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"POST /runs HTTP/1.1\r\nHost: "
+        + netloc
+        + b"\r\nContent-Type: application/json\r\n"
         + f"Authorization: Bearer {TOKEN}\r\n".encode()
         + b"Transfer-Encoding: chunked\r\n\r\n"
     )
@@ -293,18 +298,21 @@ async def test_the_body_goes_through_the_loader_limits(safe: Safe) -> None:
         assert "nested deeper than 64 levels" in problem["message"]
 
         duplicated = b'{"experiment": {"id": "a", "id": "b", "pipeline": []}}'
-        resp = await http.post("/runs", content=duplicated)
+        resp = await http.post("/runs", content=duplicated, headers=JSON)
         problem = one_problem(resp)
         assert problem["message"] == (
             "line 1, column 28: experiment: duplicate key 'id' (first on line 1)"
         )
 
         brackets = b"[" * 100_000  # the standard JSON parser would recurse once per bracket
-        problem = one_problem(await http.post("/runs", content=brackets))
+        problem = one_problem(await http.post("/runs", content=brackets, headers=JSON))
         assert problem["message"] == "line 1, column 65: nested deeper than 64 levels"
 
         latin1 = '{"experiment": {"id": "é"}}'.encode("latin-1")
-        assert "not UTF-8" in one_problem(await http.post("/runs", content=latin1))["message"]
+        assert (
+            "not UTF-8"
+            in one_problem(await http.post("/runs", content=latin1, headers=JSON))["message"]
+        )
 
 
 async def test_smaller_loader_limits_from_the_settings() -> None:
