@@ -9,7 +9,7 @@ import math
 import random
 import time
 from collections.abc import Awaitable, Sequence
-from typing import Any
+from typing import Any, Final
 
 import anyio
 import structlog
@@ -55,6 +55,11 @@ _INF = math.inf
 
 class _NotAContext(TypeError):
     """A stage returned something other than a Context (an engine-level ``error``)."""
+
+
+# Stored, logged and shown as what it is to the user, a TypeError (not a private name).
+_NotAContext.__name__ = _NotAContext.__qualname__ = "TypeError"
+_CANCELLED: Final = "cancelled while the stage ran"
 
 
 def _backoff(base: float, attempt: int) -> float:
@@ -450,7 +455,8 @@ class Runner:
                     )
                     result = "error"
         except anyio.get_cancelled_exc_class() as exc:
-            cancel_exc = error = exc
+            # Recorded with a plain message: the library's names a cancel scope and a task.
+            cancel_exc, error = exc, type(exc)(_CANCELLED)
             result = "cancellation"
         except Exception as exc:
             error = exc
