@@ -45,3 +45,28 @@ def test_quickstart_runs_every_built_in_stage(tmp_path: Path) -> None:
     names = [s["name"] for s in spans]
     assert "RUN quickstart" in names and names.count("stage bench") == 1
     assert len({s["trace_id"] for s in spans}) == 1
+
+
+def test_the_shipped_sweep_runs_one_stored_run_per_point(tmp_path: Path) -> None:
+    """`crucible batch examples/sweep.yaml`, as the README shows it, from another folder."""
+    store = tmp_path / "runs.db"
+    proc = subprocess.run(
+        [sys.executable, "-m", "crucible", "batch", str(ROOT / "examples" / "sweep.yaml"),
+         "--exporter", "none", "--store", str(store), "--json"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+
+    async def stored() -> list[tuple[str, float, str]]:
+        async with RunStore(store) as s:
+            runs = await s.list_runs(limit=100)
+            return sorted(
+                (r.status, r.assigns["matrix"]["bench.alpha"],
+                 r.assigns["matrix"]["bench.effect_size"])
+                for r in runs
+            )  # fmt: skip
+
+    points = asyncio.run(stored())
+    assert points == sorted(
+        ("completed", a, e) for a in (0.01, 0.05, 0.1) for e in ("hedges_g", "cohens_d")
+    )
