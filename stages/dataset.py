@@ -79,7 +79,10 @@ def parse_examples(text: str, fmt: str, source: str) -> list[Any]:
 
 
 @stage(
-    "load_examples", description="Load a data set (JSONL, JSON or CSV) into assigns", version="1.0"
+    "load_examples",
+    description="Load a data set (JSONL, JSON or CSV) into assigns",
+    version="1.0",
+    register=False,  # the crucible.stages entry point registers it, as the other built-ins
 )
 async def load_examples(ctx: Context, opts: LoadExamplesOptions) -> Context:
     path = current_access().readable(opts.path, option="path")  # again: it may have moved

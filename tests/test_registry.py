@@ -193,3 +193,14 @@ async def test_entry_point_discovery_is_lazy_and_isolates_broken_plugins(plugin:
 
 def test_explicit_registry_does_not_discover(plugin: Path) -> None:
     assert "plugged" not in Registry()
+
+
+def test_every_built_in_stage_comes_from_its_entry_point_even_once_imported() -> None:
+    import stages.bench
+    import stages.dataset
+    import stages.report  # noqa: F401  (imported: a declaration there must not take over)
+
+    builtins = ["bench", "data_checks", "guardrails", "load_examples", "report", "validate"]
+    assert {name: default_registry().source(name).kind for name in builtins} == dict.fromkeys(
+        builtins, "entry point"
+    )
