@@ -302,12 +302,13 @@ def env_scrubber() -> Scrubber:
     cached = _env_cache
     if cached is not None and cached[0] == len(env) and all(env.get(k) == v for k, v in cached[1]):
         return cached[2]
-    items = tuple(
-        (k, v)
-        for k, v in env.items()
-        if k not in _ENV_SKIP and is_secret_key(k) and len(v) >= MIN_SECRET_LEN
-    )
-    found = Scrubber(v for _, v in items)
+    named = [(k, v) for k, v in env.items() if k not in _ENV_SKIP and is_secret_key(k)]
+    named = [(k, v) for k, v in named if len(v) >= MIN_SECRET_LEN]
+    # Any variable holding a URL with a password (DATABASE_URL=postgresql://u:pw@host/db).
+    urls = [(k, v) for k, v in env.items() if "://" in v and k not in _ENV_SKIP]
+    passwords = {p for _, v in urls for p in url_passwords(v)}
+    items = tuple(named) + tuple((k, v) for k, v in urls if url_passwords(v))
+    found = Scrubber([*(v for _, v in named), *passwords])
     _env_cache = (len(env), items, found)
     return found
 

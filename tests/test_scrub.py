@@ -58,6 +58,18 @@ def test_environment_secrets_follow_the_environment(monkeypatch: pytest.MonkeyPa
     assert scrub.scrub_text("token ghp-env-value-2") == "token [REDACTED]"
 
 
+def test_passwords_in_environment_urls_are_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql://app:url-pass-1@db.internal:5432/app")
+    monkeypatch.setenv("CACHE_URL", "redis://cache.internal:6379/0")  # no password: nothing
+    assert "url-pass-1" in env_scrubber().values
+    assert scrub.scrub_text("could not connect: app:url-pass-1@db") == (
+        "could not connect: app:[REDACTED]@db"
+    )
+    monkeypatch.setenv("DATABASE_URL", "postgresql://app:url-pass-2@db.internal:5432/app")
+    assert "url-pass-2" in env_scrubber().values  # a changed URL is read again
+    assert "url-pass-1" not in env_scrubber().values
+
+
 def test_active_scrubber_is_per_context() -> None:
     token = scrub.activate(Scrubber(["run-secret-1"]))
     try:
