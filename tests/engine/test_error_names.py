@@ -40,7 +40,8 @@ async def test_a_stage_returning_no_context_is_stored_as_a_type_error(store: Run
         await run(exp, registry=REG, store=store, run_id="bad-return-1")
     assert isinstance(caught.value.cause, TypeError)
     assert str(caught.value) == (
-        "stage 'returns_int' failed (error): TypeError: stage 'returns_int' returned int, expected a Context"
+        "stage 'returns_int' failed (error): "
+        "TypeError: stage 'returns_int' returned int, expected a Context"
     )
     info = await store.get_run("bad-return-1")
     assert info is not None and info.error_type == "TypeError"
