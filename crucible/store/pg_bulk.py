@@ -29,6 +29,8 @@ from crucible.store.rows import (
     ARTIFACTS,
     ATTEMPT,
     ATTEMPTS,
+    CHECKPOINT,
+    CHECKPOINTS,
     EXPERIMENTS,
     FINISH,
     FINISHES,
@@ -42,7 +44,7 @@ from crucible.store.sql import Applied, Statements
 __all__ = ["PgBulk"]
 
 _KEEP_IF_NULL: Final = frozenset({"metrics", "outputs", "assigns", "trace_id"})
-_ORDER: Final = (EXPERIMENTS, RUNS, ATTEMPTS, ARTIFACTS, FINISHES)
+_ORDER: Final = (EXPERIMENTS, RUNS, ATTEMPTS, ARTIFACTS, CHECKPOINTS, FINISHES)
 
 
 def _array_types(shape: Shape) -> list[str]:
@@ -94,6 +96,8 @@ def _statement() -> str:
         + insert(ATTEMPTS, '"run_id", "span_id"', "1", keep=None)
         + "), x AS ("
         + insert(ARTIFACTS, '"run_id", "name"', "1", keep=("run_id", "name"))
+        + "), c AS ("
+        + insert(CHECKPOINTS, '"run_id", "stage_index"', "1", keep=None)
         + f"), f AS (UPDATE runs SET {sets} FROM {source(FINISHES)} WHERE runs.id = u.id "
         + "RETURNING runs.id) "
         + "SELECT ARRAY(SELECT id FROM r), ARRAY(SELECT id FROM f)"
@@ -117,7 +121,9 @@ class PgBulk:
     ) -> Applied | None:
         """Commit ``records``; None (nothing written) when they need the statements in order."""
         exps: dict[str, tuple[Any, ...]] = {}
-        by_op: dict[str, list[tuple[Any, ...]]] = {START: [], ATTEMPT: [], ARTIFACT: [], FINISH: []}
+        by_op: dict[str, list[tuple[Any, ...]]] = {
+            START: [], ATTEMPT: [], ARTIFACT: [], CHECKPOINT: [], FINISH: [],
+        }  # fmt: skip
         for rec in records:
             if rec.op == START:
                 assert rec.experiment is not None
@@ -134,7 +140,7 @@ class PgBulk:
             starts = [_finished(r, held[r[rid_at]]) if r[rid_at] in held else r for r in starts]
             finishes = [r for r in finishes if r[-1] not in held]
         inserted, updated = await self._execute(conn, sql, exps, starts, by_op[ATTEMPT],
-                                                artifacts, finishes)  # fmt: skip
+                                                artifacts, by_op[CHECKPOINT], finishes)  # fmt: skip
         applied = Applied(missing=finished - held.keys() - updated)
         met = started - inserted  # a stored run had the id: refused unless it is this very start
         if met:
@@ -146,7 +152,7 @@ class PgBulk:
                     applied.refused.add(stored[0])
             again = [held[i] for i in sorted(met & held.keys() - applied.refused)]
             if again:  # its own earlier start is stored: the finish updates it as usual
-                _, done = await self._execute(conn, sql, {}, [], [], [], again)
+                _, done = await self._execute(conn, sql, {}, [], [], [], [], again)
                 applied.missing |= {r[-1] for r in again} - done
         return applied
 
@@ -157,8 +163,8 @@ class PgBulk:
         exps: dict[str, tuple[Any, ...]],
         *tables: Sequence[tuple[Any, ...]],
     ) -> tuple[set[str], set[str]]:
-        """Run :data:`STATEMENT` on rows of runs, attempts, artifacts and finishes: the ids it
-        inserted and the ids it finished."""
+        """Run :data:`STATEMENT` on rows of runs, attempts, artifacts, checkpoints and finishes:
+        the ids it inserted and the ids it finished."""
         params: list[Any] = []
         for shape, rows in zip(_ORDER, ([exps[k] for k in sorted(exps)], *tables), strict=True):
             params.extend(_columns(sql, shape, rows))

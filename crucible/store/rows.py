@@ -28,6 +28,7 @@ from crucible.store.schema import (
     JsonDocument,
     UTCDateTime,
     artifacts,
+    checkpoints,
     experiments,
     runs,
     stage_attempts,
@@ -37,6 +38,7 @@ from crucible.trace import SpanRecord
 __all__ = [
     "ARTIFACTS",
     "ATTEMPTS",
+    "CHECKPOINTS",
     "EXPERIMENTS",
     "FINISHES",
     "RUNS",
@@ -44,6 +46,7 @@ __all__ = [
     "Shape",
     "artifact_record",
     "attempt_record",
+    "checkpoint_record",
     "finish_record",
     "start_record",
 ]
@@ -52,6 +55,7 @@ START: Final = "start_run"
 ATTEMPT: Final = "record_attempt"
 ARTIFACT: Final = "record_artifact"
 FINISH: Final = "finish_run"
+CHECKPOINT: Final = "record_checkpoint"
 
 
 class Json(str):
@@ -113,13 +117,16 @@ EXPERIMENTS: Final = Shape(experiments)
 RUNS: Final = Shape(runs)
 ATTEMPTS: Final = Shape(stage_attempts)
 ARTIFACTS: Final = Shape(artifacts)
+CHECKPOINTS: Final = Shape(checkpoints)
 # The finish updates these; a NULL in the last four keeps the stored value (no Context given).
 FINISHES: Final = Shape(
     runs,
     ("status", "finished_at", "failure_stage", "failure_message", "error_type",
      "metrics", "outputs", "assigns", "trace_id", "id"),
 )  # fmt: skip
-SHAPES: Final = {START: RUNS, ATTEMPT: ATTEMPTS, ARTIFACT: ARTIFACTS, FINISH: FINISHES}
+SHAPES: Final = {
+    START: RUNS, ATTEMPT: ATTEMPTS, ARTIFACT: ARTIFACTS, CHECKPOINT: CHECKPOINTS, FINISH: FINISHES,
+}  # fmt: skip
 
 
 class Record(NamedTuple):
@@ -257,6 +264,18 @@ def artifact_record(
         "metadata": to_jsonable(dict(metadata or {})), "created_at": dt.datetime.now(dt.UTC),
     })  # fmt: skip
     return Record(ARTIFACT, run_id, _clean(row), durable=durable)
+
+
+def checkpoint_record(
+    run_id: str, stage_index: int, stage: str, state: Mapping[str, Any], *, durable: bool
+) -> Record:
+    """The state a completed stage left (``checkpoint.encode_context``), queued after its run's
+    start so that it is committed (or journaled) after it, never before."""
+    row = CHECKPOINTS.row({
+        "run_id": run_id, "stage_index": stage_index, "stage": stage, "state": dict(state),
+        "created_at": dt.datetime.now(dt.UTC),
+    })  # fmt: skip
+    return Record(CHECKPOINT, run_id, _clean(row), durable=durable)
 
 
 def finish_record(

@@ -139,7 +139,7 @@ class RunStore:
     def checkpoints(self) -> Checkpoints:
         """Runs' checkpoints: the RunObserver that stores them, and reading them back."""
         if self._checkpoints is None:
-            self._checkpoints = Checkpoints(self._db, self._ensure_open)
+            self._checkpoints = Checkpoints(self)
         return self._checkpoints
 
     # --- lifecycle -----------------------------------------------------------------------

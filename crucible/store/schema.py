@@ -173,5 +173,8 @@ checkpoints = sa.Table(
     sa.Column("stage", sa.String(255), nullable=False),
     sa.Column("state", _JSON, nullable=False),  # crucible.checkpoint.encode_context
     sa.Column("created_at", UTCDateTime(), nullable=False),
-    sa.Index("ix_checkpoints_run_id", "run_id"),
+    # One checkpoint per completed stage of a run: a retried commit or a journal replayed twice
+    # adds nothing (ON CONFLICT DO NOTHING). Lookups by run_id use it too (databases made
+    # before keep their index on run_id alone).
+    sa.Index("uq_checkpoints_run_stage", "run_id", "stage_index", unique=True),
 )

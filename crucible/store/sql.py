@@ -1,8 +1,9 @@
 """The SQL the writer runs, built once per dialect from the row shapes, and one batch's commit.
 
 Every statement is idempotent, so a retried commit or a journal replayed twice adds nothing:
-experiments and artifacts upsert, runs and attempts insert ``ON CONFLICT DO NOTHING``, finishes
-update. Rows go to the driver as plain tuples through ``executemany`` (no per-row compile).
+experiments and artifacts upsert, runs, attempts and checkpoints insert ``ON CONFLICT DO
+NOTHING``, finishes update. Rows go to the driver as plain tuples through ``executemany`` (no
+per-row compile).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from crucible.store.rows import (
     ARTIFACTS,
     ATTEMPT,
     ATTEMPTS,
+    CHECKPOINT,
+    CHECKPOINTS,
     EXPERIMENTS,
     FINISH,
     FINISHES,
@@ -50,6 +53,7 @@ class Statements:
         self.insert_attempts = self._insert(ATTEMPTS, ("run_id", "span_id"))
         self.upsert_artifacts = self._insert(ARTIFACTS, ("run_id", "name"),
                                              keep=("run_id", "name"))  # fmt: skip
+        self.insert_checkpoints = self._insert(CHECKPOINTS, ("run_id", "stage_index"))
         sets = ", ".join(
             f"{q} = COALESCE({p}, {q})" if name in _KEEP_IF_NULL else f"{q} = {p}"
             for name, q, p in zip(FINISHES.columns[:-1], self._names(FINISHES.columns[:-1]),
@@ -66,7 +70,7 @@ class Statements:
         )
         self._convert = {
             id(shape): _converters(shape, dialect)
-            for shape in (EXPERIMENTS, RUNS, ATTEMPTS, ARTIFACTS, FINISHES)
+            for shape in (EXPERIMENTS, RUNS, ATTEMPTS, ARTIFACTS, CHECKPOINTS, FINISHES)
         }
 
     def _param(self, n: int) -> str:
@@ -131,12 +135,13 @@ async def apply(conn: AsyncConnection, sql: Statements, records: Sequence[Record
     """Write ``records`` in the open transaction ``conn``, in foreign-key order.
 
     Experiments (deduplicated, last wins; sorted so that two writers never deadlock), runs,
-    attempts, artifacts, finishes. Writes come first and reads after, so a SQLite transaction
-    never has to upgrade a stale read snapshot.
+    attempts, artifacts, checkpoints, finishes. Writes come first and reads after, so a SQLite
+    transaction never has to upgrade a stale read snapshot.
     """
     exps: dict[str, tuple[Any, ...]] = {}
     starts: list[tuple[Any, ...]] = []
-    by_op: dict[str, list[tuple[Any, ...]]] = {ATTEMPT: [], ARTIFACT: [], FINISH: []}
+    by_op: dict[str, list[tuple[Any, ...]]] = {ATTEMPT: [], ARTIFACT: [], CHECKPOINT: [],
+                                               FINISH: []}  # fmt: skip
     for rec in records:
         if rec.op == START:
             assert rec.experiment is not None
@@ -155,6 +160,8 @@ async def apply(conn: AsyncConnection, sql: Statements, records: Sequence[Record
         await run(sql.insert_attempts, sql.driver_rows(ATTEMPTS, by_op[ATTEMPT]))
     if by_op[ARTIFACT]:
         await run(sql.upsert_artifacts, sql.driver_rows(ARTIFACTS, by_op[ARTIFACT]))
+    if by_op[CHECKPOINT]:
+        await run(sql.insert_checkpoints, sql.driver_rows(CHECKPOINTS, by_op[CHECKPOINT]))
     if by_op[FINISH]:
         await run(sql.finish_runs, sql.driver_rows(FINISHES, by_op[FINISH]))
     applied = Applied()

@@ -28,6 +28,8 @@ from crucible.store.rows import (
     ARTIFACTS,
     ATTEMPT,
     ATTEMPTS,
+    CHECKPOINT,
+    CHECKPOINTS,
     EXPERIMENTS,
     FINISH,
     FINISHES,
@@ -62,7 +64,7 @@ if (type(None), sqlite3.PrepareProtocol) not in sqlite3.adapters:
     sqlite3.register_adapter(type(None), _NO_VALUES.get)
 _KEEP_IF_NULL: Final = frozenset({"metrics", "outputs", "assigns", "trace_id"})
 _VIEW: Final = "crucible_batch"
-_SLOTS: Final = ("experiments", "runs", "attempts", "artifacts", "finishes")
+_SLOTS: Final = ("experiments", "runs", "attempts", "artifacts", "checkpoints", "finishes")
 
 
 PRAGMAS: Final = ("PRAGMA journal_mode=WAL", "PRAGMA foreign_keys=ON", "PRAGMA synchronous=NORMAL")
@@ -108,6 +110,7 @@ _SETUP: Final = (
     + _insert(RUNS, "runs", '"id"')
     + _insert(ATTEMPTS, "attempts", '"run_id", "span_id"')
     + _insert(ARTIFACTS, "artifacts", '"run_id", "name"', keep=("run_id", "name"))
+    + _insert(CHECKPOINTS, "checkpoints", '"run_id", "stage_index"')
     + _update_finishes()
     + " END",
 )
@@ -225,6 +228,7 @@ class Sorted:
         self.starts: list[tuple[Any, ...]] = []
         self.attempts: list[tuple[Any, ...]] = []
         self.artifacts: list[tuple[Any, ...]] = []
+        self.checkpoints: list[tuple[Any, ...]] = []
         self.finishes: list[tuple[Any, ...]] = []
         for rec in records:
             op = rec.op
@@ -238,16 +242,20 @@ class Sorted:
                 self.finishes.append(rec.row)
             elif op == ARTIFACT:
                 self.artifacts.append(rec.row)
+            elif op == CHECKPOINT:
+                self.checkpoints.append(rec.row)
         self.experiments = [exps[k] for k in sorted(exps)]
 
     def tables(self) -> tuple[list[tuple[Any, ...]], ...]:
-        """The rows in ``statements`` order: experiments, runs, attempts, artifacts, finishes."""
-        return self.experiments, self.starts, self.attempts, self.artifacts, self.finishes
+        """The rows in ``statements`` order: experiments, runs, attempts, artifacts,
+        checkpoints, finishes."""
+        return (self.experiments, self.starts, self.attempts, self.artifacts, self.checkpoints,
+                self.finishes)  # fmt: skip
 
     @property
     def count(self) -> int:
         return (len(self.experiments) + len(self.starts) + len(self.attempts)
-                + len(self.artifacts) + len(self.finishes))  # fmt: skip
+                + len(self.artifacts) + len(self.checkpoints) + len(self.finishes))  # fmt: skip
 
 
 def _write(conn: sqlite3.Connection, sql: Statements, records: Sequence[Record]) -> Applied:
@@ -256,7 +264,7 @@ def _write(conn: sqlite3.Connection, sql: Statements, records: Sequence[Record])
     conn.execute(_WRITE, (
         _encode(sql, EXPERIMENTS, rows.experiments), _encode(sql, RUNS, rows.starts),
         _encode(sql, ATTEMPTS, rows.attempts), _encode(sql, ARTIFACTS, rows.artifacts),
-        _encode(sql, FINISHES, rows.finishes),
+        _encode(sql, CHECKPOINTS, rows.checkpoints), _encode(sql, FINISHES, rows.finishes),
     ))  # fmt: skip
     if conn.total_changes - before == rows.count:
         return Applied()  # every row went in: no start met a stored run, every finish found one
@@ -266,10 +274,10 @@ def _write(conn: sqlite3.Connection, sql: Statements, records: Sequence[Record])
 def statements(sql: Statements) -> tuple[str, ...]:
     """The statement for each of ``Sorted.tables``, in the same order."""
     return (sql.upsert_experiments, sql.insert_runs, sql.insert_attempts, sql.upsert_artifacts,
-            sql.finish_runs)  # fmt: skip
+            sql.insert_checkpoints, sql.finish_runs)  # fmt: skip
 
 
-SHAPES: Final = (EXPERIMENTS, RUNS, ATTEMPTS, ARTIFACTS, FINISHES)  # as Sorted.tables()
+SHAPES: Final = (EXPERIMENTS, RUNS, ATTEMPTS, ARTIFACTS, CHECKPOINTS, FINISHES)  # as Sorted
 
 
 def _write_each(conn: sqlite3.Connection, sql: Statements, records: Sequence[Record]) -> Applied:

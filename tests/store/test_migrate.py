@@ -22,14 +22,14 @@ async def step(ctx: Context) -> Context:
 
 
 def previous_schema() -> sa.MetaData:
-    """An earlier version's schema: no unique keys on attempts and artifacts, but an index on
-    their run_id alone (which the unique keys now serve)."""
+    """An earlier version's schema: no unique keys on attempts, artifacts and checkpoints, but
+    an index on their run_id alone (which the unique keys now serve)."""
     old = sa.MetaData()
     for table in metadata.tables.values():
         copy = table.to_metadata(old)
         for index in [i for i in copy.indexes if i.name and i.name.startswith("uq_")]:
             copy.indexes.discard(index)
-        if table.name in ("stage_attempts", "artifacts"):
+        if table.name in ("stage_attempts", "artifacts", "checkpoints"):
             sa.Index(f"ix_{table.name}_run_id", copy.c.run_id)
     return old
 
@@ -86,6 +86,7 @@ async def test_a_database_of_the_previous_version_keeps_working(store_url: str) 
         store_url, index_names, "stage_attempts"
     )
     assert "uq_artifacts_run_name" in await on_database(store_url, index_names, "artifacts")
+    assert "uq_checkpoints_run_stage" in await on_database(store_url, index_names, "checkpoints")
     # Nothing is dropped: the old run_id indexes stay.
     assert "ix_stage_attempts_run_id" in await on_database(store_url, index_names, "stage_attempts")
 
@@ -97,7 +98,8 @@ async def test_lookups_by_run_use_the_unique_keys(tmp_path: Any) -> None:
     conn = sqlite3.connect(db)
     try:
         for table, index in (("stage_attempts", "uq_stage_attempts_run_span"),
-                             ("artifacts", "uq_artifacts_run_name")):  # fmt: skip
+                             ("artifacts", "uq_artifacts_run_name"),
+                             ("checkpoints", "uq_checkpoints_run_stage")):  # fmt: skip
             plan = conn.execute(
                 f"EXPLAIN QUERY PLAN SELECT * FROM {table} WHERE run_id = ?", ("r",)
             ).fetchall()
