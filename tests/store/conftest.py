@@ -52,10 +52,15 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A fresh, empty database: a SQLite file (plain path) or a reset PostgreSQL schema."""
     if request.param == "sqlite":
         return str(tmp_path / "runs.db")
-    url: str = request.getfixturevalue("pg_database")
-    name = url.rsplit("/", 1)[1]
+    return str(request.getfixturevalue("pg_fresh"))
+
+
+@pytest.fixture
+def pg_fresh(pg_database: str) -> str:
+    """The session's PostgreSQL database with its schema reset: nothing an earlier test left."""
+    name = pg_database.rsplit("/", 1)[1]
     run_async(lambda: _pg_admin("DROP SCHEMA public CASCADE; CREATE SCHEMA public", name))
-    return url
+    return pg_database
 
 
 @pytest.fixture

@@ -95,8 +95,8 @@ async def ordered_batches(store: RunStore, *batches: list[Record]) -> None:
         await db.dispose()
 
 
-async def test_one_statement_stores_what_the_statements_in_order_store(pg_database: str) -> None:
-    async with RunStore(pg_database) as store:
+async def test_one_statement_stores_what_the_statements_in_order_store(pg_fresh: str) -> None:
+    async with RunStore(pg_fresh) as store:
         await store.open()
         bulk_first, bulk_last = records("bulk-run")
         for applied in await bulk_batches(store, bulk_first, bulk_last):
@@ -114,10 +114,10 @@ async def test_one_statement_stores_what_the_statements_in_order_store(pg_databa
 
 
 async def test_a_run_started_and_finished_in_one_batch_is_stored_finished(
-    pg_database: str,
+    pg_fresh: str,
 ) -> None:
     # Short runs start and end within one commit: one statement, as if written in order.
-    async with RunStore(pg_database) as store:
+    async with RunStore(pg_fresh) as store:
         await store.open()
         first, last = records("together")
         other_first, other_last = records("finish-only")
@@ -136,9 +136,9 @@ async def test_a_run_started_and_finished_in_one_batch_is_stored_finished(
 
 
 async def test_a_replayed_start_and_finish_finish_the_run_stored_earlier(
-    pg_database: str,
+    pg_fresh: str,
 ) -> None:
-    async with RunStore(pg_database) as store:
+    async with RunStore(pg_fresh) as store:
         await store.open()
         first, last = records("replayed")
         await bulk_batches(store, first)  # committed, then the process died before the finish
@@ -149,8 +149,8 @@ async def test_a_replayed_start_and_finish_finish_the_run_stored_earlier(
     assert len(run.attempts) == 1 and len(run.artifacts) == 1
 
 
-async def test_a_start_and_finish_never_finish_another_runs_row(pg_database: str) -> None:
-    async with RunStore(pg_database) as store:
+async def test_a_start_and_finish_never_finish_another_runs_row(pg_fresh: str) -> None:
+    async with RunStore(pg_fresh) as store:
         await store.open()
         theirs = start_record(EXP, "taken", trace_id="e" * 32, batch_id=None, host="other",
                               durable=True)  # fmt: skip
