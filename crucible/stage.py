@@ -56,6 +56,9 @@ class StageSpec:
         """Return the value passed to the stage; raises OptionsError listing every problem."""
         raw = dict(options or {})
         if self.options_model is None:
+            if raw and not self.takes_options:  # the stage never sees them: a typo, or a mistake
+                why = f"unknown option (stage {self.name!r} takes no options)"
+                raise OptionsError([(k, why) for k in raw])
             return raw
         problems: list[tuple[str, str]] = []
         extra = self.options_model.model_config.get("extra")

@@ -71,6 +71,10 @@ def test_mapping_and_no_option_stages() -> None:
     assert f.options_model is None and f.takes_options and f.is_async
     assert f.validate_options({"anything": 1}) == {"anything": 1}
     assert not b.takes_options and not b.is_async
+    assert b.validate_options(None) == {} and b.validate_options({}) == {}
+    with pytest.raises(OptionsError) as info:  # it would never see them: a typo, not ignored
+        b.validate_options({"typo": 1})
+    assert info.value.problems == [("typo", "unknown option (stage 'bare' takes no options)")]
     for s in (f, b):
         schema = s.describe()
         assert schema["required"] == [] and schema["optional"] == [] and schema["types"] == {}

@@ -3,6 +3,8 @@ engine exports, while the plan's precomputed attributes are reused when it adds 
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.trace import TracerProvider
@@ -23,12 +25,12 @@ SECRETS = (ENV, ASSIGNED, URL_PASSWORD)
 
 
 @crucible.stage("echo_opts", description="Record its options on an event.", register=False)
-async def echo_opts(ctx: crucible.Context) -> crucible.Context:
+async def echo_opts(ctx: crucible.Context, opts: dict[str, Any]) -> crucible.Context:
     return ctx.record_event(f"saw {ENV}", detail=f"target {ENV} {ASSIGNED}", api_key="kept-out")
 
 
 @crucible.stage("fails_once", description="Fail, naming the secrets.", register=False)
-async def fails_once(ctx: crucible.Context) -> crucible.Context:
+async def fails_once(ctx: crucible.Context, opts: dict[str, Any]) -> crucible.Context:
     raise RuntimeError(f"refused {ENV} {ASSIGNED} {URL_PASSWORD}")
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -32,7 +33,7 @@ def _said(ctx: crucible.Context) -> str:
 
 
 @crucible.stage("echo_config", description="Echo the experiment's secrets.", register=False)
-async def echo_config(ctx: crucible.Context) -> crucible.Context:
+async def echo_config(ctx: crucible.Context, opts: dict[str, Any]) -> crucible.Context:
     said = _said(ctx)
     return ctx.assign(echo=said).put_metric("echo", said).record_event("used", detail=said)
 
