@@ -6,10 +6,10 @@ import dataclasses
 import importlib.util
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, cast
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -40,13 +40,17 @@ from crucible.cli.batch_summary import (
     BatchReport,
     batch_json,
     parse_show,
-    point_text,
     print_batch_summary,
 )
 from crucible.cli.export import check_export_path, export_runs
 from crucible.cli.journal import warn_if_journaled
 from crucible.cli.output import console, error, print_json, warn
-from crucible.cli.preflight import file_access_for, imports_hint
+from crucible.cli.preflight import (
+    expand_file_matrix,
+    file_access_for,
+    point_of,
+    preflight_batch,
+)
 from crucible.cli.signals import EXIT_TERMINATED, Terminated, run_cancellable
 from crucible.cli.terminal import inline
 from crucible.cli.tracing import (
@@ -63,7 +67,6 @@ if TYPE_CHECKING:
         RunOutcome,
     )
     from crucible.cli.boards import BatchBoard
-    from crucible.experiment import Experiment
     from crucible.files import FileAccess
     from crucible.observers import RunObserver
     from crucible.registry import Registry
@@ -72,65 +75,6 @@ if TYPE_CHECKING:
 
 
 DEFAULT_CONCURRENCY = 8
-
-
-def _point_of(item: BatchItem) -> Mapping[str, Any]:
-    point = (item.assigns or {}).get("matrix")
-    return point if isinstance(point, Mapping) else {}
-
-
-def expand_file_matrix(experiment: Experiment, *, source: str) -> list[BatchItem]:
-    """The experiment's matrix as batch items; a bad matrix is a CliError naming the file."""
-    from crucible.batch import expand_matrix
-    from crucible.errors import CrucibleError
-
-    try:
-        return expand_matrix(experiment)
-    except CrucibleError as err:
-        raise CliError(f"{source}: {err}; nothing was run") from None
-
-
-def preflight_batch(
-    items: Sequence[BatchItem],
-    registry: Registry,
-    *,
-    allow_imports: bool,
-    source: str,
-    access: FileAccess,
-) -> frozenset[str]:
-    """Resolve and validate every variant before any runs; problems name their matrix point.
-
-    Returns the secret values of every variant's options (to scrub from what is printed).
-    """
-    from crucible.engine import plan
-    from crucible.engine.plan import plan_secrets
-    from crucible.errors import InvalidPipeline
-    from crucible.files import using_access
-
-    found: dict[str, list[str]] = {}
-    bad_variants = 0
-    secrets: set[str] = set()
-    for item in items:
-        experiment = cast("Experiment", item.experiment)
-        try:
-            with using_access(access):
-                secrets |= plan_secrets(plan(experiment, registry, allow_imports=allow_imports))
-        except InvalidPipeline as err:
-            bad_variants += 1
-            where = point_text(_point_of(item))
-            for problem in err.problems:
-                found.setdefault(str(problem), []).append(where)
-    if not found:
-        return frozenset(secrets)
-    lines: list[str] = []
-    for text, points in found.items():
-        if len(items) > 1 and len(points) == len(items):
-            lines.append(f"{source} [every matrix point]: {text}")
-        else:
-            lines.extend(f"{source} [{p}]: {text}" if p else f"{source}: {text}" for p in points)
-    lines.extend(imports_hint(cast("Experiment", items[0].experiment), allow_imports=allow_imports))
-    scope = f" in {bad_variants} of {len(items)} matrix points" if len(items) > 1 else ""
-    raise CliError(f"{source}: invalid pipeline{scope}; nothing was run", lines=lines)
 
 
 async def _batch_async(
@@ -389,7 +333,7 @@ def batch_command(
                 report = BatchReport(
                     batch_id=bid,
                     experiment_id=experiment.id,
-                    points=[_point_of(item) for item in items],
+                    points=[point_of(item) for item in items],
                     trace_id=board.trace_id,
                     as_children=len(items) <= DEFAULT_TRACE_CHILDREN,
                     destination=trace_destination(handle),

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from crucible.cli.app import (
     AllowImportsOption,
     AllowReadOption,
@@ -12,11 +10,8 @@ from crucible.cli.app import (
     SetOption,
     guard,
 )
-from crucible.cli.output import say
-from crucible.cli.preflight import file_access_for, preflight
-
-if TYPE_CHECKING:
-    pass
+from crucible.cli.output import say, warn
+from crucible.cli.preflight import file_access_for, preflight, preflight_matrix
 
 
 def validate_command(
@@ -26,21 +21,42 @@ def validate_command(
     allow_read: AllowReadOption = None,
     allow_write: AllowWriteOption = None,
 ) -> None:
-    """Check an experiment file without running it: stages resolve, options validate."""
+    """Check an experiment file without running it: stages resolve, options validate (at every
+    matrix point, as ``crucible batch`` would)."""
     from crucible.experiment import load_with_overrides
+    from crucible.experiment.matrix import MAX_COMBINATIONS
     from crucible.registry import default_registry
 
     with guard():
         experiment = load_with_overrides(file, set_ or [])
         access = file_access_for(file, allow_read, allow_write)
-        preflight(
-            experiment, default_registry(), allow_imports=allow_imports, source=file.name,
-            access=access,
-        )  # fmt: skip
+        registry = default_registry()
+        points = ""
+        if experiment.matrix:
+            sweeps = preflight_matrix(
+                experiment, registry, allow_imports=allow_imports, source=file.name,
+                access=access,
+            )  # fmt: skip
+            total = 1
+            for sweep in sweeps:
+                total *= sweep.combinations
+                if not sweep.together:
+                    warn(
+                        f"note: {file.name}: the {sweep.combinations:,} combinations of "
+                        f"{sweep.stage}'s matrix options (more than {MAX_COMBINATIONS:,}) were "
+                        "checked one option at a time; options that depend on each other may "
+                        "still fail in crucible batch"
+                    )
+            points = f", {total:,} matrix point{'s' if total != 1 else ''}"
+        else:
+            preflight(
+                experiment, registry, allow_imports=allow_imports, source=file.name,
+                access=access,
+            )  # fmt: skip
         n = len(experiment.pipeline)
         disabled = sum(1 for sd in experiment.pipeline if not sd.enabled)
         extra = f", {disabled} disabled" if disabled else ""
         say(
-            f"ok: {n} stage{'s' if n != 1 else ''}{extra} "
+            f"ok: {n} stage{'s' if n != 1 else ''}{extra}{points} "
             f"(experiment {experiment.id!r}, {file.name})"
         )

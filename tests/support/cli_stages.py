@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 import anyio
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from crucible.context import Context
 from crucible.stage import stage
@@ -113,3 +113,21 @@ async def vanish_stage(ctx: Context) -> Context:
     for suffix in ("", "-wal", "-shm"):
         await anyio.Path(f".crucible/runs.db{suffix}").unlink(missing_ok=True)
     return ctx.put_metric("vanished", True)
+
+
+class RangeOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    lo: int = 0
+    hi: int = 1
+
+    @model_validator(mode="after")
+    def _ordered(self) -> RangeOptions:
+        if self.lo >= self.hi:  # the options depend on each other: only some pairs are bad
+            raise ValueError(f"lo ({self.lo}) must be below hi ({self.hi})")
+        return self
+
+
+@stage("cli_range", description="Record the span of a lo..hi range", register=False)
+async def range_stage(ctx: Context, opts: RangeOptions) -> Context:
+    return ctx.put_metric("span", opts.hi - opts.lo)
