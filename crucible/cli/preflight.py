@@ -63,7 +63,7 @@ def preflight(
             return plan(experiment, registry, allow_imports=allow_imports)
     except InvalidPipeline as err:
         n = len(err.problems)
-        lines = [f"{source}: {p}" for p in err.problems]
+        lines = _hidden([experiment], [f"{source}: {p}" for p in err.problems])
         lines.extend(imports_hint(experiment, allow_imports=allow_imports))
         raise CliError(
             f"{source}: invalid pipeline ({n} problem{'s' if n != 1 else ''}); nothing was run",
@@ -147,6 +147,7 @@ def preflight_batch(
             lines.append(f"{source} [every matrix point]: {text}")
         else:
             lines.extend(f"{source} [{p}]: {text}" if p else f"{source}: {text}" for p in points)
+    lines = _hidden([cast("Experiment", i.experiment) for i in items], lines)
     lines.extend(imports_hint(cast("Experiment", items[0].experiment), allow_imports=allow_imports))
     scope = f" in {bad_variants} of {len(items)} matrix points" if len(items) > 1 else ""
     raise CliError(f"{source}: invalid pipeline{scope}; nothing was run", lines=lines)
@@ -195,6 +196,7 @@ def preflight_matrix(
     if not fixed and not count:
         return sweeps
     lines[:0] = [f"{source} [every matrix point]: {text}" for text in fixed]
+    lines = _hidden([experiment], lines)
     lines.extend(imports_hint(experiment, allow_imports=allow_imports))
     if all(s.together for s in sweeps):
         total = _points(sweeps)
@@ -203,6 +205,15 @@ def preflight_matrix(
         n = count + len(fixed)
         scope = f" ({n} problem{'s' if n != 1 else ''})"
     raise CliError(f"{source}: invalid pipeline{scope}; nothing was run", lines=lines)
+
+
+def _hidden(experiments: Sequence[Experiment], lines: list[str]) -> list[str]:
+    """``lines`` without the secret values of ``experiments`` (matrix values under secret-looking
+    keys among them): pre-flight prints before a command's scrubber knows its runs' secrets."""
+    from crucible.scrub import Scrubber, definition_secrets
+
+    hide = Scrubber(frozenset().union(*(definition_secrets(e) for e in experiments)))
+    return [hide.text(line) for line in lines] if hide else lines
 
 
 def _points(sweeps: Sequence[StageSweep]) -> int:
@@ -230,9 +241,11 @@ def _where(
         slices: list[tuple[str, str]] = []
         for key in sweep.keys:
             texts = [value_text(v) for v in matrix[key]]
+            if len(set(texts)) < 2:
+                continue  # a key with one value says nothing about the cause
             per_value = sweep.combinations // len(texts)
             have = Counter(value_text(p[key]) for p in points)
             slices += [(key, t) for t, n in have.items() if n == texts.count(t) * per_value]
-        if all(any(value_text(p[k]) == t for k, t in slices) for p in points):
+        if slices and all(any(value_text(p[k]) == t for k, t in slices) for p in points):
             return [f"{k}={t}" for k, t in slices]
     return [point_text(p) for p in points]

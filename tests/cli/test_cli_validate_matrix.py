@@ -110,6 +110,15 @@ FILES = {
         matrix:
           cli_grid.x: [1, 2]
         """,
+    # a secret among the matrix values: never printed
+    "secret.yaml": """
+        id: secret
+        pipeline:
+          - name: cli_grid
+        matrix:
+          cli_grid.api_key: [sk-LEAK-4321]
+          cli_grid.x: [1, many]
+        """,
     # options given to a stage that takes none
     "no_options.yaml": """
         id: no-options
@@ -168,6 +177,7 @@ def test_validate_refuses_what_batch_refuses_naming_file_key_and_value(
         ("bad_value.yaml", "in 2 of 6 matrix points"),
         ("pairs.yaml", "in 2 of 8 matrix points"),
         ("fixed.yaml", "in 2 of 2 matrix points"),
+        ("secret.yaml", "in 2 of 2 matrix points"),
     ):
         for cmd in ("validate", "batch"):
             assert f"{name}: invalid pipeline {scope}; nothing was run" in said(name, cmd)
@@ -179,6 +189,11 @@ def test_validate_refuses_what_batch_refuses_naming_file_key_and_value(
     ) in pairs
     assert "cli_grid.x" not in pairs and pairs.count("must be below") == 1
     assert "fixed.yaml [every matrix point]: pipeline[1] (cli_range)" in said("fixed.yaml")
+    assert all("sk-LEAK-4321" not in res.stderr for res in results)
+    assert "[cli_grid.api_key=[REDACTED], cli_grid.x=many]: " in said("secret.yaml", "batch")
+    secret = said("secret.yaml")  # a key with a single value is not named as the cause
+    assert "secret.yaml [cli_grid.x=many]: pipeline[0] (cli_grid) options.x" in secret
+    assert "secret.yaml [every matrix point]: pipeline[0] (cli_grid) options.api_key" in secret
     # a stage taking no options names itself and the key, in validate and batch alike
     for name in ("no_options.yaml", "no_options_matrix.yaml"):
         for cmd in ("validate", "batch"):
