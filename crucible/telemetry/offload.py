@@ -1,12 +1,14 @@
 """Export spans over OTLP from a child process, so encoding and sending do not hold our GIL.
 
 ``flatten`` turns a finished span into plain values; batches of them are pickled to a child
-started with ``python -m crucible.telemetry.offload``. For http/protobuf the child writes the
+started with ``python -m crucible.telemetry.offload_child``. For http/protobuf the child writes the
 request bytes itself (``otlp_wire``) and posts them through the OpenTelemetry exporter's own
 transport (endpoint, headers, compression, TLS, retries); for grpc, or an exporter without
 that transport, it rebuilds the spans for the OpenTelemetry exporter. Every
 batch is answered with success or failure, so failures are counted. The child is our own
-program, started by us; nothing else writes to its pipe.
+program, started by us; nothing else writes to its pipe. It ignores SIGINT and SIGTERM (a
+Ctrl-C or SIGTERM to the process group is for the parent, which still needs it to flush) and
+ends when its stdin closes or its parent is gone.
 """
 
 from __future__ import annotations
@@ -17,11 +19,12 @@ import operator
 import os
 import pickle
 import select
+import signal
 import struct
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import IO, Any
 
 from opentelemetry.attributes import BoundedAttributes
@@ -164,6 +167,28 @@ def _read(stream: IO[bytes]) -> Any:
     return pickle.loads(stream.read(size))
 
 
+STOP_SIGNALS = frozenset(
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM") if hasattr(signal, name)
+)
+
+
+@contextlib.contextmanager
+def _stop_signals_blocked() -> Iterator[None]:
+    """Block SIGINT and SIGTERM in this thread; a child started meanwhile inherits the mask.
+
+    The child then cannot die of a Ctrl-C that arrives while it starts, before it ignores
+    these signals; signals that arrive here meanwhile are delivered when the block ends.
+    """
+    if not hasattr(signal, "pthread_sigmask"):  # Windows
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
 class OffloadedOtlpExporter(SpanExporter):
     """An OTLP span exporter (``http/protobuf`` or ``grpc``) running in a child process."""
 
@@ -180,11 +205,12 @@ class OffloadedOtlpExporter(SpanExporter):
             if self._proc is not None:
                 code = self._proc.returncode
                 _log.warning("OTLP export child exited (%s); starting a new one", code)
-            self._proc = subprocess.Popen(
-                [sys.executable, "-m", "crucible.telemetry.offload"],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-            )
+            with _stop_signals_blocked():  # until the child ignores them itself
+                self._proc = subprocess.Popen(
+                    [sys.executable, "-m", "crucible.telemetry.offload_child"],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                )
             assert self._proc.stdin is not None
             _write(self._proc.stdin, ("config", self.protocol, self.endpoint, self.timeout_s))
         return self._proc
@@ -269,16 +295,53 @@ def bytes_sender(exporter: SpanExporter) -> Callable[[bytes], bool] | None:
     return send
 
 
-def child_main(stdin: IO[bytes], stdout: IO[bytes]) -> None:
-    """The child: read batches, encode and export them, answer with success or not."""
-    first = _read(stdin)
-    _, protocol, endpoint, timeout_s = first
+class _ParentPipe:
+    """The child's stdin, read in length-prefixed messages; EOF once the parent is gone.
+
+    A process forked from the parent may still hold the pipe open after the parent died, so
+    the child also checks every second that its parent is the one that started it.
+    """
+
+    def __init__(self, fd: int) -> None:
+        self._fd, self._parent, self._buf = fd, os.getppid(), bytearray()
+
+    def _fill(self, n: int) -> None:
+        while len(self._buf) < n:
+            if not select.select([self._fd], [], [], 1.0)[0]:
+                if os.getppid() != self._parent:
+                    raise EOFError("the parent process is gone")
+                continue
+            chunk = os.read(self._fd, 1 << 16)
+            if not chunk:
+                raise EOFError("offload pipe closed")
+            self._buf += chunk
+
+    def read(self) -> Any:
+        """The next message."""
+        self._fill(_HEADER.size)
+        (size,) = _HEADER.unpack_from(self._buf)
+        self._fill(_HEADER.size + size)
+        data = bytes(self._buf[_HEADER.size : _HEADER.size + size])
+        del self._buf[: _HEADER.size + size]
+        return pickle.loads(data)
+
+
+def child_main(stdin_fd: int, stdout: IO[bytes]) -> None:
+    """The child: read batches, encode and export them, answer with success or not.
+
+    Returns when the parent stops it, closes the pipe, stops reading answers, or dies.
+    """
+    pipe = _ParentPipe(stdin_fd)
+    try:
+        _, protocol, endpoint, timeout_s = pipe.read()
+    except EOFError:
+        return
     exporter = _make_exporter(protocol, endpoint, timeout_s)
     send_bytes = bytes_sender(exporter) if protocol == "http/protobuf" else None
     try:
         while True:
             try:
-                msg = _read(stdin)
+                msg = pipe.read()
             except EOFError:
                 return
             if msg[0] == "stop":
@@ -291,13 +354,9 @@ def child_main(stdin: IO[bytes], stdout: IO[bytes]) -> None:
             except Exception as err:  # report, never die: the parent counts the failure
                 print(f"crucible offload: export failed: {err!r}", file=sys.stderr)
                 ok = False
-            _write(stdout, ok)
+            try:
+                _write(stdout, ok)
+            except OSError:  # the parent stopped listening (it exited): nothing to answer
+                return
     finally:
         exporter.shutdown()
-
-
-if __name__ == "__main__":
-    # Answers go to the original stdout; anything a library prints lands on stderr instead.
-    answers = os.fdopen(os.dup(1), "wb")
-    os.dup2(2, 1)
-    child_main(sys.stdin.buffer, answers)

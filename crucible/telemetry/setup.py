@@ -288,8 +288,7 @@ def _otlp_exporters(
     protocol: str, traces_url: str, metrics_url: str, timeout_s: float, offload: bool = False
 ) -> tuple[SpanExporter, MetricExporter]:
     if offload:
-        # Imported here: the child runs ``python -m crucible.telemetry.offload``, which must
-        # not find the module already imported by this package.
+        # Imported here: only offloading needs the module (and its child process).
         from crucible.telemetry.offload import OffloadedOtlpExporter
 
         span_exporter: SpanExporter = OffloadedOtlpExporter(protocol, traces_url, timeout_s)
