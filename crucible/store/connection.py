@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from crucible.errors import StoreError
 from crucible.store.migrate import MigrationError, upgrade
+from crucible.store.urls import is_default_file
 
 __all__ = ["Database", "FileLost", "UnusableStore", "describe"]
 
@@ -137,8 +138,8 @@ class Database:
         connect_args: dict[str, Any] = {}
         if self.is_sqlite:
             connect_args["timeout"] = self.busy_timeout
-            if self.sqlite_file is not None:
-                self.sqlite_file.parent.mkdir(parents=True, exist_ok=True)
+            if self.sqlite_file is not None and is_default_file(self.sqlite_file):
+                self.sqlite_file.parent.mkdir(parents=True, exist_ok=True)  # others: check_folder
         else:
             kwargs["pool_pre_ping"] = not self._lean
             if self.url.get_driver_name() == "asyncpg":

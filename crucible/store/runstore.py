@@ -39,7 +39,7 @@ from crucible.store.records import (
 from crucible.store.rows import artifact_record, attempt_record, finish_record, start_record
 from crucible.store.schema import artifacts, experiments, metadata, runs, stage_attempts
 from crucible.store.sql import Statements
-from crucible.store.urls import normalize_url
+from crucible.store.urls import check_folder, normalize_url
 from crucible.store.writer import Writer
 from crucible.trace import SpanRecord
 
@@ -58,7 +58,8 @@ class RunStore:
     stay unreachable before the engine's records go to the journal in ``journal_dir`` (default:
     ``journal/`` beside a SQLite file, so ``.crucible/journal/`` for the default store, and
     ``.crucible/journal/`` in the working directory for PostgreSQL); ``max_pending`` bounds the
-    records waiting for a commit (then writers wait).
+    records waiting for a commit (then writers wait). A SQLite file's folder must exist
+    (StoreError naming it, at once), except the default ``.crucible/``, which is made.
     """
 
     def __init__(
@@ -73,8 +74,10 @@ class RunStore:
     ) -> None:
         if journal_after_s < 0 or max_pending < 1:
             raise ValueError("journal_after_s must be >= 0 and max_pending >= 1")
+        parsed = normalize_url(url)
+        check_folder(parsed)
         self._db = Database(
-            normalize_url(url),
+            parsed,
             connect_timeout=connect_timeout,
             echo=echo,
             busy_timeout=min(30.0, max(journal_after_s, 0.1)),  # a lock longer than this fails

@@ -10,9 +10,10 @@ from sqlalchemy.engine import URL, make_url
 
 from crucible.errors import StoreError
 
-__all__ = ["DEFAULT_URL", "normalize_url"]
+__all__ = ["DEFAULT_URL", "check_folder", "is_default_file", "normalize_url", "sqlite_path"]
 
 DEFAULT_URL: Final = "sqlite+aiosqlite:///.crucible/runs.db"
+_DEFAULT_FILE: Final = Path(".crucible") / "runs.db"
 
 
 def normalize_url(url: str | os.PathLike[str] | None = None) -> URL:
@@ -41,3 +42,32 @@ def normalize_url(url: str | os.PathLike[str] | None = None) -> URL:
     elif backend in ("postgresql", "postgres") and driver in ("", "psycopg2"):
         parsed = parsed.set(drivername="postgresql+asyncpg")
     return parsed
+
+
+def sqlite_path(url: URL) -> Path | None:
+    """The SQLite file of ``url``; None for PostgreSQL, in-memory and ``file:`` URI databases."""
+    db = url.database
+    if url.get_backend_name() != "sqlite" or not db or db == ":memory:":
+        return None
+    return None if db.startswith("file:") or "mode=memory" in db else Path(db)
+
+
+def is_default_file(path: Path) -> bool:
+    """Whether ``path`` is the default store, ``.crucible/runs.db`` in the working directory."""
+    return path == _DEFAULT_FILE.absolute()
+
+
+def check_folder(url: URL) -> None:
+    """Refuse a SQLite file whose folder does not exist, so a typo makes no folders anywhere.
+
+    Only the default ``.crucible/runs.db`` gets its folder made (when the store is first used).
+    """
+    path = sqlite_path(url)
+    if path is None or path.parent.is_dir() or is_default_file(path):
+        return
+    what = "is not a folder" if path.parent.exists() else "does not exist"
+    raise StoreError(
+        "configure",
+        f"cannot use the SQLite file {path}: its folder {path.parent} {what}; create the "
+        "folder first (only the default .crucible/ folder is made for you)",
+    )

@@ -499,8 +499,8 @@ async def test_bad_url_raises_store_error() -> None:
 async def test_unwritable_sqlite_location_raises_store_error(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    with pytest.raises(StoreError, match="open failed"):
-        await RunStore(blocker / "runs.db").open()
+    with pytest.raises(StoreError, match=f"its folder {blocker} is not a folder"):
+        RunStore(blocker / "runs.db")  # refused when made, before any open
 
 
 @pytest.mark.postgres
