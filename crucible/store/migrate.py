@@ -38,8 +38,10 @@ def upgrade(conn: sa.Connection, metadata: sa.MetaData) -> list[str]:
             added.append(f"column {table.name}.{column.name}")
         indexes = {i["name"] for i in inspector.get_indexes(table.name)}
         for index in table.indexes:
-            if index.name in indexes:
-                continue
+            if index.name in indexes or index.info.get("dialect", conn.dialect.name) != (
+                conn.dialect.name
+            ):
+                continue  # there already, or made for another database only
             try:
                 index.create(conn)
             except sa.exc.IntegrityError as exc:

@@ -27,6 +27,7 @@ from crucible.store.checkpoints import Checkpoints
 from crucible.store.connection import Database, UnusableStore
 from crucible.store.journal import DEFAULT_JOURNAL_DIR, Journal
 from crucible.store.observer import StoreObserver
+from crucible.store.prefix import prefix_match
 from crucible.store.process import host_name, process_alive
 from crucible.store.records import (
     ExperimentInfo,
@@ -350,6 +351,20 @@ class RunStore:
             )
             arts = tuple(artifact_info(r._mapping) for r in art)
         return run_info(row._mapping, attempts, arts)
+
+    async def find_run_ids(self, prefix: str, *, limit: int = 5) -> list[str]:
+        """Ids of stored runs that start with ``prefix`` (exactly, case-sensitive), shortest
+        first (so ``prefix`` itself, if stored), at most ``limit``; an index serves it
+        (``crucible.store.prefix``)."""
+        await self._ensure_open("find_run_ids", None)
+        stmt = (
+            sa.select(runs.c.id)
+            .where(prefix_match(runs.c.id, prefix, self.dialect))
+            .order_by(sa.func.length(runs.c.id), runs.c.id)
+            .limit(max(0, limit))
+        )
+        async with self._db.read("find_run_ids", None) as conn:
+            return [str(r.id) for r in await conn.execute(stmt)]
 
     @staticmethod
     def _filters(

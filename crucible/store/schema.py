@@ -116,6 +116,14 @@ runs = sa.Table(
     sa.Index("ix_runs_batch_id", "batch_id"),
     sa.Index("ix_runs_started_at", "started_at"),
 )
+# Run ids by their first characters (crucible.store.prefix), in any collation. PostgreSQL only:
+# on SQLite the primary key serves that range already.
+sa.Index(
+    "ix_runs_id_prefix",
+    runs.c.id,
+    postgresql_ops={"id": "varchar_pattern_ops"},
+    info={"dialect": "postgresql"},
+).ddl_if(dialect="postgresql")
 
 stage_attempts = sa.Table(
     "stage_attempts",

@@ -112,7 +112,12 @@ def extended_schema() -> sa.MetaData:
     """The current schema plus what another change might add: a column and an index."""
     new = sa.MetaData()
     for table in metadata.tables.values():
-        table.to_metadata(new)
+        copy = table.to_metadata(new)
+        copies = {i.name: i for i in copy.indexes}
+        for index in table.indexes:  # to_metadata drops an index's info and ddl_if
+            if "dialect" in index.info:
+                copies[index.name].info.update(index.info)
+                copies[index.name].ddl_if(dialect=index.info["dialect"])
     runs = new.tables["runs"]
     runs.append_column(sa.Column("future_note", sa.String(255)))
     runs.append_column(sa.Column("future_flag", sa.Boolean(), nullable=False,
@@ -168,3 +173,15 @@ async def test_rows_that_break_a_new_unique_key_refuse_the_open(store_url: str) 
             await store.open()
     finally:
         await store.close()
+
+
+async def test_the_run_id_prefix_index_is_made_on_postgresql_only(store_url: str) -> None:
+    async with RunStore(store_url) as store:
+        await store.start_run(Experiment(id="e"), "r")
+    pg = store_url.startswith("postgresql")
+    assert ("ix_runs_id_prefix" in await on_database(store_url, index_names, "runs")) == pg
+    if pg:  # a database made before the index existed
+        await on_database(store_url, lambda c: c.exec_driver_sql("DROP INDEX ix_runs_id_prefix"))
+    added = await on_database(store_url, upgrade, metadata)
+    assert added == (["index ix_runs_id_prefix"] if pg else [])  # SQLite: never, nor reported
+    assert await on_database(store_url, upgrade, metadata) == []
