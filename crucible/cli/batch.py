@@ -38,6 +38,7 @@ from crucible.cli.app import (
 from crucible.cli.batch_summary import (
     SUMMARY_ROWS,
     BatchReport,
+    OutcomesAtEnd,
     batch_json,
     parse_show,
     print_batch_summary,
@@ -92,6 +93,7 @@ async def _batch_async(
     url: str | None,
     access: FileAccess,
     ray: RaySettings | None = None,
+    ending: RunObserver | None = None,
 ) -> list[RunOutcome]:
 
     import anyio
@@ -115,7 +117,10 @@ async def _batch_async(
             name=name,
             # Ray runs report to the driver as their chunks return, not run by run: the board
             # follows the batch's progress there and takes only the batch's start from observing.
-            observers=[board] if executor is None else [_batch_start_of(board)],
+            observers=[
+                board if executor is None else _batch_start_of(board),
+                *([ending] if ending is not None else []),
+            ],
             progress=board.progress if executor is not None else None,
             executor=executor,
             store=store,
@@ -296,6 +301,21 @@ def batch_command(
                 soft_wrap=True,
             )
         code = EXIT_FAILED
+        ended = OutcomesAtEnd()
+
+        def report() -> BatchReport:
+            return BatchReport(
+                batch_id=bid,
+                experiment_id=experiment.id,
+                points=[point_of(item) for item in items],
+                trace_id=board.trace_id,
+                as_children=len(items) <= DEFAULT_TRACE_CHILDREN,
+                destination=trace_destination(handle),
+                store_url=run_store.url,
+                elapsed=time.perf_counter() - started,
+                jaeger_link=trace_link(handle, jaeger_url, board.trace_id),
+            )
+
         try:
             started = time.perf_counter()
             try:
@@ -315,6 +335,7 @@ def batch_command(
                             url=run_url(handle, jaeger_url),
                             access=access,
                             ray=ray,
+                            ending=ended.observer(),
                         )
                     )
             except (KeyboardInterrupt, Terminated) as stop:
@@ -329,24 +350,20 @@ def batch_command(
                 warn(f"trace id: {board.trace_id or '-'}", style="red")
                 warn(f"store:    {run_store.url}", style="red")
                 code = EXIT_TERMINATED if isinstance(stop, Terminated) else EXIT_INTERRUPTED
-            else:
-                report = BatchReport(
-                    batch_id=bid,
-                    experiment_id=experiment.id,
-                    points=[point_of(item) for item in items],
-                    trace_id=board.trace_id,
-                    as_children=len(items) <= DEFAULT_TRACE_CHILDREN,
-                    destination=trace_destination(handle),
-                    store_url=run_store.url,
-                    elapsed=time.perf_counter() - started,
-                    jaeger_link=trace_link(handle, jaeger_url, board.trace_id),
-                )
+                # Every run, the cancelled ones included, as a finished batch has them.
+                got = report()
                 if json_:
-                    print_json(batch_json(outcomes, report))
+                    print_json({**batch_json(ended.outcomes, got), "cancelled": why})
+                if export_to:
+                    export_runs(export_to, ended.outcomes, got.points, columns)
+            else:
+                got = report()
+                if json_:
+                    print_json(batch_json(outcomes, got))
                 else:
-                    print_batch_summary(outcomes, report, columns, rows=rows)
+                    print_batch_summary(outcomes, got, columns, rows=rows)
                 code = 0 if all(o.ok for o in outcomes) else EXIT_FAILED
-                if export_to and not export_runs(export_to, outcomes, report.points, columns):
+                if export_to and not export_runs(export_to, outcomes, got.points, columns):
                     code = EXIT_FAILED
         finally:
             shutdown_telemetry(handle)

@@ -31,6 +31,7 @@ SUMMARY_ROWS = 50  # runs the summary lists by default
 
 if TYPE_CHECKING:
     from crucible.batch import RunOutcome
+    from crucible.observers import RunObserver
 
 
 _OUTCOME_STYLES = {
@@ -251,3 +252,22 @@ def print_batch_summary(
         if report.jaeger_link:
             say(f"jaeger:   {report.jaeger_link}")
     say(f"store:    {report.store_url}")
+
+
+class OutcomesAtEnd:
+    """Keeps the outcomes ``on_batch_end`` reports, so an interrupted batch still has every
+    run (the cancelled ones included) for ``--json`` and ``--export``."""
+
+    def __init__(self) -> None:
+        self.outcomes: list[RunOutcome] = []
+
+    def observer(self) -> RunObserver:
+        from crucible.observers import BatchEnd, RunObserver
+
+        kept = self
+
+        class OnBatchEnd(RunObserver):
+            def on_batch_end(self, *, batch: BatchEnd) -> None:
+                kept.outcomes = sorted(batch.outcomes, key=lambda o: o.index)
+
+        return OnBatchEnd()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import csv
 import json
 import os
 import signal
@@ -292,6 +293,39 @@ def test_ctrl_c_or_sigterm_cancels_the_batch(
     runs = stored_runs(cwd)
     assert len(runs) == 3 and {r.status for r in runs} == {"cancelled"}
     assert len({r.batch_id for r in runs}) == 1
+
+
+@pytest.mark.parametrize(
+    ("sig", "exit_code", "why"),
+    [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated (SIGTERM)")],
+)
+def test_an_interrupted_batch_still_writes_export_and_json_with_every_run(
+    tmp_path: Path, env: dict[str, str], sig: int, exit_code: int, why: str
+) -> None:
+    cwd = workdir(
+        tmp_path,
+        "slow",
+        {"slow.yaml": "id: slow\npipeline:\n  - name: cli_grid\n  - name: cli_slow\n"
+         "matrix:\n  cli_grid.x: [1, 2, 3, 4]\n"},
+    )  # fmt: skip
+    code, out, err = interrupt_when_started(
+        [sys.executable, "-m", "crucible", "batch", "slow.yaml", "--concurrency", "2",
+         "--export", "ck.csv", "--json"],
+        cwd=cwd, env=env, marker=cwd / "started", sig=sig,
+    )  # fmt: skip
+    assert code == exit_code, err
+    stored = {r.run_id: r for r in stored_runs(cwd)}
+    assert len(stored) == 4 and {r.status for r in stored.values()} == {"cancelled"}
+    doc = json.loads(out)
+    assert doc["cancelled"] == why and doc["total"] == 4 and doc["counts"]["cancelled"] == 4
+    assert [r["index"] for r in doc["runs"]] == [0, 1, 2, 3]
+    assert {r["run_id"] for r in doc["runs"]} == set(stored)
+    assert [r["matrix"] for r in doc["runs"]] == [{"cli_grid.x": x} for x in (1, 2, 3, 4)]
+    rows = list(csv.DictReader((cwd / "ck.csv").open(encoding="utf-8")))
+    assert [r["run_id"] for r in rows] == [r["run_id"] for r in doc["runs"]]
+    assert {r["status"] for r in rows} == {"cancelled"}
+    assert [r["matrix.cli_grid.x"] for r in rows] == ["1", "2", "3", "4"]
+    assert "exported: " in err and "(4 runs)" in err
 
 
 def test_progress_bar_on_a_terminal(tmp_path: Path, env: dict[str, str]) -> None:
