@@ -130,6 +130,20 @@ def _check_exporter(value: str | None) -> str | None:
     return value
 
 
+def _check_store(value: str | None) -> str | None:
+    """Refuse, while parsing, a SQLite path whose folder does not exist (a typo would make it)."""
+    if value is None:
+        return None
+    from crucible.errors import StoreError
+    from crucible.store.urls import check_folder, normalize_url
+
+    try:
+        check_folder(normalize_url(value))
+    except StoreError as err:
+        raise typer.BadParameter(err.reason) from None
+    return value
+
+
 SetOption = Annotated[
     list[str] | None,
     typer.Option(
@@ -170,6 +184,7 @@ StoreOption = Annotated[
     typer.Option(
         "--store",
         envvar="CRUCIBLE_STORE_URL",
+        callback=_check_store,
         help="Run store URL or SQLite path (default: .crucible/runs.db).",
         show_default=False,
     ),
