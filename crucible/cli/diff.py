@@ -13,6 +13,8 @@ from rich import box
 from rich.text import Text
 
 from crucible.cli.app import CliError, JsonOption, StoreOption, guard
+from crucible.cli.journal import reading
+from crucible.cli.lookup import UnknownRunId, resolve_run_id
 from crucible.cli.output import SafeTable, cell, console, print_json, say, value_text
 from crucible.cli.runs import store_missing
 from crucible.cli.terminal import inline
@@ -25,23 +27,34 @@ if TYPE_CHECKING:
 _MISSING_TEXT = "-"
 
 
-async def _read(url: str | None, run_ids: Sequence[str]) -> tuple[list[RunInfo | None], list[Any]]:
-
+async def _read(url: str | None, given: Sequence[str]) -> tuple[list[RunInfo], list[Any]]:
+    """The runs ``given`` names (whole ids or unique prefixes) and their configurations."""
     from crucible.compare import run_configuration
-    from crucible.store import RunStore
 
-    store = RunStore(url)
-    try:
-        infos = [await store.get_run(rid) for rid in run_ids]
+    async with reading(url) as store:
+        run_ids: list[str] = []
+        unknown_ids: list[str] = []
+        for text in given:
+            try:
+                run_ids.append(await resolve_run_id(store, text))
+            except UnknownRunId:  # all of them named at once; an ambiguous one goes up as is
+                unknown_ids.append(text)
+        if unknown_ids:
+            raise CliError(f"unknown run id {', '.join(repr(u) for u in unknown_ids)}")
+        if len(set(run_ids)) != len(run_ids):
+            raise CliError("give two or more different run ids")
+        infos: list[RunInfo] = []
         configs = []
-        for info in infos:
+        for rid in run_ids:
+            info = await store.get_run(rid)
+            if info is None:  # removed meanwhile
+                raise CliError(f"unknown run id {rid!r}")
             exp = None
-            if info is not None and info.config is None:  # stored before runs kept their own
+            if info.config is None:  # stored before runs kept their own
                 exp = await store.get_experiment(info.experiment_id)
-            configs.append(None if info is None else run_configuration(info, exp))
+            infos.append(info)
+            configs.append(run_configuration(info, exp))
         return infos, configs
-    finally:
-        await store.close()
 
 
 def _cell(row: DiffRow, run_id: str) -> Text:
@@ -91,7 +104,10 @@ def _show(diff: RunDiff) -> None:
 def diff_command(
     runs: Annotated[
         list[str],
-        typer.Argument(help="Two or more run ids; the first is the baseline.", metavar="RUN_ID"),
+        typer.Argument(
+            help="Two or more run ids (or their first characters); the first is the baseline.",
+            metavar="RUN_ID",
+        ),
     ],
     store: StoreOption = None,
     json_: JsonOption = False,
@@ -104,14 +120,9 @@ def diff_command(
     with guard():
         if len(runs) < 2 or len(set(runs)) != len(runs):
             raise CliError("give two or more different run ids")
-        found: list[RunInfo | None] = [None] * len(runs)
-        configs: list[Any] = [None] * len(runs)
-        if not store_missing(store):
-            found, configs = asyncio.run(_read(store, runs))
-        unknown = [rid for rid, info in zip(runs, found, strict=True) if info is None]
-        if unknown:
-            raise CliError(f"unknown run id {', '.join(repr(u) for u in unknown)}")
-        infos = [i for i in found if i is not None]
+        if store_missing(store):
+            raise CliError(f"unknown run id {', '.join(repr(u) for u in runs)}")
+        infos, configs = asyncio.run(_read(store, runs))
         diff = diff_runs(infos, configs)
         if json_:
             print_json(diff.to_dict())

@@ -25,6 +25,8 @@ from crucible.cli.app import (
     check_timeout,
     guard,
 )
+from crucible.cli.journal import reading
+from crucible.cli.lookup import resolve_run_id
 from crucible.cli.output import say
 from crucible.cli.runs import store_missing
 from crucible.cli.terminal import inline
@@ -34,7 +36,10 @@ if TYPE_CHECKING:
 
 
 RunIdArgument = Annotated[
-    str, typer.Argument(help="The stored run's id.", metavar="RUN_ID", show_default=False)
+    str,
+    typer.Argument(
+        help="The stored run's id, or its first characters.", metavar="RUN_ID", show_default=False
+    ),
 ]
 Prepare = Callable[..., Awaitable["Replay"]]
 
@@ -43,17 +48,12 @@ def _prepare(prepare: Prepare, store_url: str | None, run_id: str, sets: Sequenc
     """Read the stored run and make it ready to run again (ReplayError explains a refusal)."""
     import asyncio
 
-    from crucible.store import RunStore
-
     if store_missing(store_url):
         raise CliError(f"unknown run id {run_id!r}: no run store at {store_url or 'the default'}")
 
     async def go() -> Replay:
-        store = RunStore(store_url)
-        try:
-            return await prepare(store, run_id, overrides=sets)
-        finally:
-            await store.close()
+        async with reading(store_url) as store:
+            return await prepare(store, await resolve_run_id(store, run_id), overrides=sets)
 
     return asyncio.run(go())
 
@@ -106,7 +106,7 @@ def rerun_command(
     with guard():
         check_timeout(timeout)
         replay = _prepare(prepare_rerun, store, source, set_ or [])
-        say(inline(f"rerun of {source} (experiment {replay.experiment.id})"))
+        say(inline(f"rerun of {replay.source.run_id} (experiment {replay.experiment.id})"))
         code = _execute(
             replay, checkpoint=checkpoint, run_id=run_id, store=store, exporter=exporter,
             json_logs=json_logs, timeout=timeout, allow_imports=allow_imports,
@@ -142,7 +142,11 @@ def resume_command(
         assert point is not None
         stages = replay.experiment.pipeline
         where = f"stage {stages[point.start].name!r}" if point.start < len(stages) else "the end"
-        say(inline(f"resuming {source} from {where} ({point.start} stage(s) restored)"))
+        say(
+            inline(
+                f"resuming {replay.source.run_id} from {where} ({point.start} stage(s) restored)"
+            )
+        )
         code = _execute(
             replay, run_id=run_id, store=store, exporter=exporter, json_logs=json_logs,
             timeout=timeout, allow_imports=allow_imports, jaeger_url=jaeger_url,

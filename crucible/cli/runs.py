@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -20,6 +19,8 @@ from crucible.cli.app import (
     StoreOption,
     guard,
 )
+from crucible.cli.journal import reading
+from crucible.cli.lookup import resolve_run_id, unknown
 from crucible.cli.output import (
     STATUS_STYLES,
     SafeTable,
@@ -50,25 +51,21 @@ runs_app = typer.Typer(help="Inspect runs recorded in the run store.", no_args_i
 
 
 def store_missing(url: str | None) -> bool:
-    """True when the store is a SQLite file that does not exist (so no run was ever stored)."""
-    from crucible.store import normalize_url
+    """True when the store is a SQLite file that does not exist and no records of it wait in
+    its journal (so no run was ever stored); reading it would only create an empty file."""
+    from crucible.store import RunStore, normalize_url
+    from crucible.store.urls import sqlite_path
 
-    parsed = normalize_url(url)
-    db = parsed.database
-    if parsed.get_backend_name() != "sqlite" or not db or db == ":memory:":
+    path = sqlite_path(normalize_url(url))
+    if path is None or path.exists():
         return False
-    return not db.startswith("file:") and not Path(db).exists()
+    return RunStore(url).journal_pending() == 0  # records waiting: opening replays them
 
 
-async def _with_store(url: str | None, op: str, **kwargs: Any) -> Any:
-
-    from crucible.store import RunStore
-
-    store = RunStore(url)
-    try:
-        return await getattr(store, op)(**kwargs)
-    finally:
-        await store.close()
+async def _show(url: str | None, text: str) -> RunInfo | None:
+    """The run ``text`` names (a whole id or a unique prefix), with attempts and artifacts."""
+    async with reading(url) as store:
+        return await store.get_run(await resolve_run_id(store, text))
 
 
 def _when(value: Any) -> str:
@@ -92,16 +89,11 @@ def _run_style(status: str) -> str:
 
 async def _list_runs(url: str | None, *, batch: str | None, **filters: Any) -> list[RunInfo]:
     """Runs matching the filters; ``batch`` is a whole batch id or, failing that, its start."""
-    from crucible.store import RunStore
-
-    store = RunStore(url)
-    try:
+    async with reading(url) as store:
         found: list[RunInfo] = await store.list_runs(batch_id=batch, **filters)
         if batch is not None and not found:
             found = await store.list_runs(batch_prefix=batch, **filters)
         return found
-    finally:
-        await store.close()
 
 
 def _metric_cell(metrics: dict[str, Any], name: str) -> Text:
@@ -193,7 +185,12 @@ def runs_list_command(
 @runs_app.command("show")
 def runs_show_command(
     run_id: Annotated[
-        str, typer.Argument(help="The run id.", metavar="RUN_ID", show_default=False)
+        str,
+        typer.Argument(
+            help="The run id, or its first characters (4 or more) if no other id starts so.",
+            metavar="RUN_ID",
+            show_default=False,
+        ),
     ],
     store: StoreOption = None,
     json_: JsonOption = False,
@@ -205,9 +202,9 @@ def runs_show_command(
     with guard():
         info: RunInfo | None = None
         if not store_missing(store):
-            info = asyncio.run(_with_store(store, "get_run", run_id=run_id))
+            info = asyncio.run(_show(store, run_id))
         if info is None:
-            raise CliError(f"unknown run id {run_id!r}")
+            raise unknown(run_id)
         if json_:
             print_json(_run_json(info, jaeger_url))
             return

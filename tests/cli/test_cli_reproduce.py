@@ -187,6 +187,25 @@ def test_show_rerun_diff_and_resume(tmp_path: Path, env: dict[str, str]) -> None
     assert keyed["attributes"]["cicd.pipeline.task.run.result"] == "skip"
 
 
+def test_rerun_and_resume_take_the_short_id_the_tables_show(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    cwd = repo_with(tmp_path / "work", {"exp.yaml": EXPERIMENT})
+    first = cli(cwd, env, "run", "exp.yaml", "--checkpoint", "--set", "cli_keyed.api_key=sk-1")
+    assert first.returncode == 1, first.stderr
+    (row,) = json.loads(cli(cwd, env, "runs", "list", "--json").stdout)
+    full, short = row["run_id"], row["run_id"][:8]
+    fixes = ["--set", "cli_keyed.api_key=sk-2", "--set", "cli_flaky.fail=false"]
+    again = cli(cwd, env, "runs", "rerun", short, "--run-id", "again", *fixes)
+    assert again.returncode == 0, again.stderr
+    assert f"rerun of {full}" in again.stdout
+    resumed = cli(cwd, env, "runs", "resume", short, "--run-id", "resumed", *fixes)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming {full} from stage 'cli_flaky'" in resumed.stdout
+    rerun, resume = stored(cwd, "again", "resumed")
+    assert rerun.rerun_of == full and resume.resumed_from == full
+
+
 def test_refusals_exit_2(tmp_path: Path, env: dict[str, str]) -> None:
     cwd = repo_with(tmp_path / "work", {"exp.yaml": EXPERIMENT})
     assert cli(cwd, env, "run", "exp.yaml", "--run-id", "plain").returncode == 1
