@@ -17,16 +17,27 @@ from crucible.ui.config import UiError, UiSettings, settings_from
 __all__ = ["run_server"]
 
 
-async def _check_store(url: str | None) -> str:
-    """Open the store once, so a bad URL or an unreachable server fails before serving."""
+async def _check_store(url: str | None) -> list[str]:
+    """Open the store once, so a bad URL or an unreachable server fails before serving (the
+    open replays its journal); the lines to print: the store, and what its journal held."""
     store = RunStore(url)
+    before = store.journal_pending()
     try:
         await store.open()
     except StoreError as err:
         raise UiError(f"cannot open the run store: {err}") from err
     finally:
         await store.close()
-    return store.url
+    lines = [f"  store: {store.url}"]
+    left = store.journal_pending()
+    if before > left:
+        lines.append(f"  replayed {before - left} run record(s) from the journal at "
+                     f"{store.journal_dir}")  # fmt: skip
+    if left:
+        lines.append(f"  warning: {left} run record(s) wait in the journal at {store.journal_dir}"
+                     "; the process still writing them writes them itself, or the next "
+                     "crucible command that opens this store does")  # fmt: skip
+    return lines
 
 
 def _address(settings: UiSettings) -> str:
@@ -55,7 +66,7 @@ def run_server(
     )
     shown = asyncio.run(_check_store(settings.store_url))
     note = " (open it once with ?token=<your token>)" if settings.token else ""
-    print(f"crucible ui: {_address(settings)}{note}\n  store: {shown}", file=sys.stderr, flush=True)
+    print(f"crucible ui: {_address(settings)}{note}", *shown, sep="\n", file=sys.stderr, flush=True)
     uvicorn.run(
         create_app(settings),
         host=settings.host,
