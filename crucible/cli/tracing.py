@@ -39,14 +39,20 @@ def trace_destination(handle: TelemetryHandle) -> str:
     return ", ".join(p if "://" in p or p == "console" else str(Path(p).resolve()) for p in parts)
 
 
+def _reaches_jaeger(handle: TelemetryHandle) -> bool:
+    """Spans go where Jaeger can show them: OTLP, or a file its upload tab opens (not the
+    terminal alone)."""
+    return any(name != "console" for name in handle.exporters)
+
+
 def trace_link(handle: TelemetryHandle, base: str, trace_id: str | None) -> str | None:
-    """The Jaeger link of ``trace_id``; None when no span was exported (nothing to open)."""
-    return jaeger_link(base, trace_id) if handle.exporters else None
+    """The Jaeger link of ``trace_id``; None when no span went where Jaeger can show it."""
+    return jaeger_link(base, trace_id) if _reaches_jaeger(handle) else None
 
 
 def run_url(handle: TelemetryHandle, base: str) -> str | None:
     """The ``run(url=...)`` template of a stage span's Jaeger page; None if nothing is exported."""
-    if not handle.exporters:
+    if not _reaches_jaeger(handle):
         return None
     return f"{base.rstrip('/')}/trace/{{trace_id}}?uiFind={{span_id}}"
 
@@ -62,3 +68,5 @@ def shutdown_telemetry(handle: TelemetryHandle) -> None:
             f"{handle.destination} (failed {report.failed}, dropped {report.dropped}, "
             f"unexported {report.unexported})"
         )
+        if report.exported == 0 and _reaches_jaeger(handle):
+            warn("warning: no span was exported, so the trace's Jaeger link shows nothing")
