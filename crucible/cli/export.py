@@ -64,7 +64,8 @@ def runs_csv(
     keys = list(columns) if columns else sorted({k for m in metrics for k in m})
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow([*_FIXED, *(f"matrix.{k}" for k in params), *keys, "error"])
+    # Metric names come from the runs too: a header cell is quoted like any other text.
+    writer.writerow([*_FIXED, *(f"matrix.{k}" for k in params), *map(_cell, keys), "error"])
     for o, flat in zip(outcomes, metrics, strict=True):
         point = to_jsonable(dict(points[o.index]))
         error = f"{type(o.error).__name__}: {o.error}" if o.error is not None else ""

@@ -135,7 +135,7 @@ def to_csv(sweep: Sweep) -> str:
             "started_at",
             "duration_s",
             *(f"matrix.{k}" for k in sweep.params),
-            *metric_keys,
+            *(_cell(k) for k in metric_keys),  # a metric's name is the run's text too
         ]
     )
     for p in sweep.points:

@@ -75,3 +75,9 @@ def test_csv_has_every_point_and_quotes_formula_like_text() -> None:
     assert rows[0]["matrix.tests"] == '["t","w"]' and rows[1]["matrix.tests"] == ""
     assert rows[0]["note"] == "'=HYPERLINK(1)" and rows[1]["neg"] == "-1.5"
     assert rows[0]["m"] == "[1,2]" and rows[0]["duration_s"] == "1.0"
+
+
+def test_csv_quotes_a_formula_like_metric_name_in_its_header() -> None:
+    sweep = Sweep.of([point(0, {"a": 1}, {"=cmd|' /C calc'!A0": 1.0})])
+    header = next(csv.reader(io.StringIO(to_csv(sweep))))
+    assert header[-1] == "'=cmd|' /C calc'!A0"
