@@ -174,4 +174,5 @@ def test_console_exporter_keeps_stdout_free_of_spans(tmp_path: Path, env: dict[s
     assert '"trace_id"' not in res.stdout and '"name": "RUN opts"' not in res.stdout
     assert '"name": "RUN opts"' in res.stderr and '"name": "stage first"' in res.stderr
     trace_id = next(ln for ln in res.stdout.splitlines() if ln.startswith("trace id:")).split()[-1]
-    assert f"jaeger:   http://localhost:16686/trace/{trace_id}" in res.stdout
+    assert trace_id != "-"
+    assert "jaeger:" not in res.stdout  # the terminal is not Jaeger: no link to a missing trace

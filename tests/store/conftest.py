@@ -52,15 +52,20 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A fresh, empty database: a SQLite file (plain path) or a reset PostgreSQL schema."""
     if request.param == "sqlite":
         return str(tmp_path / "runs.db")
-    return str(request.getfixturevalue("pg_fresh"))
+    return reset_schema(request.getfixturevalue("pg_database"))
+
+
+def reset_schema(pg_database: str) -> str:
+    """``pg_database`` with its schema reset: nothing an earlier test left."""
+    name = pg_database.rsplit("/", 1)[1]
+    run_async(lambda: _pg_admin("DROP SCHEMA public CASCADE; CREATE SCHEMA public", name))
+    return pg_database
 
 
 @pytest.fixture
 def pg_fresh(pg_database: str) -> str:
-    """The session's PostgreSQL database with its schema reset: nothing an earlier test left."""
-    name = pg_database.rsplit("/", 1)[1]
-    run_async(lambda: _pg_admin("DROP SCHEMA public CASCADE; CREATE SCHEMA public", name))
-    return pg_database
+    """The session's PostgreSQL database with its schema reset."""
+    return reset_schema(pg_database)
 
 
 @pytest.fixture
