@@ -260,7 +260,7 @@ async def test_store_failure_in_on_attempt_end_is_logged_not_raised(store: RunSt
 async def test_failures_at_start_and_end_are_logged_not_raised(tmp_path: Path) -> None:
     blocker = tmp_path / "not-a-folder"
     blocker.mkdir()
-    store = RunStore(blocker / "runs.db")  # its folder exists now; it is gone when it opens
+    store = RunStore(blocker / "runs.db", journal_after_s=0.5)  # its folder is gone at open
     blocker.rmdir()
     blocker.write_text("a file where the store's folder should be")
     ctx = await run(_exp("broken", "score"), registry=REG, run_id="broken-1")
