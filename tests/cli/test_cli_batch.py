@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import csv
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -18,6 +17,7 @@ import pytest
 
 from crucible.store import RunInfo, RunStore
 from crucible.telemetry.jsonl import read_otlp_jsonl
+from tests.support.cli_env import plugin_env
 from tests.support.cli_proc import interrupt_when_started, run_on_pty
 
 pytestmark = [pytest.mark.slow]
@@ -39,29 +39,12 @@ matrix:
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """Repo root plus a fake distribution declaring the test stages as plugins; no OTEL env."""
-    site = tmp_path_factory.mktemp("site")
-    dist = site / "crucible_cli_batch_test_plugin-0.1.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text(
-        "Metadata-Version: 2.1\nName: crucible-cli-batch-test-plugin\nVersion: 0.1\n",
-        encoding="utf-8",
-    )
-    (dist / "entry_points.txt").write_text(
-        "[crucible.stages]\n"
-        "cli_ok = tests.support.cli_stages:ok_stage\n"
-        "cli_grid = tests.support.cli_stages:grid_stage\n"
-        "cli_slow = tests.support.cli_stages:slow_stage\n",
-        encoding="utf-8",
-    )
-    base = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("OTEL_", "CRUCIBLE_"))
-        and k not in ("COLUMNS", "FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE")
+    stages = {
+        "cli_ok": "tests.support.cli_stages:ok_stage",
+        "cli_grid": "tests.support.cli_stages:grid_stage",
+        "cli_slow": "tests.support.cli_stages:slow_stage",
     }
-    base["PYTHONPATH"] = os.pathsep.join([str(REPO), str(site)])
-    base["NO_COLOR"] = "1"
-    return base
+    return plugin_env(tmp_path_factory.mktemp("site"), "crucible-cli-batch-test-plugin", stages)
 
 
 def cli(cwd: Path, *args: str, env: Mapping[str, str]) -> subprocess.CompletedProcess[str]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import textwrap
@@ -11,6 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+
+from tests.support.cli_env import plugin_env
 
 pytestmark = [pytest.mark.slow]
 
@@ -21,29 +22,12 @@ TIMEOUT_S = 60
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """Repo root plus a fake distribution declaring the test stages as plugins; no OTEL env."""
-    site = tmp_path_factory.mktemp("site")
-    dist = site / "crucible_cli_validate_test_plugin-0.1.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text(
-        "Metadata-Version: 2.1\nName: crucible-cli-validate-test-plugin\nVersion: 0.1\n",
-        encoding="utf-8",
-    )
-    (dist / "entry_points.txt").write_text(
-        "[crucible.stages]\n"
-        "cli_grid = tests.support.cli_stages:grid_stage\n"
-        "cli_range = tests.support.cli_stages:range_stage\n"
-        "cli_fail = tests.support.cli_stages:fail_stage\n",
-        encoding="utf-8",
-    )
-    base = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("OTEL_", "CRUCIBLE_"))
-        and k not in ("COLUMNS", "FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE")
+    stages = {
+        "cli_grid": "tests.support.cli_stages:grid_stage",
+        "cli_range": "tests.support.cli_stages:range_stage",
+        "cli_fail": "tests.support.cli_stages:fail_stage",
     }
-    base["PYTHONPATH"] = os.pathsep.join([str(REPO), str(site)])
-    base["NO_COLOR"] = "1"
-    return base
+    return plugin_env(tmp_path_factory.mktemp("site"), "crucible-cli-validate-test-plugin", stages)
 
 
 def cli_many(
