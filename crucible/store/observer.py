@@ -14,10 +14,11 @@ import structlog
 
 from crucible import slots
 from crucible.artifact import Artifact
+from crucible.context import Context
 from crucible.errors import DuplicateRun
 from crucible.observers import AttemptStart, RunEnd, RunObserver, RunStart
 from crucible.runids import minted
-from crucible.store.reproducible import start_values
+from crucible.store.reproducible import start_tail
 from crucible.store.rows import Record, artifact_record, attempt_record, finish_record, start_record
 from crucible.store.writer import Writer
 from crucible.trace import SpanRecord
@@ -60,7 +61,7 @@ class StoreObserver(RunObserver):
         """
         rec = start_record(run.experiment, run.run_id, trace_id=run.trace_id,
                            batch_id=run.batch_id, host=self.store._host, durable=True,
-                           extra=start_values(run))  # fmt: skip
+                           tail=start_tail(run))  # fmt: skip
         if minted(run.run_id):
             self._started.add(run.run_id)
             return self.store._writer.offer(rec)
@@ -80,17 +81,27 @@ class StoreObserver(RunObserver):
         """
         return self.store._writer.offer(attempt_record(attempt.run.run_id, record, durable=True))
 
-    async def on_run_end(self, *, run: RunEnd) -> None:
-        """Store the final context's artifacts, then the status, results and failure."""
+    def on_run_end(self, *, run: RunEnd) -> Awaitable[None] | None:
+        """Store the final context's artifacts, then the status, results and failure.
+
+        What it returns finishes once the final record is committed or journaled (a failure is
+        logged, never raised); the engine awaits it shielded from cancellation.
+        """
         run_id = run.run.run_id
         if run_id not in self._started:
-            return  # refused at start (e.g. a duplicate id): that row belongs to another run
+            return None  # refused at start (e.g. a duplicate id): that row belongs to another run
         self._started.discard(run_id)
         ctx = run.context
+        if ctx is not None and ctx.artifacts:
+            return self._end_with_artifacts(run, ctx)
+        slots.give_back(run_id)  # only the database is left: the next run may start
+        return self.store._writer.write_quietly(self._finish(run))
+
+    async def _end_with_artifacts(self, run: RunEnd, ctx: Context) -> None:
+        run_id = run.run.run_id
         writer = self.store._writer
-        failure = run.failure
         with anyio.CancelScope(shield=True):  # a cancelled run is still recorded, all of it
-            for name, value in (ctx.artifacts if ctx is not None else {}).items():
+            for name, value in ctx.artifacts.items():
                 art = Artifact.from_value(name, value)
                 waiting = writer.offer(artifact_record(
                     run_id, name, type=art.type, location=art.location, format=art.format,
@@ -98,14 +109,19 @@ class StoreObserver(RunObserver):
                 ))  # fmt: skip
                 if waiting is not None:
                     await waiting
-            slots.give_back(run_id)  # only the database is left: the next run may start
-            await self._wait("finish_run", finish_record(
-                run_id, str(run.status), context=ctx,
-                failure_stage=failure.stage if failure is not None else None,
-                failure_message=str(failure.cause) if failure is not None else run.message,
-                error_type=type(failure.cause).__qualname__ if failure is not None else None,
-                durable=True,
-            ))  # fmt: skip
+            slots.give_back(run_id)
+            await writer.write_quietly(self._finish(run))
+
+    @staticmethod
+    def _finish(run: RunEnd) -> Record:
+        failure = run.failure
+        return finish_record(
+            run.run.run_id, str(run.status), context=run.context,
+            failure_stage=failure.stage if failure is not None else None,
+            failure_message=str(failure.cause) if failure is not None else run.message,
+            error_type=type(failure.cause).__qualname__ if failure is not None else None,
+            durable=True,
+        )  # fmt: skip
 
     async def _wait(self, operation: str, rec: Record) -> None:
         """Write ``rec`` and wait for it; log and swallow a failure (but not DuplicateRun)."""

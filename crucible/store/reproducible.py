@@ -13,9 +13,17 @@ from typing import Any, Final
 from crucible.checkpoint import encode_fields
 from crucible.experiment import Experiment
 from crucible.observers import RunStart
-from crucible.store.rows import Json
+from crucible.store.rows import RUN_EXTRA, Json
 
-__all__ = ["start_values"]
+__all__ = ["START_COLUMNS", "start_tail", "start_values"]
+
+# The columns start_tail fills, in its order: the run row's last ones (schema.py).
+START_COLUMNS: Final = (
+    "span_id", "config", "start_assigns", "versions", "git_commit", "git_dirty", "rerun_of",
+    "resumed_from", "source", "trace_exported",
+)  # fmt: skip
+if START_COLUMNS != RUN_EXTRA:  # pragma: no cover - a schema change must update start_tail
+    raise ImportError("crucible.store.reproducible: start_tail does not match the schema")
 
 
 _CACHE_SIZE: Final = 256
@@ -47,6 +55,17 @@ def _versions(versions: Mapping[str, str]) -> Json | None:
         _by_versions.clear()
     _by_versions[id(versions)] = (versions, encoded)  # holds the mapping: its id stays unique
     return encoded
+
+
+def start_tail(run: RunStart) -> tuple[Any, ...]:
+    """:func:`start_values` as the run row's last columns (``START_COLUMNS``), JSON encoded."""
+    config, source = _experiment_parts(run)
+    assigns = run.assigns
+    return (
+        run.span_id, config, Json(json.dumps(encode_fields(assigns))) if assigns else None,
+        _versions(run.versions), run.git_commit, run.git_dirty, run.rerun_of, run.resumed_from,
+        source, run.exported,
+    )  # fmt: skip
 
 
 def start_values(run: RunStart) -> dict[str, Any]:

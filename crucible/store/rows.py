@@ -42,6 +42,7 @@ __all__ = [
     "EXPERIMENTS",
     "FINISHES",
     "RUNS",
+    "RUN_EXTRA",
     "Record",
     "Shape",
     "artifact_record",
@@ -196,8 +197,8 @@ if (
     or EXPERIMENTS.columns != _EXPERIMENT_COLUMNS
 ):  # pragma: no cover - a schema change must update the builders below
     raise ImportError("crucible.store.rows: the row builders do not match the schema")
-_RUN_EXTRA: Final = RUNS.columns[len(_RUN_TEMPLATE_COLUMNS) :]
-_RUN_EXTRA_JSON: Final = frozenset(RUNS.columns[i] for i in RUNS._json) & frozenset(_RUN_EXTRA)
+RUN_EXTRA: Final = RUNS.columns[len(_RUN_TEMPLATE_COLUMNS) :]
+_RUN_EXTRA_JSON: Final = frozenset(RUNS.columns[i] for i in RUNS._json) & frozenset(RUN_EXTRA)
 
 
 def start_record(
@@ -209,10 +210,12 @@ def start_record(
     host: str,
     durable: bool,
     extra: Mapping[str, Any] | None = None,
+    tail: tuple[Any, ...] | None = None,
 ) -> Record:
     """The experiment upsert and the ``running`` run row, owned by this process.
 
-    ``extra`` fills more columns of the run's row (what it ran: ``reproducible.start_values``).
+    ``extra`` fills more columns of the run's row (what it ran: ``reproducible.start_values``);
+    ``tail`` is those columns already in order and encoded (``reproducible.start_tail``).
     """
     now = dt.datetime.now(dt.UTC)
     exp = _experiment_values(experiment)
@@ -221,13 +224,13 @@ def start_record(
         run_id, experiment.id, _RUNNING, now, None, trace_id, batch_id, EMPTY_DICT, EMPTY_LIST,
         EMPTY_DICT, None, None, None, os.getpid(), host,
     )  # fmt: skip
-    if extra:
+    if tail is None and extra:
         tail = tuple(
             _json_text(v) if name in _RUN_EXTRA_JSON else v
-            for name, v in zip(_RUN_EXTRA, map(extra.get, _RUN_EXTRA), strict=True)
+            for name, v in zip(RUN_EXTRA, map(extra.get, RUN_EXTRA), strict=True)
         )
-    else:
-        tail = (None,) * len(_RUN_EXTRA)
+    elif tail is None:
+        tail = (None,) * len(RUN_EXTRA)
     return Record(START, run_id, _clean(head + tail), _clean(exp_row), durable=durable)
 
 

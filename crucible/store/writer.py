@@ -19,7 +19,7 @@ from collections import deque
 from collections.abc import Awaitable, Sequence
 from contextlib import suppress
 from pathlib import Path
-from typing import Final, Protocol
+from typing import Final, Protocol, cast
 
 import anyio
 import structlog
@@ -102,6 +102,7 @@ class Writer:
         self._space = asyncio.Event()
         self._live: dict[str, Record] = {}  # started here, not finished: their start records
         self._waiters: dict[int, asyncio.Future[str]] = {}  # id(record) -> who waits for it
+        self._quiet: set[int] = set()  # waiters told of a failure by the log, not an exception
         self._journal_runs: set[str] = set()  # runs whose start the current journal file holds
         self._journaling = False
         self._lost: FileLost | None = None
@@ -145,6 +146,21 @@ class Writer:
                 self._waiters.pop(id(rec), None)
                 raise
         return await done
+
+    def write_quietly(self, rec: Record) -> Awaitable[None]:
+        """Queue ``rec``; what it returns finishes once ``rec`` is committed or journaled, or
+        failed (logged here, never raised): the engine's run end, without a coroutine."""
+        done = self._waiter(rec)
+        self._quiet.add(id(rec))
+        waiting = self.offer(rec)
+        if waiting is None:
+            return cast("Awaitable[None]", done)  # its outcome is for write() callers only
+        return self._after(waiting, done)
+
+    @staticmethod
+    async def _after(waiting: Awaitable[None], done: asyncio.Future[str]) -> None:
+        await waiting  # cancelled meanwhile: the record is queued all the same (_put_when_room)
+        await done
 
     def _waiter(self, rec: Record) -> asyncio.Future[str]:
         """A future that ``_settle``/``_fail`` resolve for ``rec`` (keyed by its identity)."""
@@ -190,6 +206,7 @@ class Writer:
             self._loop, self._task, self._probe = loop, None, None
             self._wake, self._space = asyncio.Event(), asyncio.Event()
             self._waiters = {k: f for k, f in self._waiters.items() if f.get_loop() is loop}
+            self._quiet &= self._waiters.keys()
         if self._task is None or self._task.done():
             self._task = loop.create_task(self._run(), name="crucible-store-writer")
 
@@ -318,14 +335,20 @@ class Writer:
         elif rec.op == FINISH:
             self._live.pop(rec.run_id, None)
         done = self._waiters.pop(id(rec), None)
-        if done is not None and not done.done():
-            done.set_result(outcome)
+        if done is not None:
+            self._quiet.discard(id(rec))
+            if not done.done():
+                done.set_result(outcome)
 
     def _fail(self, rec: Record, exc: StoreError) -> None:
         done = self._waiters.pop(id(rec), None)
-        if done is None:  # nobody waits (an attempt, an artifact): the log is the report
+        quiet = id(rec) in self._quiet
+        self._quiet.discard(id(rec))
+        if done is None or quiet:  # nobody waits (an attempt), or quietly: the log reports it
             _log.error("run store write failed", operation=rec.op, run_id=rec.run_id,
                        error=repr(exc))  # fmt: skip
+            if done is not None and not done.done():
+                done.set_result("failed")
         elif not done.done():
             done.set_exception(exc)
 
