@@ -17,7 +17,7 @@ import anyio
 
 __all__ = ["ALIVE", "Slot", "Slots", "give_back", "hold", "let_go"]
 
-ALIVE = 256  # runs alive at once, settling ones included
+ALIVE = 512  # runs alive at once, settling ones included
 
 
 class Slots:
