@@ -70,6 +70,14 @@ def test_passwords_in_environment_urls_are_secrets(monkeypatch: pytest.MonkeyPat
     assert "url-pass-1" not in env_scrubber().values
 
 
+def test_a_token_only_url_in_the_environment_is_a_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    token = "glpat-" + "Zx9" * 8
+    monkeypatch.setenv("REPO_REMOTE", f"https://{token}@git.example/team/repo.git")
+    assert scrub.scrub_text(f"fatal: could not read from https://{token}@git.example") == (
+        "fatal: could not read from https://[REDACTED]@git.example"
+    )
+
+
 def test_active_scrubber_is_per_context() -> None:
     token = scrub.activate(Scrubber(["run-secret-1"]))
     try:
@@ -166,6 +174,9 @@ def test_url_passwords_and_secrets_anywhere_in_an_experiment() -> None:
         "pa%40ss:1", "pa@ss:1"
     }  # fmt: skip
     assert url_passwords("mailto:bob@example.com https://example.com/a:b@c") == set()
+    token = "ghp_" + "a1B2" * 9  # a GitHub token as the whole userinfo
+    assert url_passwords(f"git clone https://{token}@github.com/o/r.git") == {token}
+    assert url_passwords("postgresql://postgres@127.0.0.1/db ssh://git@github.com/o") == set()
     exp = Experiment.model_validate({
         "id": "e",
         "backend": {"id": "b", "options": {"api_key": "backend-key-1"},
