@@ -17,6 +17,7 @@ import anyio
 import structlog
 from opentelemetry import trace
 
+from crucible import scrub
 from crucible.errors import CrucibleError
 from crucible.executors.base import PreparedBatch, RunJob, RunOutcome, WorkerLost
 from crucible.executors.local import never_started
@@ -308,8 +309,11 @@ class _Dispatch:
     async def lost(
         self, job: RunJob, why: str, *, retry: bool = False, stored: bool = False
     ) -> None:
-        """``job`` ends ``failed`` with a WorkerLost error, stored so, and noted on the span."""
-        message = f"run {job.run_id}: {why}"
+        """``job`` ends ``failed`` with a WorkerLost error, stored so, and noted on the span.
+
+        ``why`` may quote a remote error, so it is scrubbed of the run's secrets first.
+        """
+        message = scrub.for_experiment(job.experiment, job.assigns).text(f"run {job.run_id}: {why}")
         self.span.add_event(names.EVENT_RUN_LOST, {names.PIPELINE_RUN_ID: job.run_id,
                                                     "exception.message": message})  # fmt: skip
         if self.store is not None:

@@ -63,6 +63,21 @@ async def ray_logs_secret(ctx: crucible.Context) -> crucible.Context:
     return ctx
 
 
+class _Unshippable:
+    """Its pickling fails with an error that quotes a secret."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+    def __reduce__(self) -> Any:
+        raise TypeError(f"cannot ship a client holding {self.key}")
+
+
+@crucible.stage("ray_unshippable_output", description="Outputs a value that cannot be pickled.")
+async def ray_unshippable_output(ctx: crucible.Context) -> crucible.Context:
+    return ctx.add_output(_Unshippable(ctx.assigns["api_key"]))
+
+
 _LOCK = threading.Lock()
 
 
@@ -293,6 +308,25 @@ async def test_worker_log_lines_redact_and_scrub_secrets(ray_executor: Any) -> N
         await anyio.sleep(0.05)
     assert "marker-4242 token [REDACTED]" in text
     assert secret not in text
+
+
+async def test_a_remote_error_quoting_a_secret_is_scrubbed_everywhere(
+    ray_executor: Any, tmp_path: Path
+) -> None:
+    secret = "sk-ray-unshippable-secret-77"
+    items = [crucible.BatchItem({"id": "ship", "pipeline": [{"name": "ray_unshippable_output"}]},
+                                assigns={"n": 1, "api_key": secret})]  # fmt: skip
+    async with RunStore(tmp_path / "runs.db") as store:
+        [outcome] = await crucible.run_batch(items, executor=ray_executor, store=store)
+        info = await store.get_run(outcome.run_id)
+    assert isinstance(outcome.error, WorkerLost)
+    assert "cannot ship a client holding [REDACTED]" in str(outcome.error)
+    assert secret not in str(outcome.error)
+    assert info is not None and info.status == "failed"
+    assert info.failure_message is not None and secret not in info.failure_message
+    assert "[REDACTED]" in info.failure_message
+    raw = b"".join([await p.read_bytes() async for p in anyio.Path(tmp_path).glob("runs.db*")])
+    assert secret.encode() not in raw
 
 
 async def test_driver_observers_see_the_batch_and_are_told_runs_happen_elsewhere(
