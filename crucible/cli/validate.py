@@ -22,7 +22,7 @@ def validate_command(
     allow_write: AllowWriteOption = None,
 ) -> None:
     """Check an experiment file without running it: stages resolve, options validate (at every
-    matrix point, as ``crucible batch`` would)."""
+    matrix point, as crucible batch would)."""
     from crucible.experiment import load_with_overrides
     from crucible.experiment.matrix import MAX_COMBINATIONS
     from crucible.registry import default_registry
