@@ -165,20 +165,22 @@ class RayExecutor:
         with anyio.move_on_after(self.start_timeout_s):
             return list(await _gather([a.info.remote() for a in self._pool]))
         free = self._ray.available_resources().get("CPU", 0)
-        await self.shutdown()
+        await self.shutdown(polite=False)  # one that never started would never answer close()
         raise CrucibleError(
             f"Ray did not start {self.actors} actors within {self.start_timeout_s:g} s: each "
             f"asks for num_cpus={self.num_cpus:g} and the cluster has {free:g} CPUs free; "
             "lower actors= or num_cpus=, or add nodes; nothing was run"
         )
 
-    async def shutdown(self) -> None:
-        """Close and stop the actors (the next batch starts new ones)."""
+    async def shutdown(self, *, polite: bool = True) -> None:
+        """Close and stop the actors (the next batch starts new ones); ``polite=False`` stops
+        them without asking them to close first."""
         pool, self._pool = self._pool, []
         if not pool:
             return
-        with anyio.CancelScope(shield=True), anyio.move_on_after(30):
-            await _gather([a.close.remote() for a in pool], errors_ok=True)
+        if polite:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(30):
+                await _gather([a.close.remote() for a in pool], errors_ok=True)
         for actor in pool:
             self._ray.kill(actor)
 
