@@ -32,18 +32,21 @@ _ENV_SKIP = frozenset({"PWD", "OLDPWD"})  # "pwd" reads as password; these are f
 
 
 class Scrubber:
-    """Replaces each known secret value in strings with ``[REDACTED]`` (longest first)."""
+    """Replaces each known secret value in strings with ``[REDACTED]`` (longest first).
 
-    __slots__ = ("__weakref__", "_encoded", "_pattern", "values")
+    ``pattern`` matches any of ``values``; None when there are none (a hot path's check).
+    """
+
+    __slots__ = ("__weakref__", "_encoded", "pattern", "values")
 
     def __init__(self, values: Iterable[str] = ()) -> None:
         self.values = frozenset(v for v in values if len(v) >= MIN_SECRET_LEN)
         ordered = sorted(self.values, key=len, reverse=True)
-        self._pattern = re.compile("|".join(map(re.escape, ordered))) if ordered else None
+        self.pattern = re.compile("|".join(map(re.escape, ordered))) if ordered else None
         self._encoded: Scrubber | None = None
 
     def __bool__(self) -> bool:
-        return self._pattern is not None
+        return self.pattern is not None
 
     def __or__(self, other: Scrubber) -> Scrubber:
         if not other:
@@ -54,7 +57,7 @@ class Scrubber:
 
     def encoded(self) -> Scrubber:
         """Also matching the secrets as JSON strings, HTML text and CSV cells write them."""
-        if self._pattern is None:
+        if self.pattern is None:
             return self
         if self._encoded is not None:
             return self._encoded
@@ -64,20 +67,20 @@ class Scrubber:
 
     def finds(self, text: str) -> bool:
         """Whether ``text`` holds one of the secrets."""
-        return self._pattern is not None and self._pattern.search(text) is not None
+        return self.pattern is not None and self.pattern.search(text) is not None
 
     def text(self, text: str) -> str:
         """``text`` with every secret replaced."""
-        if self._pattern is None or not text:
+        if self.pattern is None or not text:
             return text
-        return self._pattern.sub(REDACTED, text)
+        return self.pattern.sub(REDACTED, text)
 
     def value(self, value: Any, _depth: int = 0) -> Any:
         """Strings scrubbed inside ``value`` (mappings, lists and tuples walked); others kept."""
-        if self._pattern is None:
+        if self.pattern is None:
             return value
         if isinstance(value, str):
-            return self._pattern.sub(REDACTED, value)
+            return self.pattern.sub(REDACTED, value)
         if _depth > 32:
             return value
         if isinstance(value, Mapping):
@@ -91,7 +94,7 @@ class Scrubber:
     def exception_event(self, err: BaseException) -> dict[str, str] | None:
         """Attributes overriding a span's ``exception`` event: message and stack trace scrubbed
         (also for an exception whose ``str`` does not come from its args, like OSError)."""
-        if self._pattern is None:
+        if self.pattern is None:
             return None
         stack = "".join(traceback.format_exception(err))
         return {"exception.message": self.text(str(err)),
@@ -103,7 +106,7 @@ class Scrubber:
         current: BaseException | None = err
         while current is not None and id(current) not in seen and len(seen) < 8:
             seen.add(id(current))
-            if self._pattern is not None and any(isinstance(a, str) for a in current.args):
+            if self.pattern is not None and any(isinstance(a, str) for a in current.args):
                 with contextlib.suppress(AttributeError, TypeError):
                     current.args = tuple(self.text(a) if isinstance(a, str) else a
                                          for a in current.args)  # fmt: skip

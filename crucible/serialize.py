@@ -101,7 +101,12 @@ def to_jsonable(value: Any, *, redact_secrets: bool = True, _depth: int = 0) -> 
 
 def _mapping(value: Mapping[Any, Any], redact_secrets: bool, d: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for k, v in value.items():
+    if type(value) is FrozenMap:  # its ItemsView looks each value up through Python calls
+        m = value._m
+        items: Any = [(k, m[k]) for k in value._order]
+    else:
+        items = value.items()
+    for k, v in items:
         key = k if isinstance(k, str) else str(to_jsonable(k, redact_secrets=False, _depth=d))
         if redact_secrets and is_secret_key(key) and v is not None:
             out[key] = REDACTED

@@ -147,6 +147,15 @@ class Record(NamedTuple):
     durable: bool = True
 
 
+def _record(
+    op: str, run_id: str, row: tuple[Any, ...], experiment: tuple[Any, ...] | None, durable: bool
+) -> Record:
+    """``Record(...)`` without its generated ``__new__`` (a Python call): ~7 records a run."""
+    return _new_tuple(Record, (op, run_id, row, experiment, durable))
+
+
+_new_tuple: Final = tuple.__new__
+
 # --- builders --------------------------------------------------------------------------------
 
 _exp_cache: dict[int, tuple[weakref.ref[Experiment], dict[str, Any]]] = {}
@@ -231,7 +240,7 @@ def start_record(
         )
     elif tail is None:
         tail = (None,) * len(RUN_EXTRA)
-    return Record(START, run_id, _clean(head + tail), _clean(exp_row), durable=durable)
+    return _record(START, run_id, _clean(head + tail), _clean(exp_row), durable)
 
 
 def attempt_record(run_id: str, record: SpanRecord, *, durable: bool) -> Record:
@@ -247,7 +256,7 @@ def attempt_record(run_id: str, record: SpanRecord, *, durable: bool) -> Record:
         record.duration_s, record.span_id, record.parent_span_id,
         record.error_type, record.error_message, events,
     )  # fmt: skip
-    return Record(ATTEMPT, run_id, _clean(row), durable=durable)
+    return _record(ATTEMPT, run_id, _clean(row), None, durable)
 
 
 def artifact_record(
@@ -303,7 +312,7 @@ def finish_record(
         str(status), dt.datetime.now(dt.UTC), failure_stage, failure_message, error_type,
         metrics, outputs, assigns, trace_id, run_id,
     )  # fmt: skip
-    return Record(FINISH, run_id, _clean(row), durable=durable)
+    return _record(FINISH, run_id, _clean(row), None, durable)
 
 
 def _encoded(value: Any, empty: Json) -> Json:
@@ -313,7 +322,7 @@ def _encoded(value: Any, empty: Json) -> Json:
 def _clean(row: tuple[Any, ...]) -> tuple[Any, ...]:
     """The row with the running run's secret values scrubbed from its strings and JSON."""
     scrubber = active_scrubber()
-    if not scrubber:
+    if scrubber.pattern is None:  # no secrets (not bool(): that is a call per record)
         return row
     scrubber = scrubber.encoded()  # JSON columns are already text here
     return tuple(scrubber.value(v) for v in row)

@@ -319,8 +319,23 @@ class Writer:
 
     # --- results ---------------------------------------------------------------------------
     def _settle_all(self, records: Sequence[Record], applied: Applied) -> None:
+        if applied.refused or applied.missing:
+            for rec in records:
+                self._settle(rec, COMMITTED, applied)
+            return
+        live, waiters = self._live, self._waiters  # the common case, inline: 7 records a run
         for rec in records:
-            self._settle(rec, COMMITTED, applied)
+            op = rec.op
+            if op == START:
+                live[rec.run_id] = rec
+            elif op == FINISH:
+                live.pop(rec.run_id, None)
+            if waiters:
+                done = waiters.pop(id(rec), None)
+                if done is not None:
+                    self._quiet.discard(id(rec))
+                    if not done.done():
+                        done.set_result(COMMITTED)
 
     def _settle(self, rec: Record, outcome: str, applied: Applied | None = None) -> None:
         if applied is not None and rec.op == START and rec.run_id in applied.refused:

@@ -82,3 +82,26 @@ def test_finish_row_keeps_stored_values_without_a_context() -> None:
         error_type=None, durable=True).row)  # fmt: skip
     assert json.loads(str(full["metrics"])) == {"acc": 0.5}
     assert json.loads(str(full["assigns"])) == {"k": "v"} and full["outputs"] == "[]"
+
+
+def test_sqlite_datetimes_are_the_text_sqlalchemy_stores() -> None:
+    import pytest
+    from sqlalchemy.dialects import sqlite
+
+    from crucible.store.schema import UTCDateTime
+    from crucible.store.sql import sqlite_datetime
+
+    dialect = sqlite.dialect()  # type: ignore[no-untyped-call]
+    theirs = UTCDateTime().dialect_impl(dialect).bind_processor(dialect)
+    assert theirs is not None
+    east = dt.timezone(dt.timedelta(hours=5, minutes=30))
+    for when in (
+        dt.datetime(2026, 12, 4, 19, 41, 43, 793704, tzinfo=dt.UTC),
+        dt.datetime(2026, 12, 4, 19, 41, 43, tzinfo=dt.UTC),  # no microseconds: still written
+        dt.datetime(999, 1, 2, 3, 4, 5, 6, tzinfo=dt.UTC),
+        dt.datetime(2026, 1, 1, 2, 0, 0, 1, tzinfo=east),  # another offset: the UTC day before
+        None,
+    ):
+        assert sqlite_datetime(when) == theirs(when)
+    with pytest.raises(ValueError, match="naive"):
+        sqlite_datetime(dt.datetime(2026, 1, 1))
