@@ -143,6 +143,8 @@ def main() -> None:
             writer.close()  # the next open starts afresh
             reply = ("sqlite", type(err).__name__, getattr(err, "sqlite_errorcode", None),
                      f"{err}" if writer_was else f"cannot open the database: {err}")  # fmt: skip
+        except (UnicodeError, ValueError, OverflowError) as err:  # a value SQLite cannot bind
+            reply = ("rejected", f"{type(err).__name__}: {err}")
         except Exception as err:
             reply = ("bug", f"{type(err).__name__}: {err}")
         data = pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL)

@@ -39,6 +39,7 @@ from crucible.store.connection import FileLost
 from crucible.store.rows import RUNS, Json, Record
 from crucible.store.sql import Applied, Statements, owners_found
 from crucible.store.sqlite_bulk import PRAGMAS, SHAPES, Sorted, owners_of, statements
+from crucible.store.tidy import RowsRejected
 
 __all__ = ["ProcessGone", "SqliteProcess", "Unavailable"]
 
@@ -136,6 +137,8 @@ class SqliteProcess:
             failure = getattr(sqlite3, reply[1], sqlite3.Error)(reply[3])
             failure.sqlite_errorcode = reply[2]
             raise DBAPIError.instance(None, None, failure, sqlite3.Error)
+        if reply[0] == "rejected":  # the batch is rolled back; the writer tries it row by row
+            raise RowsRejected("write", reply[1])
         if reply[0] == "bug":
             self._broken = f"the writer process failed: {reply[1]}"
             self.close()

@@ -24,13 +24,14 @@ from typing import Final, Protocol, cast
 import anyio
 import structlog
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
+from sqlalchemy.exc import DBAPIError
 
 from crucible.errors import DuplicateRun, StoreError
 from crucible.store.connection import Database, FileLost, UnusableStore, describe
 from crucible.store.journal import Journal
 from crucible.store.rows import FINISH, START, Record
 from crucible.store.sql import Applied, Statements
+from crucible.store.tidy import refused, tidy
 from crucible.store.transactions import Transactions
 
 
@@ -67,7 +68,7 @@ _log = structlog.get_logger("crucible.store")
 
 def _rejects_rows(err: BaseException) -> bool:
     """The database refused a row (constraint, bad value): retrying the same rows cannot help."""
-    return isinstance(err, IntegrityError | DataError)
+    return refused(err)
 
 
 def _may_pass(err: BaseException) -> bool:
@@ -297,10 +298,28 @@ class Writer:
         """A refused row fails only its own record: commit the others one at a time."""
         if len(records) == 1:
             rec = records[0]
+            tidied = tidy(rec)
+            if tidied is not None and await self._commit_tidied(rec, tidied):
+                return
             self._fail(rec, StoreError(rec.op, describe(err), run_id=rec.run_id))
             return
         for rec in records:
             await (self._to_journal([rec]) if self._journaling else self._commit([rec]))
+
+    async def _commit_tidied(self, rec: Record, tidied: Record) -> bool:
+        """Commit ``tidied`` (``rec`` with what the database refused replaced) for ``rec``."""
+        try:
+            applied = await self._tx.apply([tidied])
+        except Exception as err:
+            if not _rejects_rows(err) and not _may_pass(err):
+                raise
+            return False
+        _log.warning("run store record stored with characters replaced", operation=rec.op,
+                     run_id=rec.run_id, reason="NUL or unpaired surrogate")  # fmt: skip
+        self._settle(rec, COMMITTED, applied)
+        if rec.op == START and rec.run_id in self._live:
+            self._live[rec.run_id] = tidied  # what a journal holds for the run from now on
+        return True
 
     def _fail_fragile(self, records: list[Record], err: Exception) -> list[Record]:
         """Fail the records that are not retried (the direct API); return the durable ones."""
@@ -441,6 +460,14 @@ class Writer:
                 raise
             if len(records) == 1:
                 rec = records[0]
+                tidied = tidy(rec)
+                if tidied is not None:
+                    try:
+                        await self._tx.apply([tidied])
+                        return
+                    except Exception as again:
+                        if not _rejects_rows(again):
+                            raise
                 _log.error("run store journal record refused", operation=rec.op,
                            run_id=rec.run_id, error=describe(err))  # fmt: skip
                 return
