@@ -15,6 +15,7 @@ from crucible.engine.plan import PlannedStage, ValidateMode, cached_plan, coerce
 from crucible.engine.resume import ResumePoint
 from crucible.engine.runner import Runner
 from crucible.experiment import Experiment
+from crucible.experiment.models import ID_MAX
 from crucible.files import FileAccess, using_access
 from crucible.observers import (
     AttemptStart,
@@ -129,6 +130,8 @@ async def run(
     exp = coerce_experiment(experiment)
     if timeout is not None and timeout <= 0:
         raise ValueError(f"timeout must be positive seconds, got {timeout!r}")
+    if run_id is not None and not 0 < len(run_id) <= ID_MAX:
+        raise ValueError(f"run_id must be 1 to {ID_MAX} characters, got {len(run_id)}")
     access = file_access if file_access is not None else access_for(exp)
     planned = cached_plan(
         exp,

@@ -12,6 +12,8 @@ from pydantic_core import PydanticCustomError
 #: The most extra attempts one stage may ask for; more is almost certainly a mistake, and each
 #: attempt is a span, a trace record and a stored row.
 MAX_RETRIES = 100
+#: The longest experiment id, stage name or run id, in characters: what the run store keeps.
+ID_MAX = 255
 #: The longest wait before one retry, in seconds: the exponential backoff stops growing here.
 MAX_RETRY_DELAY_S = 60.0
 
@@ -25,7 +27,7 @@ class _Model(BaseModel):
 class StageDef(_Model):
     """One step of a pipeline: which stage (by registry ``name`` or import ``module``) and how."""
 
-    name: str = Field(min_length=1)
+    name: str = Field(min_length=1, max_length=ID_MAX)
     module: str | None = None
     options: dict[str, Any] | None = None
     enabled: bool = True
@@ -146,7 +148,7 @@ class Reliability(_Model):
 class Experiment(_Model):
     """An experiment: an id, the pipeline of stages to run, and descriptive domain data."""
 
-    id: str = Field(min_length=1)
+    id: str = Field(min_length=1, max_length=ID_MAX)
     pipeline: list[StageDef] = Field(default_factory=list)
     backend: BackendRef | None = None
     description: str | None = None
