@@ -6,6 +6,8 @@ Each command group lives in its own module; this one puts them on the app, in he
 
 from __future__ import annotations
 
+import io
+import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
@@ -34,5 +36,8 @@ app.command("ui")(ui_command)
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     """Console-script entry point: run the ``crucible`` app and exit with its status."""
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper):  # stored text may hold what UTF-8 cannot
+            stream.reconfigure(errors="backslashreplace")  # (a lone surrogate): shown escaped
     app(args=list(argv) if argv is not None else None, prog_name="crucible")
     raise SystemExit(0)  # pragma: no cover - typer always exits in standalone mode

@@ -17,7 +17,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from crucible import Experiment, Registry, StageDef, StageFailed, run
+from crucible import Context, Experiment, Registry, StageDef, StageFailed, run, stage
 from crucible.store import RunStore
 from tests.support.hostile_stages import (
     ARTIFACT,
@@ -225,3 +225,25 @@ def test_validate_problems_are_escaped(tmp_path: Path) -> None:
     proc = cli("validate", str(file), "--allow-imports", cwd=tmp_path, check=2)
     assert_clean(proc.stdout + proc.stderr)
     assert r"nope\x1b[2J\u202e" in proc.stderr and r"k\x1b]0;T\x07" in proc.stderr
+
+
+@stage("lone_surrogate", description="A metric no UTF-8 can hold", register=False)
+async def lone_surrogate(ctx: Context) -> Context:
+    return ctx.put_metric("half", "x\ud800y")
+
+
+def test_text_utf8_cannot_hold_is_shown_escaped_not_a_crash(tmp_path: Path) -> None:
+    db = tmp_path / "runs.db"
+
+    async def make() -> None:
+        async with RunStore(db) as runs:
+            await run(Experiment(id="surrogate", pipeline=[StageDef(name="lone_surrogate")]),
+                      registry=Registry([lone_surrogate]), store=runs, run_id="r-half")  # fmt: skip
+
+    anyio.run(make)
+    shown = cli("runs", "show", "r-half", "--store", str(db), cwd=tmp_path)
+    assert r'"x\ud800y"' in shown.stdout
+    as_json = cli("runs", "show", "r-half", "--json", "--store", str(db), cwd=tmp_path)
+    assert json.loads(as_json.stdout)["metrics"] == {"half": "x\ud800y"}
+    listed = cli("runs", "list", "--metric", "half", "--store", str(db), cwd=tmp_path)
+    assert "r-half" in listed.stdout
