@@ -118,6 +118,14 @@ def check_timeout(timeout: float | None) -> None:
         raise CliError(f"--timeout must be a positive number of seconds, got {timeout:g}")
 
 
+def check_run_id(run_id: str | None) -> None:
+    """``--run-id`` must be 1 to 255 characters (what the store keeps)."""
+    from crucible.experiment.models import ID_MAX
+
+    if run_id is not None and not 0 < len(run_id) <= ID_MAX:
+        raise CliError(f"--run-id must be 1 to {ID_MAX} characters, got {len(run_id)}")
+
+
 def _check_exporter(value: str | None) -> str | None:
     """Refuse an unknown ``--exporter`` while parsing, naming the choices (comma lists allowed)."""
     if value is None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ from crucible.cli.app import (
     SetOption,
     StoreOption,
     TimeoutOption,
+    check_run_id,
     check_timeout,
     configure_logging,
     guard,
@@ -280,6 +280,7 @@ def run_command(
 
     with guard():
         check_timeout(timeout)
+        check_run_id(run_id)
         experiment = load_with_overrides(file, set_ or [])
         if checkpoint:
             experiment = experiment.model_copy(update={"checkpoint": True})
@@ -317,6 +318,7 @@ def execute_run(
     from crucible.cli.boards import StageBoard  # rich.live and the observers: not for --help
     from crucible.engine.plan import plan_secrets
     from crucible.registry import default_registry
+    from crucible.runids import new_run_id
 
     registry = default_registry()
     planned = preflight(
@@ -327,7 +329,7 @@ def execute_run(
     try:
         if json_logs:
             configure_logging(json_logs=True)
-        rid = run_id or str(uuid.uuid4())
+        rid = run_id or new_run_id()  # minted here: the store need not confirm it is new
         handle = setup_telemetry(exporter)
         out = console(stderr=json_)  # keep stdout clean for --json
         board = StageBoard(planned, out, live=out.is_interactive)

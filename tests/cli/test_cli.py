@@ -239,6 +239,8 @@ def test_bad_input_exits_2_and_runs_nothing(tmp_path: Path, env: dict[str, str])
             ["validate", "twice.yaml", "--set", "cli_ok.count=abc"],
             ["run", "twice.yaml", "--exporter", "bogus"],
             ["run", "absent.yaml"],
+            ["run", "twice.yaml", "--run-id", ""],
+            ["run", "twice.yaml", "--run-id", "r" * 256],
             ["validate", "twice.yaml", "--set", "cli_ok.count=2"],
             ["validate", "imports.yaml", "--allow-imports"],
             ["run", "boom.yaml", "--allow-imports"],
@@ -258,6 +260,8 @@ def test_bad_input_exits_2_and_runs_nothing(tmp_path: Path, env: dict[str, str])
         ["pipeline[0] (cli_ok) options.count", "pipeline[1] (cli_ok) options.count"],
         ["unknown exporter 'bogus'"],
         ["absent.yaml", "file not found"],
+        ["--run-id must be 1 to 255 characters, got 0"],
+        ["--run-id must be 1 to 255 characters, got 256"],
     ]
     for res, needles in zip(results, expected, strict=False):
         assert res.returncode == 2, (res.args, res.stdout, res.stderr)
