@@ -52,7 +52,7 @@ from crucible.cli.preflight import (
     point_of,
     preflight_batch,
 )
-from crucible.cli.signals import EXIT_TERMINATED, Terminated, run_cancellable
+from crucible.cli.signals import EXIT_TERMINATED, Terminated, run_cancellable, when_stopping
 from crucible.cli.terminal import inline
 from crucible.cli.tracing import (
     run_url,
@@ -318,6 +318,7 @@ def batch_command(
 
         try:
             started = time.perf_counter()
+            when_stopping(run_store.hurry)
             try:
                 with board.display():
                     outcomes = run_cancellable(

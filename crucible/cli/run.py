@@ -44,7 +44,7 @@ from crucible.cli.output import (
     short,
 )
 from crucible.cli.preflight import file_access_for, preflight
-from crucible.cli.signals import EXIT_TERMINATED, Terminated, run_cancellable
+from crucible.cli.signals import EXIT_TERMINATED, Terminated, run_cancellable, when_stopping
 from crucible.cli.terminal import inline
 from crucible.cli.tracing import (
     run_url,
@@ -92,6 +92,7 @@ async def _run_async(
     from crucible.store import RunStore
 
     store = RunStore(store_url)
+    when_stopping(store.hurry)
     try:
         store.warm_up()
         await store.open()

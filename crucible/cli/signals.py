@@ -17,7 +17,7 @@ import contextlib
 import os
 import signal
 import sys
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 if TYPE_CHECKING:
@@ -81,6 +81,8 @@ class _Stopper:
             if self.received is not None:
                 exit_now(sig)
             self.received = sig
+            for hook in list(_on_stop):
+                hook()
             work.cancel()
             loop.call_later(CANCEL_GRACE_S, give_up)
 
@@ -125,6 +127,15 @@ def _close(loop: asyncio.AbstractEventLoop) -> None:
         loop.close()
 
 
+_on_stop: list[Callable[[], None]] = []
+
+
+def when_stopping(hook: Callable[[], None]) -> None:
+    """Call ``hook`` when a stop signal arrives during this ``run_cancellable`` (before the work
+    is cancelled): e.g. ``RunStore.hurry``, so records journal at once if the database is away."""
+    _on_stop.append(hook)
+
+
 def run_cancellable(main: Coroutine[Any, Any, T]) -> T:
     """Run ``main`` in a new event loop; SIGINT or SIGTERM cancels it.
 
@@ -148,4 +159,5 @@ def run_cancellable(main: Coroutine[Any, Any, T]) -> T:
             raise KeyboardInterrupt() from None
         raise
     finally:
+        _on_stop.clear()
         _close(loop)

@@ -109,12 +109,17 @@ class Writer:
         self._lost: FileLost | None = None
         self._recovered = False
         self._closing = False
+        self._hurry = False  # stopping: journal at the first failure (RunStore.hurry)
 
     # --- what callers use ------------------------------------------------------------------
     def warm_up(self) -> None:
         """Start what commits take time to start (SQLite's writer process) before the first."""
         if self._tx.proc is not None:
             self._tx.proc.start()
+
+    def hurry(self) -> None:
+        """Journal at the next failed commit instead of retrying (the process is stopping)."""
+        self._hurry = True
 
     def offer(self, rec: Record) -> Awaitable[None] | None:
         """Queue ``rec``: None when it is queued, else an awaitable that waits for room."""
@@ -283,7 +288,7 @@ class Writer:
                     first_failure = now
                     _log.warning("run store unreachable; retrying", database=self._store.url,
                                  error=self._reason(err))  # fmt: skip
-                if self._closing or now - first_failure >= self.journal_after_s:
+                if self._closing or self._hurry or now - first_failure >= self.journal_after_s:
                     self._start_journaling(err)
                     await self._to_journal(records)
                     return
