@@ -30,7 +30,7 @@ __all__ = ["Replay", "prepare_rerun", "prepare_resume", "redacted_paths", "rerun
 
 RESUMABLE = frozenset({RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.CANCELLED,
                        RunStatus.ABANDONED})  # fmt: skip
-_ASSIGNS_HINT = "pass them as assigns={...}"
+_ASSIGNS_HINT = "pass them as assigns={...} to crucible.resume(); the CLI cannot supply them"
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,8 +178,29 @@ async def prepare_resume(
             )
         state = decode_context(last.state, supplied=assigns, hint=_ASSIGNS_HINT)
         start = last.stage_index + 1
+    _refuse_restored_overrides(info, overrides, start)
     point = ResumePoint(run_id, start, state)
     return Replay(info, experiment, inputs, link_to(info), resume_from=point)
+
+
+def _refuse_restored_overrides(info: RunInfo, overrides: Sequence[str], start: int) -> None:
+    """An override of a stage before the resume point would record options it never ran
+    with (it is restored, not run): refused, unless it supplies a redacted secret again."""
+    pipeline = (info.config or {}).get("pipeline") or []
+    for raw in overrides:
+        override = parse_override(raw)
+        for index, entry in enumerate(pipeline[:start]):
+            if not isinstance(entry, dict) or entry.get("name") != override.stage:
+                continue
+            stored: Any = entry.get("options") or {}
+            for part in override.path:
+                stored = stored.get(part) if isinstance(stored, dict) else None
+            if not (isinstance(stored, str) and REDACTED in stored):
+                raise ReplayError(
+                    f"--set {override.shown!r}: stage {override.stage!r} (pipeline[{index}]) "
+                    f"comes before the resume point of run {info.run_id!r}: it is restored, not "
+                    "run again, so it keeps the options it ran with; rerun the run to change them"
+                )
 
 
 async def rerun(

@@ -277,6 +277,20 @@ async def test_resume_refusals(store: RunStore) -> None:
     assert calls == {"load": 2, "score": 1}  # refusals run nothing
 
 
+async def test_resume_refuses_to_change_a_restored_stages_options(store: RunStore) -> None:
+    exp = pipeline(LOAD, StageDef(name="score"))
+    with pytest.raises(StageFailed):
+        await run(exp, run_id="o1", registry=REG, store=store)
+    flaky["fail"] = False
+    with pytest.raises(ReplayError, match=r"--set 'load.rows=9': stage 'load' \(pipeline\[0\]\) "
+                       r"comes before the resume point.*rerun"):  # fmt: skip
+        await resume("o1", store=store, registry=REG, overrides=["load.api_key=k", "load.rows=9"])
+    assert await store.get_run("o1") is not None and calls == {"load": 1, "score": 1}
+    ctx = await resume("o1", store=store, registry=REG, run_id="o2",
+                       overrides=["load.api_key=k", "score.extra=1"])  # fmt: skip
+    assert ctx.completed_stages() == ["load", "score"]
+
+
 async def test_resume_refuses_what_it_cannot_restore_unless_supplied(store: RunStore) -> None:
     exp = pipeline(StageDef(name="load"), StageDef(name="keep_model"), StageDef(name="score"))
     with pytest.raises(StageFailed):
