@@ -42,6 +42,7 @@ from crucible.cli.output import (
     print_json,
     say,
     short,
+    warn,
 )
 from crucible.cli.preflight import file_access_for, preflight
 from crucible.cli.signals import EXIT_TERMINATED, Terminated, run_cancellable, when_stopping
@@ -283,6 +284,11 @@ def run_command(
         check_timeout(timeout)
         check_run_id(run_id)
         experiment = load_with_overrides(file, set_ or [])
+        if experiment.matrix:
+            warn(
+                "warning: crucible run does not expand the file's matrix (it runs the pipeline "
+                f"once as written); crucible batch {file.name} runs every point"
+            )
         if checkpoint:
             experiment = experiment.model_copy(update={"checkpoint": True})
         code = execute_run(

@@ -400,3 +400,15 @@ def test_records_the_database_could_not_take_are_journaled_and_reported(
     journal = tmp_path / ".crucible" / "journal"
     lines = [line for f in journal.iterdir() for line in f.read_text().splitlines() if line]
     assert any("r-gone" in line for line in lines)  # the run's final record, kept, not lost
+
+
+def test_run_of_a_matrix_file_says_it_runs_once(tmp_path: Path, env: dict[str, str]) -> None:
+    write(
+        tmp_path / "grid.yaml",
+        "id: g\npipeline:\n  - name: cli_ok\nmatrix:\n  cli_ok.count: [1, 2]\n",
+    )
+    res = cli(tmp_path, "run", "grid.yaml", "--exporter", "none", env=env)
+    assert res.returncode == 0, res.stderr
+    assert "does not expand the file's matrix" in res.stderr
+    assert "crucible batch grid.yaml runs every point" in res.stderr
+    assert stored(tmp_path)[0] == 1
