@@ -51,6 +51,7 @@ from crucible.cli.preflight import (
     file_access_for,
     point_of,
     preflight_batch,
+    warn_matrix_overrides,
 )
 from crucible.cli.signals import EXIT_TERMINATED, Terminated, run_cancellable, when_stopping
 from crucible.cli.terminal import inline
@@ -252,7 +253,6 @@ def batch_command(
     from crucible.batch import DEFAULT_TRACE_CHILDREN
     from crucible.cli.boards import BatchBoard  # rich.live and the observers: not for --help
     from crucible.experiment import load_with_overrides
-    from crucible.experiment.overrides import parse_override
     from crucible.registry import default_registry
     from crucible.store import RunStore
 
@@ -268,11 +268,7 @@ def batch_command(
         experiment = load_with_overrides(file, set_ or [])
         if checkpoint:
             experiment = experiment.model_copy(update={"checkpoint": True})
-        for raw in set_ or []:
-            key = raw.partition("=")[0].strip()
-            if key in (experiment.matrix or {}):
-                shown = parse_override(raw).shown
-                warn(f"warning: --set {shown!r} is overridden by the matrix key {key!r}")
+        warn_matrix_overrides(experiment, set_ or [])
         items = expand_file_matrix(experiment, source=file.name)
         registry = default_registry()
         access = file_access_for(file, allow_read, allow_write)

@@ -88,6 +88,18 @@ def matrix_checked(source: str) -> Iterator[None]:
         raise CliError(f"{source}: {err}; nothing was run") from None
 
 
+def warn_matrix_overrides(experiment: Experiment, overrides: Sequence[str]) -> None:
+    """Warn about each ``--set`` that a matrix key of the same name overrides at every point."""
+    from crucible.cli.output import warn
+    from crucible.experiment import parse_override
+
+    for raw in overrides:
+        key = raw.partition("=")[0].strip()
+        if key in (experiment.matrix or {}):
+            shown = parse_override(raw).shown
+            warn(f"warning: --set {shown!r} is overridden by the matrix key {key!r}")
+
+
 def expand_file_matrix(experiment: Experiment, *, source: str) -> list[BatchItem]:
     """The experiment's matrix as batch items; a bad matrix is a CliError naming the file."""
     from crucible.batch import expand_matrix

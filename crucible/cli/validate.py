@@ -11,7 +11,12 @@ from crucible.cli.app import (
     guard,
 )
 from crucible.cli.output import say, warn
-from crucible.cli.preflight import file_access_for, preflight, preflight_matrix
+from crucible.cli.preflight import (
+    file_access_for,
+    preflight,
+    preflight_matrix,
+    warn_matrix_overrides,
+)
 
 
 def validate_command(
@@ -29,6 +34,7 @@ def validate_command(
 
     with guard():
         experiment = load_with_overrides(file, set_ or [])
+        warn_matrix_overrides(experiment, set_ or [])
         access = file_access_for(file, allow_read, allow_write)
         registry = default_registry()
         points = ""

@@ -412,3 +412,21 @@ def test_run_of_a_matrix_file_says_it_runs_once(tmp_path: Path, env: dict[str, s
     assert "does not expand the file's matrix" in res.stderr
     assert "crucible batch grid.yaml runs every point" in res.stderr
     assert stored(tmp_path)[0] == 1
+
+
+def test_a_set_that_the_matrix_overrides_is_warned_of(tmp_path: Path, env: dict[str, str]) -> None:
+    write(
+        tmp_path / "grid.yaml",
+        "id: g\npipeline:\n  - name: cli_ok\nmatrix:\n  cli_ok.count: [1, 2]\n",
+    )
+    checked, ran = cli_many(
+        tmp_path,
+        [
+            ["validate", "grid.yaml", "--set", "cli_ok.count=5"],
+            ["batch", "grid.yaml", "--set", "cli_ok.count=5", "--exporter", "none"],
+        ],
+        env,
+    )
+    for res in (checked, ran):
+        assert res.returncode == 0, res.stderr
+        assert "--set 'cli_ok.count=5' is overridden by the matrix key 'cli_ok.count'" in res.stderr
