@@ -83,8 +83,18 @@ def guard() -> Iterator[None]:
         if _STATE.debug:  # through warn: the message may quote stored text
             warn(traceback.format_exc().rstrip(), style="")
         hint = "" if _STATE.debug else " (run with --debug for the traceback)"
-        error(f"unexpected {type(err).__name__}: {err}{hint}")
+        error(f"unexpected {_short(err)}{hint}")
         raise typer.Exit(EXIT_FAILED) from None
+
+
+def _short(err: Exception) -> str:
+    """``Type: message``; for a database error without the SQL text and bound values."""
+    sa_exc = sys.modules.get("sqlalchemy.exc")  # loaded when a store was used, else no such error
+    if sa_exc is not None and isinstance(err, sa_exc.DBAPIError):
+        from crucible.store.connection import describe
+
+        return describe(err)
+    return f"{type(err).__name__}: {err}"
 
 
 class _StderrProxy:
