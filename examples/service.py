@@ -50,7 +50,6 @@ import anyio
 import structlog
 from fastapi import FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from opentelemetry.trace import TracerProvider
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -81,6 +80,7 @@ from examples.service_guard import AllowedHosts, BearerToken, BodyLimit
 from examples.service_settings import ServiceSettings
 from examples.service_stages import STAGES as DEMO_STAGES
 from examples.service_views import NO_MASK, PathMask, public_run, scrub
+from examples.service_views import AsciiJSON as JSONResponse
 
 __all__ = [
     "Failure",
@@ -489,6 +489,7 @@ def create_app(
         description="Run Crucible experiments over HTTP; each run continues the request's trace.",
         version="0.1.0",
         lifespan=lifespan,
+        default_response_class=JSONResponse,
     )
     # Added last runs first: the Host, then the token, before any of the body is read.
     app.add_middleware(BodyLimit, limit_of=lambda: svc.settings.max_body_bytes)

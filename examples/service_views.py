@@ -6,16 +6,29 @@ or secrets): a client sees what a run did, not what it held.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from fastapi import responses
+
 from crucible import scrub as crucible_scrub
 from crucible.serialize import to_jsonable
 from crucible.store import RunInfo
 
-__all__ = ["PathMask", "public_run", "scrub", "secret_values"]
+__all__ = ["AsciiJSON", "PathMask", "public_run", "scrub", "secret_values"]
+
+
+class AsciiJSON(responses.JSONResponse):
+    """JSON written as ASCII: text UTF-8 cannot hold (a stored lone surrogate) goes out as its
+    ``\\u`` escape instead of failing the response with a 500."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, allow_nan=False,
+                          separators=(",", ":")).encode("ascii")  # fmt: skip
+
 
 _ATTEMPT_FIELDS = ("stage", "stage_index", "attempt", "result", "duration_s", "error_type")
 

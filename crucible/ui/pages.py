@@ -116,7 +116,7 @@ async def batch_csv(request: Request) -> Response:
     batch_id, sweep = await _sweep(request)
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in batch_id)[:80]
     return Response(
-        to_csv(sweep),
+        render.utf8_safe(to_csv(sweep)),
         media_type="text/csv; charset=utf-8",
         headers={"content-disposition": f'attachment; filename="batch-{safe}.csv"'},
     )

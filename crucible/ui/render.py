@@ -6,6 +6,7 @@ display filters (``show``, ``full``, ``duration``, ``when``, ``short``).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlencode
@@ -54,7 +55,15 @@ def fragment(request: Request, template: str, context: Mapping[str, Any]) -> str
         "link": _linker(request),
         "store_url": request.app.state.store.url,
     }
-    return _ENV.get_template(template).render({**helpers, **context})
+    return utf8_safe(_ENV.get_template(template).render({**helpers, **context}))
+
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def utf8_safe(text: str) -> str:
+    """``text`` with each lone surrogate (stored text may hold one; UTF-8 cannot) as U+FFFD."""
+    return _LONE_SURROGATE.sub("\ufffd", text)
 
 
 def page(

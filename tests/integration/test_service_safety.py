@@ -461,3 +461,16 @@ async def test_sigterm_ends_the_run_and_the_process_within_the_graceful_timeout(
         assert answer.json()["status"] == "completed"
     assert TOKEN not in srv.text()
     assert "Application startup complete" in srv.text()
+
+
+async def test_text_utf8_cannot_hold_is_answered_escaped_not_a_500(safe: Safe) -> None:
+    body = run_body(("tally", {}), assigns={"numbers": [1], "tag": "a\ud800b"}, run_id="half")
+    async with safe.client() as http:
+        resp = await http.post("/runs", content=json.dumps(body).encode("ascii"),
+                               headers={"content-type": "application/json"})  # fmt: skip
+        assert resp.status_code == 200, resp.text
+        assert resp.json()["metrics"]["tag"] == "a\ud800b"
+        for path in ("/runs/half", "/runs"):
+            answer = await http.get(path)
+            assert answer.status_code == 200, (path, answer.text)
+        assert (await http.get("/runs/half")).json()["metrics"]["tag"] == "a\ud800b"

@@ -196,3 +196,24 @@ async def test_a_broken_store_is_a_503_page_not_a_crash(filled: tuple[Path, Fill
         assert secret not in broken.text, secret  # where the store is and what the driver said
     logged = [e for e in logs if e["event"] == "ui.store_failed"]
     assert len(logged) == 1 and "no such table" in logged[0]["error"]  # kept for the operator
+
+
+async def test_text_utf8_cannot_hold_is_shown_not_a_500(tmp_path: Path) -> None:
+    from crucible import Context, Experiment, Registry, StageDef, run, stage
+    from crucible.store import RunStore
+
+    @stage("half_surrogate", description="A metric no UTF-8 can hold", register=False)
+    async def half(ctx: Context) -> Context:
+        return ctx.put_metric("tag", "a\ud800b")
+
+    db = tmp_path / "runs.db"
+    async with RunStore(db) as store:
+        exp = Experiment(id="surrogate", pipeline=[StageDef(name="half_surrogate")])
+        await run(exp, registry=Registry([half]), store=store, run_id="r-half", batch_id="b-half")
+    with served(UiSettings(store_url=str(db), port=0)) as url:
+        async with httpx.AsyncClient(base_url=url, timeout=10) as http:
+            for path in ("/run?id=r-half", "/run.json?id=r-half", "/?metric=tag",
+                         "/batch?id=b-half", "/batch.csv?id=b-half"):  # fmt: skip
+                answer = await http.get(path)
+                assert answer.status_code == 200, (path, answer.status_code)
+            assert "a\ufffdb" in (await http.get("/run?id=r-half")).text
