@@ -66,15 +66,31 @@ def redact_secrets(
     for key in list(event_dict):
         value = event_dict[key]
         if key != "event" and is_secret_key(key):
-            event_dict[key] = REDACTED
-            continue
-        if isinstance(value, dict | list | tuple):
-            value = event_dict[key] = _redacted(value)
+            value = REDACTED
+        elif isinstance(value, dict | list | tuple):
+            value = _redacted(value)
         if scrubber:
-            if isinstance(value, BaseException):
-                value = event_dict[key] = repr(value)
-            event_dict[key] = scrubber.value(value)
+            value = _scrubbed(scrubber, value, 0)
+            if isinstance(key, str) and scrubber.finds(key):  # a keyword argument's name
+                del event_dict[key]
+                key = scrubber.text(key)
+        event_dict[key] = value
     return event_dict
+
+
+def _scrubbed(scrubber: scrub.Scrubber, value: Any, depth: int) -> Any:
+    """``value`` with the secrets out of its strings and keys; anything but plain data (a model,
+    a path, a set, an exception) as its scrubbed ``repr``, which is how the line shows it."""
+    if isinstance(value, str):
+        return scrubber.text(value)
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if depth < 32 and type(value) is dict:
+        return {(scrubber.text(k) if isinstance(k, str) else k): _scrubbed(scrubber, v, depth + 1)
+                for k, v in value.items()}  # fmt: skip
+    if depth < 32 and type(value) in (list, tuple):
+        return type(value)(_scrubbed(scrubber, v, depth + 1) for v in value)
+    return scrubber.text(repr(value))
 
 
 def processors(*, json: bool) -> list[Any]:
@@ -106,9 +122,48 @@ def configure(
     Lines logged while a stage runs carry experiment_id, run_id, stage, trace_id and span_id.
     """
     lvl = logging.getLevelName(level.upper()) if isinstance(level, str) else level
+    chain = processors(json=json)
     structlog.configure(
-        processors=processors(json=json),
+        processors=chain,
         wrapper_class=structlog.make_filtering_bound_logger(lvl),
         logger_factory=structlog.PrintLoggerFactory(stream if stream is not None else sys.stderr),
         cache_logger_on_first_use=False,
     )
+    _route_stdlib(chain, lvl, stream)
+
+
+class _ScrubRecords(logging.Filter):
+    """The running run's secrets out of a stdlib record's message, traceback and stack, before
+    any handler formats it (most libraries log through ``logging``)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        scrubber = scrub.active()
+        if scrubber:
+            record.msg, record.args = scrubber.text(record.getMessage()), None
+            if record.exc_info and not record.exc_text:
+                record.exc_text = logging.Formatter().formatException(record.exc_info)
+            if record.exc_text:
+                record.exc_text = scrubber.text(record.exc_text)
+            if record.stack_info:
+                record.stack_info = scrubber.text(record.stack_info)
+        return True
+
+
+def _route_stdlib(chain: list[Any], level: int, stream: TextIO | None) -> None:
+    """Without a handler of the application's own, stdlib log lines go through the same chain
+    (so the same format and the same redaction) to the same stream; every root handler scrubs."""
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if getattr(h, "crucible", False)]:
+        root.removeHandler(old)
+    if not root.handlers:
+        handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
+        handler.setFormatter(structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=chain[:-1],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, chain[-1]],
+        ))  # fmt: skip
+        handler.crucible = True  # type: ignore[attr-defined]
+        root.addHandler(handler)
+        root.setLevel(level)
+    for each in root.handlers:
+        if not any(isinstance(f, _ScrubRecords) for f in each.filters):
+            each.addFilter(_ScrubRecords())

@@ -137,6 +137,44 @@ def test_log_lines_scrub_secret_values_in_messages_and_tracebacks() -> None:
     assert "RuntimeError: refused with [REDACTED]" in line["exception"] and line["n"] == 3
 
 
+def test_log_lines_scrub_secrets_inside_objects_and_keys() -> None:
+    import io
+    import json
+    from dataclasses import dataclass
+    from pathlib import Path
+
+    import structlog
+
+    from crucible import logging as crucible_logging
+
+    @dataclass
+    class Opts:
+        endpoint: str
+
+    secret = "obj-secret-4242"
+    out = io.StringIO()
+    crucible_logging.configure(json=True, stream=out)
+    token = scrub.activate(Scrubber([secret]))
+    try:
+        structlog.get_logger("t").warning(
+            "options", opts=Opts(f"https://h/{secret}"), path=Path(f"/tmp/{secret}"),
+            tags={secret}, raw=secret.encode(), nested={"k": [Opts(secret)], secret: 1},
+            **{f"key_{secret}": 2},
+        )  # fmt: skip
+    finally:
+        scrub.deactivate(token)
+        structlog.reset_defaults()
+    text = out.getvalue()
+    assert secret not in text, text
+    line = json.loads(text.strip().splitlines()[-1])
+    assert (
+        line["opts"] == "test_log_lines_scrub_secrets_inside_objects_and_keys.<locals>.Opts("
+        "endpoint='https://h/[REDACTED]')"
+    )
+    assert line["nested"]["[REDACTED]"] == "[REDACTED]"  # its name looks secret: so is its value
+    assert line["key_[REDACTED]"] == "[REDACTED]"
+
+
 async def test_an_oserror_naming_a_secret_path_is_scrubbed_from_spans_and_failure() -> None:
     import crucible
     from crucible.testing import capture_spans
@@ -201,3 +239,38 @@ def test_found_in_checks_the_encoded_forms_of_a_value_that_has_them() -> None:
     assert found_in(['q"uote-1'], '{"k": "q\\"uote-1"}')  # as JSON writes it
     assert found_in(["caf\u00e9-pass"], '{"k": "caf\\u00e9-pass"}')
     assert found_in(["a<b&c-1"], "<td>a&lt;b&amp;c-1</td>")
+
+
+def test_stdlib_log_lines_go_through_the_same_chain_scrubbed() -> None:
+    import io
+    import json
+    import logging
+
+    import structlog
+
+    from crucible import logging as crucible_logging
+
+    secret = "std-secret-9191"
+    out = io.StringIO()
+    root = logging.getLogger()
+    kept = root.handlers[:]
+    root.handlers.clear()  # as in a program that configured no logging of its own
+    try:
+        crucible_logging.configure(json=True, stream=out)
+        token = scrub.activate(Scrubber([secret]))
+        try:
+            logging.getLogger("lib").warning("connecting with %s", secret)
+            try:
+                raise RuntimeError(f"refused {secret}")
+            except RuntimeError:
+                logging.getLogger("lib").exception("call failed")
+        finally:
+            scrub.deactivate(token)
+    finally:
+        root.handlers[:] = kept
+        structlog.reset_defaults()
+    text = out.getvalue()
+    assert secret not in text, text
+    first, second = (json.loads(line) for line in text.strip().splitlines())
+    assert first["event"] == "connecting with [REDACTED]" and first["level"] == "warning"
+    assert "RuntimeError: refused [REDACTED]" in second["exception"]
