@@ -256,17 +256,23 @@ def secret_values(value: Any) -> set[str]:
 # scheme://user:password@host -- the password may hold ":" but no "@", "/", "?" or "#".
 _URL_PASSWORD = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s/?#@:]*:([^\s/?#@]+)@")
 # ``https://TOKEN@host/``: a userinfo with no colon, long enough to be a token, not a name.
+_URL_QUERY = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s?#]*\?([^\s#]+)")
 _URL_TOKEN = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://([^\s/?#@:]{20,})@")
 
 
 def url_passwords(text: str) -> set[str]:
-    """The passwords of ``scheme://user:password@host`` URLs in ``text``, and the tokens of
-    ``scheme://TOKEN@host`` ones (a colon-free userinfo of 20 characters or more), as written
-    and percent-decoded (an error message may show either)."""
+    """The passwords of ``scheme://user:password@host`` URLs in ``text``, the tokens of
+    ``scheme://TOKEN@host`` ones (a colon-free userinfo of 20 characters or more) and the values
+    of secret-named query parameters (``?password=...``), as written and percent-decoded (an
+    error message may show either)."""
     found: set[str] = set()
     for pattern in (_URL_PASSWORD, _URL_TOKEN):
         for match in pattern.finditer(text):
             found.update((match[1], unquote(match[1])))
+    for match in _URL_QUERY.finditer(text):  # postgresql://h/db?password=... (libpq reads it)
+        for name, _, value in (part.partition("=") for part in match[1].split("&")):
+            if value and is_secret_key(unquote(name)):
+                found.update((value, unquote(value)))
     return found
 
 

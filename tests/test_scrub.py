@@ -215,6 +215,9 @@ def test_url_passwords_and_secrets_anywhere_in_an_experiment() -> None:
     token = "ghp_" + "a1B2" * 9  # a GitHub token as the whole userinfo
     assert url_passwords(f"git clone https://{token}@github.com/o/r.git") == {token}
     assert url_passwords("postgresql://postgres@127.0.0.1/db ssh://git@github.com/o") == set()
+    assert url_passwords("postgresql://h/db?sslmode=require&password=q%40pw-1 x?password=no") == {
+        "q%40pw-1", "q@pw-1"
+    }  # fmt: skip
     exp = Experiment.model_validate({
         "id": "e",
         "backend": {"id": "b", "options": {"api_key": "backend-key-1"},

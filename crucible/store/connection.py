@@ -20,6 +20,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from crucible.errors import StoreError
+from crucible.redact import is_secret_key
 from crucible.store.migrate import MigrationError, upgrade
 from crucible.store.urls import is_default_file
 
@@ -86,8 +87,12 @@ class Database:
 
     @property
     def display(self) -> str:
-        """The URL with any password hidden."""
-        return self.url.render_as_string(hide_password=True)
+        """The URL with any password hidden: its userinfo's, and a secret-named query parameter's
+        (``?password=...``, which libpq and asyncpg read too)."""
+        url = self.url
+        if any(is_secret_key(k) for k in url.query):
+            url = url.set(query={k: "***" if is_secret_key(k) else v for k, v in url.query.items()})
+        return url.render_as_string(hide_password=True).replace("=%2A%2A%2A", "=***")
 
     @property
     def is_sqlite(self) -> bool:

@@ -49,3 +49,14 @@ def test_memory_and_postgresql_urls_have_no_folder_to_check() -> None:
     RunStore("sqlite://")
     RunStore("sqlite:///:memory:")
     RunStore("postgresql://postgres@127.0.0.1:5432/none")
+
+
+def test_a_store_shows_no_password_of_its_url() -> None:
+    for url, shown in (
+        ("postgresql://u:pw-in-userinfo@127.0.0.1/db", "postgresql+asyncpg://u:***@127.0.0.1/db"),
+        ("postgresql://u@127.0.0.1/db?sslmode=disable&password=pw-in-query",
+         "postgresql+asyncpg://u@127.0.0.1/db?password=***&sslmode=disable"),  # sorted
+    ):  # fmt: skip
+        store = RunStore(url)
+        assert store.url == shown and "pw-in" not in repr(store)
+        assert "pw-in" in store.url_for_workers()  # workers must still connect
