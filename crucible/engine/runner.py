@@ -157,9 +157,10 @@ class Runner:
         if origin is None:
             origin = await provenance_for(origins)
         spans = self.tel.spans
-        run_span = spans.start(
-            names.run_span_name(exp.id), self.parent, SpanKind.SERVER, attrs, self.links
-        )
+        run_name = names.run_span_name(exp.id)
+        if self.scrubber:
+            run_name = self.scrubber.text(run_name)
+        run_span = spans.start(run_name, self.parent, SpanKind.SERVER, attrs, self.links)
         self.run_span = run_span
         run_otel_ctx = trace.set_span_in_context(run_span, self.parent)
         trace_id, run_span_id = tel.hex_ids(run_span)
@@ -181,8 +182,9 @@ class Runner:
             tel.exporting(self.tel) and run_span.get_span_context().trace_flags.sampled,
         )  # fmt: skip
         metrics_on = self.tel.metrics_enabled
+        shown_id = self.scrubber.text(exp.id)  # ids the caller chose may hold a secret
         metric_attrs = (
-            {names.PIPELINE_NAME: exp.id, names.PIPELINE_RUN_STATE: names.STATE_EXECUTING}
+            {names.PIPELINE_NAME: shown_id, names.PIPELINE_RUN_STATE: names.STATE_EXECUTING}
             if metrics_on
             else {}
         )
@@ -254,7 +256,7 @@ class Runner:
             run_span.set_status(Status(StatusCode.ERROR, self.scrubber.text(desc)))
             if metrics_on:
                 ins.run_errors.add(
-                    1, {names.PIPELINE_NAME: exp.id, names.ERROR_TYPE: type(cause).__qualname__}
+                    1, {names.PIPELINE_NAME: shown_id, names.ERROR_TYPE: type(cause).__qualname__}
                 )
         spans.finish(run_span, span_attrs.run_end_attributes(result, cause))
         if metrics_on:
@@ -494,11 +496,10 @@ class Runner:
         url = None if self.url is None else self.scrubber.text(self._url_for(span_id))
         spans.finish(span, span_attrs.stage_end_attributes(span_id, result, error, url))
         if metrics_on:
+            stage_attrs = self.scrubber.value(step.metric_attributes)
             self.tel.instruments.stage_duration.record(
                 time.perf_counter() - t0,
-                step.metric_attributes
-                if error is None
-                else {**step.metric_attributes, names.TASK_RUN_RESULT: result},
+                stage_attrs if error is None else {**stage_attrs, names.TASK_RUN_RESULT: result},
             )
         start, end = tel.span_times(span, t0_ns)
         record = SpanRecord(

@@ -108,6 +108,27 @@ async def test_run_metrics_carry_the_run_state() -> None:
     mp.shutdown()
 
 
+async def test_metric_attributes_carry_no_secret_of_the_run() -> None:
+    secret = "metric-secret-5353"
+    reader = InMemoryMetricReader()
+    mp = MeterProvider(metric_readers=[reader])
+    with pytest.raises(StageFailed):
+        await run(Experiment(id=f"conv-{secret}", pipeline=[StageDef(name="raises")]),
+                  registry=REG, meter_provider=mp, assigns={"token": secret})  # fmt: skip
+    data = reader.get_metrics_data()
+    mp.shutdown()
+    assert data is not None
+    attributes = [
+        dict(p.attributes or {})
+        for rm in data.resource_metrics
+        for sm in rm.scope_metrics
+        for m in sm.metrics
+        for p in m.data.data_points  # type: ignore[union-attr]
+    ]
+    assert len(attributes) >= 3 and secret not in str(attributes)
+    assert {"conv-[REDACTED]"} == {a["cicd.pipeline.name"] for a in attributes}
+
+
 async def test_attempt_log_lines_carry_the_attempt_span() -> None:
     buf = io.StringIO()
     crucible.logging.configure(json=True, level="warning", stream=buf)

@@ -39,7 +39,7 @@ def experiment() -> crucible.Experiment:
         return {"note": "plain-visible-note", "target": f"https://h/{ENV}", "label": label}
 
     return crucible.Experiment.model_validate({
-        "id": "spans",
+        "id": f"spans-{ENV}",  # an id may hold a secret too: the run span is named after it
         "backend": {"id": "b", "options": {"url": f"https://u:{URL_PASSWORD}@example.com/"}},
         "pipeline": [
             {"name": "echo_opts", "options": options(f"x-{ASSIGNED}")},
