@@ -124,7 +124,7 @@ def configure_logging(*, json_logs: bool) -> None:
 
 def check_timeout(timeout: float | None) -> None:
     """``--timeout`` must be a positive number of seconds."""
-    if timeout is not None and timeout <= 0:
+    if timeout is not None and not timeout > 0:  # NaN too
         raise CliError(f"--timeout must be a positive number of seconds, got {timeout:g}")
 
 

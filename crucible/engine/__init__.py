@@ -128,7 +128,7 @@ async def run(
     its restored state (``crucible.resume`` builds both).
     """
     exp = coerce_experiment(experiment)
-    if timeout is not None and timeout <= 0:
+    if timeout is not None and not timeout > 0:  # NaN too
         raise ValueError(f"timeout must be positive seconds, got {timeout!r}")
     if run_id is not None and not 0 < len(run_id) <= ID_MAX:
         raise ValueError(f"run_id must be 1 to {ID_MAX} characters, got {len(run_id)}")

@@ -239,6 +239,7 @@ def test_bad_input_exits_2_and_runs_nothing(tmp_path: Path, env: dict[str, str])
             ["validate", "twice.yaml", "--set", "cli_ok.count=abc"],
             ["run", "twice.yaml", "--exporter", "bogus"],
             ["run", "absent.yaml"],
+            ["run", "twice.yaml", "--timeout", "nan"],
             ["run", "twice.yaml", "--run-id", ""],
             ["run", "twice.yaml", "--run-id", "r" * 256],
             ["validate", "twice.yaml", "--set", "cli_ok.count=2"],
@@ -260,6 +261,7 @@ def test_bad_input_exits_2_and_runs_nothing(tmp_path: Path, env: dict[str, str])
         ["pipeline[0] (cli_ok) options.count", "pipeline[1] (cli_ok) options.count"],
         ["unknown exporter 'bogus'"],
         ["absent.yaml", "file not found"],
+        ["--timeout must be a positive number of seconds, got nan"],
         ["--run-id must be 1 to 255 characters, got 0"],
         ["--run-id must be 1 to 255 characters, got 256"],
     ]

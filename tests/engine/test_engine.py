@@ -501,8 +501,9 @@ async def test_experiment_as_mapping_and_bad_types(reg: Registry) -> None:
     assert ctx.get_metric("x") == 2.0
     with pytest.raises(TypeError, match="Experiment or a mapping"):
         await run(42, registry=reg)  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="timeout"):
-        await run(exp(), registry=reg, timeout=0)
+    for bad in (0, -1, float("nan")):
+        with pytest.raises(ValueError, match="timeout must be positive seconds"):
+            await run(exp(), registry=reg, timeout=bad)
 
 
 async def test_empty_pipeline_succeeds(reg: Registry, spans: SpanCapture) -> None:
