@@ -37,6 +37,8 @@ _log = structlog.get_logger("crucible.stages.bench")
 DEFAULT_ALPHA = 0.05
 DEFAULT_TESTS: tuple[str, ...] = ("ttest",)
 DEFAULT_BOOTSTRAP_ITERATIONS = 10_000
+#: More resamples than this buy no precision that matters and could exhaust a service's memory.
+MAX_BOOTSTRAP_ITERATIONS = 1_000_000
 DEFAULT_SEED = 0
 SCORE_KEYS: tuple[str, ...] = ("score", "accuracy", "loss")
 DEFAULT_GROUP = "default"
@@ -55,7 +57,10 @@ class BenchTestOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     bootstrap_iterations: int | None = Field(
-        default=None, ge=1, description="Bootstrap resamples (default 10000)."
+        default=None,
+        ge=1,
+        le=MAX_BOOTSTRAP_ITERATIONS,
+        description="Bootstrap resamples (default 10000, at most 1000000).",
     )
     bootstrap_method: Literal["percentile", "bca", "basic"] | None = Field(
         default=None, description="Bootstrap interval method (default percentile)."
@@ -127,7 +132,10 @@ class BenchOptions(BaseModel):
         default=None, gt=0, lt=1, description="Confidence level of intervals. Default: 1 - alpha."
     )
     bootstrap_iterations: int | None = Field(
-        default=None, ge=1, description="Bootstrap resamples; wins over options/stats."
+        default=None,
+        ge=1,
+        le=MAX_BOOTSTRAP_ITERATIONS,
+        description="Bootstrap resamples (at most 1000000); wins over options/stats.",
     )
     correction: str | None = Field(
         default=None,

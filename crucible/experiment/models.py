@@ -88,7 +88,7 @@ class Stats(_Model):
     confidence_level: float | None = Field(default=None, gt=0, lt=1)
     effect_size_type: str | None = None
     multiple_testing_correction: str | None = None
-    bootstrap_iterations: int | None = Field(default=None, ge=1)
+    bootstrap_iterations: int | None = Field(default=None, ge=1, le=1_000_000)  # as bench allows
     options: dict[str, Any] | None = None
 
 

@@ -311,6 +311,8 @@ async def test_unknown_test_rejected_before_anything_runs() -> None:
         {"options": {"bootstrap_iterations": 0}},
         {"options": {"iterations": 10}},
         {"bootstrap_iterations": 0},
+        {"bootstrap_iterations": 1_000_001},  # a service's memory, not more precision
+        {"options": {"bootstrap_iterations": 20_000_000}},
     ],
 )
 def test_bad_options_rejected_by_validation(opts: dict[str, Any]) -> None:
