@@ -253,11 +253,13 @@ def secret_values(value: Any) -> set[str]:
     return {s for s in found if len(s) >= MIN_SECRET_LEN}
 
 
-# scheme://user:password@host -- the password may hold ":" but no "@", "/", "?" or "#".
-_URL_PASSWORD = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s/?#@:]*:([^\s/?#@]+)@")
-# ``https://TOKEN@host/``: a userinfo with no colon, long enough to be a token, not a name.
+# scheme://userinfo@host: the userinfo runs to the authority's last "@" (as urlsplit reads it,
+# so an unencoded "@" in a password stays in it), then user:password, or a token alone.
+_URL_USERINFO = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://([^\s/?#]*)@")
 _URL_QUERY = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s?#]*\?([^\s#]+)")
-_URL_TOKEN = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://([^\s/?#@:]{20,})@")
+_TOKEN_MIN = (
+    20  # a colon-free userinfo this long is a token (https://ghp_...@github.com), not a name
+)
 
 
 def url_passwords(text: str) -> set[str]:
@@ -266,9 +268,11 @@ def url_passwords(text: str) -> set[str]:
     of secret-named query parameters (``?password=...``), as written and percent-decoded (an
     error message may show either)."""
     found: set[str] = set()
-    for pattern in (_URL_PASSWORD, _URL_TOKEN):
-        for match in pattern.finditer(text):
-            found.update((match[1], unquote(match[1])))
+    for match in _URL_USERINFO.finditer(text):
+        user, colon, password = match[1].partition(":")
+        secret = password if colon else (user if len(user) >= _TOKEN_MIN else "")
+        if secret:
+            found.update((secret, unquote(secret)))
     for match in _URL_QUERY.finditer(text):  # postgresql://h/db?password=... (libpq reads it)
         for name, _, value in (part.partition("=") for part in match[1].split("&")):
             if value and is_secret_key(unquote(name)):
@@ -304,6 +308,18 @@ def for_experiment(experiment: Any, assigns: Any = None) -> Scrubber:
 _env_cache: tuple[int, tuple[tuple[str, str], ...], Scrubber] | None = None
 
 
+# Environment names that end so are secrets by convention (OPENAI_KEY, DB_PASS, SMTP_PW), where
+# a key or option of that name need not be (sort_key); with a value that looks like one.
+_ENV_SECRET_ENDS = frozenset({"KEY", "PASS", "PW", "PWD"})
+
+
+def _secret_env(name: str, value: str) -> bool:
+    if is_secret_key(name):
+        return True
+    last = name.rsplit("_", 1)[-1].upper()
+    return "_" in name and last in _ENV_SECRET_ENDS and len(value) >= 8 and not value.isdigit()
+
+
 def env_scrubber() -> Scrubber:
     """The values of secret-named environment variables.
 
@@ -315,7 +331,7 @@ def env_scrubber() -> Scrubber:
     cached = _env_cache
     if cached is not None and cached[0] == len(env) and all(env.get(k) == v for k, v in cached[1]):
         return cached[2]
-    named = [(k, v) for k, v in env.items() if k not in _ENV_SKIP and is_secret_key(k)]
+    named = [(k, v) for k, v in env.items() if k not in _ENV_SKIP and _secret_env(k, v)]
     named = [(k, v) for k, v in named if len(v) >= MIN_SECRET_LEN]
     # Any variable holding a URL with a password (DATABASE_URL=postgresql://u:pw@host/db).
     urls = [(k, v) for k, v in env.items() if "://" in v and k not in _ENV_SKIP]

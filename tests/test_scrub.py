@@ -70,6 +70,24 @@ def test_passwords_in_environment_urls_are_secrets(monkeypatch: pytest.MonkeyPat
     assert "url-pass-1" not in env_scrubber().values
 
 
+def test_conventional_secret_env_names_are_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("OPENAI_KEY", "DB_PASS", "SMTP_PW", "SSH_KEY"):
+        monkeypatch.setenv(name, f"value-of-{name.lower()}-1")
+    monkeypatch.setenv("SORT_KEY", "name")  # short: a setting, not a secret
+    monkeypatch.setenv("BATCH_KEY", "20261204")  # digits: an id
+    values = env_scrubber().values
+    assert {
+        f"value-of-{n.lower()}-1" for n in ("OPENAI_KEY", "DB_PASS", "SMTP_PW", "SSH_KEY")
+    } <= values
+    assert "name" not in values and "20261204" not in values
+
+
+def test_an_unencoded_at_sign_stays_in_a_url_password() -> None:
+    from crucible.scrub import url_passwords
+
+    assert url_passwords("postgresql://admin:p@ssw0rd_CCCC3@db/app") == {"p@ssw0rd_CCCC3"}
+
+
 def test_a_token_only_url_in_the_environment_is_a_secret(monkeypatch: pytest.MonkeyPatch) -> None:
     token = "glpat-" + "Zx9" * 8
     monkeypatch.setenv("REPO_REMOTE", f"https://{token}@git.example/team/repo.git")
