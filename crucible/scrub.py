@@ -76,15 +76,20 @@ class Scrubber:
         return self.pattern.sub(REDACTED, text)
 
     def value(self, value: Any, _depth: int = 0) -> Any:
-        """Strings scrubbed inside ``value`` (mappings, lists and tuples walked); others kept."""
+        """Strings scrubbed inside ``value`` (mappings, their keys, lists and tuples walked);
+        others kept."""
         if self.pattern is None:
             return value
         if isinstance(value, str):
             return self.pattern.sub(REDACTED, value)
         if _depth > 32:
             return value
-        if isinstance(value, Mapping):
-            return {k: self.value(v, _depth + 1) for k, v in value.items()}
+        if isinstance(value, Mapping):  # keys too: an attribute or metric name may quote one
+            sub = self.pattern.sub
+            return {
+                (sub(REDACTED, k) if isinstance(k, str) else k): self.value(v, _depth + 1)
+                for k, v in value.items()
+            }
         if isinstance(value, list):
             return [self.value(v, _depth + 1) for v in value]
         if isinstance(value, tuple) and not hasattr(value, "_fields"):

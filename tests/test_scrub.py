@@ -82,6 +82,13 @@ def test_conventional_secret_env_names_are_secrets(monkeypatch: pytest.MonkeyPat
     assert "name" not in values and "20261204" not in values
 
 
+def test_mapping_keys_are_scrubbed_too() -> None:
+    hide = Scrubber(["key-secret-7070"])
+    assert hide.value({"attr_key-secret-7070": 1, "n": ["key-secret-7070"]}) == {
+        "attr_[REDACTED]": 1, "n": ["[REDACTED]"]
+    }  # fmt: skip
+
+
 def test_an_unencoded_at_sign_stays_in_a_url_password() -> None:
     from crucible.scrub import url_passwords
 

@@ -26,7 +26,8 @@ SECRETS = (ENV, ASSIGNED, URL_PASSWORD)
 
 @crucible.stage("echo_opts", description="Record its options on an event.", register=False)
 async def echo_opts(ctx: crucible.Context, opts: dict[str, Any]) -> crucible.Context:
-    return ctx.record_event(f"saw {ENV}", detail=f"target {ENV} {ASSIGNED}", api_key="kept-out")
+    return ctx.record_event(f"saw {ENV}", detail=f"target {ENV} {ASSIGNED}", api_key="kept-out",
+                            **{f"n_{ASSIGNED}": 1})  # fmt: skip
 
 
 @crucible.stage("fails_once", description="Fail, naming the secrets.", register=False)
@@ -82,8 +83,10 @@ async def test_no_secret_reaches_an_exported_span_and_plain_options_do(
         '{"label": "x-[REDACTED]", "note": "plain-visible-note", "target": "https://h/[REDACTED]"}'
     )
     assert first.events[0].name == "saw [REDACTED]"
-    assert first.events[0].attributes == {"detail": "target [REDACTED] [REDACTED]",
-                                          "api_key": "[REDACTED]"}  # fmt: skip
+    assert first.events[0].attributes == {
+        "detail": "target [REDACTED] [REDACTED]", "api_key": "[REDACTED]",
+        "n_[REDACTED]": "[REDACTED]",  # its name holds the secret: scrubbed, and looks secret
+    }  # fmt: skip
     assert [s.attributes.get(names.STAGE_ATTEMPT) for s in stages[2:]] == [1, 2]
     assert all("[REDACTED]" in s.status_message for s in stages[2:])
     ran = [stages[0], *stages[2:]]  # the skipped stage has no run URL
