@@ -9,6 +9,8 @@ discarding exporter; floors and crucible use the same processor and exporter):
 - ``floor_attrs``: the same spans with the names and attributes crucible sets.
 - ``crucible``: ``crucible.run`` of a 5-stage experiment on its own SDK provider.
 - ``untraced``: ``crucible.run`` with nothing exported (the private export-free provider).
+- ``crucible_nowatch_c64``: ``crucible`` at 64 concurrent with the blocked-loop watchdog off
+  (``CRUCIBLE_BLOCK_WARN_S=0``): what the watchdog, on by default, costs.
 
 Each runs sequentially and with 64 runs in flight (``*_c64``). Every repeat runs all cases back
 to back, the order reversed on odd repeats, so drift of a shared machine hits them alike; the
@@ -25,6 +27,7 @@ import argparse
 import asyncio
 import gc
 import json
+import os
 import statistics
 import time
 from collections.abc import Callable, Coroutine
@@ -139,6 +142,23 @@ def crucible_run(tp: TracerProvider | None) -> Callable[[int], Coroutine[Any, An
     return one
 
 
+def without_watchdog(go: Go) -> Go:
+    """``go`` with the blocked-loop watchdog off (``CRUCIBLE_BLOCK_WARN_S=0``, read per run)."""
+
+    async def off(runs: int) -> None:
+        before = os.environ.get("CRUCIBLE_BLOCK_WARN_S")
+        os.environ["CRUCIBLE_BLOCK_WARN_S"] = "0"
+        try:
+            await go(runs)
+        finally:
+            if before is None:
+                del os.environ["CRUCIBLE_BLOCK_WARN_S"]
+            else:
+                os.environ["CRUCIBLE_BLOCK_WARN_S"] = before
+
+    return off
+
+
 def measure(cases: dict[str, Go], runs: int, repeats: int) -> dict[str, list[float]]:
     """µs per stage for every case and repeat; odd repeats run the cases in reverse order."""
     samples: dict[str, list[float]] = {name: [] for name in cases}
@@ -159,6 +179,7 @@ RATIOS = {  # name: (numerator, denominator, target or None)
     "crucible/floor_attrs": ("crucible", "floor_attrs", None),
     "crucible_c64/floor_bare_c64": ("crucible_c64", "floor_bare_c64", 1.3),
     "crucible_c64/floor_attrs_c64": ("crucible_c64", "floor_attrs_c64", None),
+    "crucible_nowatch_c64/floor_bare_c64": ("crucible_nowatch_c64", "floor_bare_c64", None),
     "untraced/floor_bare": ("untraced", "floor_bare", 0.8),
     "untraced_c64/floor_bare_c64": ("untraced_c64", "floor_bare_c64", 0.8),
     "floor_attrs/floor_bare": ("floor_attrs", "floor_bare", None),
@@ -188,6 +209,9 @@ def main() -> None:
         "floor_bare_c64": concurrently(traced("floor_bare_c64", floor_bare)),
         "floor_attrs_c64": concurrently(traced("floor_attrs_c64", floor_attrs)),
         "crucible_c64": concurrently(traced("crucible_c64", crucible_run)),
+        "crucible_nowatch_c64": without_watchdog(
+            concurrently(traced("crucible_nowatch_c64", crucible_run))
+        ),
         "untraced_c64": concurrently(crucible_run(None)),
     }
     if args.only:
