@@ -69,8 +69,8 @@ class _Writer:
     def write(self, ops: list[tuple[int, list[tuple[Any, ...]]]], expected: int,
               owner_ids: list[str], identity: tuple[int, int] | None) -> Any:  # fmt: skip
         conn = self.conn
-        if conn is None:
-            return ("bug", "write before open")
+        if conn is None:  # a new process the parent took for its exited one: it opens again
+            return ("unopened",)
         conn.execute("BEGIN IMMEDIATE")
         try:
             before = conn.total_changes

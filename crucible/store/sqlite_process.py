@@ -104,11 +104,15 @@ class SqliteProcess:
         ]
         rid = RUNS.index["id"]  # the owner check's ids; its rows only when the worker asks
         ids = [r[rid] for r in rows.starts] + [r[-1] for r in rows.finishes]
+        self._process()  # an exited worker is replaced here, so _opened speaks of this one
         if not self._opened or self._sql is not sql:
             stmts = [*statements(sql), sql.select_owners]
             await self._request(("open", str(self.path), self.busy_timeout, list(PRAGMAS), stmts))
             self._opened, self._sql = True, sql
         reply = await self._request(("write", ops, rows.count, ids, self._identity()))
+        if reply[0] == "unopened":  # it exited between the open and the write: the writer retries
+            self._opened = False
+            raise ProcessGone("the SQLite writer process was replaced before the batch reached it")
         if reply[0] == "lost":
             raise FileLost("write", f"the database file {self.path} changed while it was written")
         found = reply[1]

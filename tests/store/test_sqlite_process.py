@@ -68,6 +68,27 @@ async def test_batch_commits_in_the_worker_process_which_ends_with_the_store(
     assert not alive(pid)
 
 
+async def test_a_worker_that_died_between_batches_is_replaced_not_given_up(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "runs.db"
+    async with RunStore(str(path)) as store:
+        await run_batch([EXP] * 20, max_concurrency=8, registry=REG, store=store)
+        first = worker_pid(store)
+        assert first is not None
+        os.kill(first, signal.SIGKILL)
+        for _ in range(500):  # bounded: until it is gone (the next batch finds it exited)
+            if not alive(first):
+                break
+            await asyncio.sleep(0.01)
+        outcomes = await run_batch([EXP] * 20, max_concurrency=8, registry=REG, store=store)
+        proc = store._writer._tx.proc
+        assert proc is not None and proc._broken is None  # a new worker, not the fallback
+        assert worker_pid(store) not in (None, first)
+    assert all(o.ok for o in outcomes)
+    assert counts(path) == (40, 40, 120)
+
+
 async def test_worker_killed_mid_batch_loses_no_row(tmp_path: Path) -> None:
     path = tmp_path / "runs.db"
     killed: list[int] = []
