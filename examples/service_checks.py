@@ -18,7 +18,7 @@ from crucible.engine import PlannedStage
 from crucible.engine.plan import cached_plan
 from crucible.files import FileAccess
 from examples.service_views import NO_MASK, PathMask
-from stages.report import output_problems
+from stages.report import chosen_paths, output_problems
 
 __all__ = ["IMPORT_PATH_OPTIONS", "Problem", "pipeline_problems", "preflight", "stage_problems"]
 
@@ -157,6 +157,14 @@ def report_problems(
         if not specs or p.spec is None or p.spec.origin != _REPORT:
             continue
         out_dir = p.options.out_dir  # validated: resolved, inside the reports folder
+        for i, path in chosen_paths(experiment.id, run_id, specs, out_dir):
+            if path.exists() or path.is_symlink():  # another run's report: never overwritten
+                problems.append(Problem(
+                    message="a report already exists at this path; this service never "
+                    "overwrites one (leave options.path out for a name of the run's own)",
+                    field=f"{_prefix(source)}outputs[{i}].options.path",
+                    stage=p.name, stage_index=p.index, source=source,
+                ))  # fmt: skip
         for bad in output_problems(experiment.id, run_id, specs, out_dir, show_paths=False):
             field = f"{_prefix(source)}outputs[{bad.spec_index}].{bad.field}"
             problems.append(

@@ -37,6 +37,7 @@ __all__ = [
     "ReportError",
     "ReportOptions",
     "build_document",
+    "chosen_paths",
     "output_problems",
     "render",
     "report",
@@ -214,6 +215,20 @@ def output_problems(
     """Everything ``report`` would refuse in ``specs`` for this run, checked before it runs
     (a service's pre-flight); ``show_paths=False`` keeps this machine's folders out of it."""
     return _plan((experiment_id, run_id), specs, out_dir, show_paths)[1]
+
+
+def chosen_paths(
+    experiment_id: str, run_id: str, specs: list[OutputSpec], out_dir: str | os.PathLike[str]
+) -> list[tuple[int, Path]]:
+    """(index of the spec, file) of every file target whose name the spec chose itself
+    (``options.path``), as ``report`` would resolve it; specs with problems are left out."""
+    targets, _ = _plan((experiment_id, run_id), specs, out_dir, False)
+    index = {id(spec): i for i, spec in enumerate(specs)}
+    return [
+        (index[id(t.spec)], t.path)
+        for t in targets
+        if t.path is not None and (t.spec.options or {}).get("path") is not None
+    ]
 
 
 # --- writing -----------------------------------------------------------------------------------

@@ -474,3 +474,25 @@ async def test_text_utf8_cannot_hold_is_answered_escaped_not_a_500(safe: Safe) -
             answer = await http.get(path)
             assert answer.status_code == 200, (path, answer.text)
         assert (await http.get("/runs/half")).json()["metrics"]["tag"] == "a\ud800b"
+
+
+async def test_a_client_cannot_overwrite_another_runs_report(safe: Safe) -> None:
+    def body(run_id: str, path: str | None) -> dict[str, Any]:
+        options = {} if path is None else {"path": path}
+        output = {"name": "summary", "formats": ["markdown"], "options": options}
+        return run_body(("load_examples", {"path": "rows.jsonl"}), ("report", {"out_dir": "."}),
+                        run_id=run_id, exp={"outputs": [output]})  # fmt: skip
+
+    async with safe.client() as http:
+        first = await http.post("/runs", json=body("victim", None))
+        assert first.status_code == 200, first.text
+        victim = safe.reports / "safety-victim-summary.md"
+        before = victim.read_bytes()
+        problem = one_problem(await http.post("/runs", json=body("thief", victim.name)))
+        assert problem["field"] == "experiment.outputs[0].options.path"
+        assert "never overwrites" in problem["message"]
+        assert victim.read_bytes() == before
+        assert (await http.get("/runs/thief")).status_code == 404  # refused before it ran
+        mine = await http.post("/runs", json=body("own-name", "chosen.md"))  # a new name: fine
+        assert mine.status_code == 200, mine.text
+    assert (safe.reports / "chosen.md").exists()
