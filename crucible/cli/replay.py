@@ -18,16 +18,18 @@ from crucible.cli.app import (
     ExporterOption,
     JaegerOption,
     JsonLogsOption,
+    JsonOption,
     RunIdOption,
     SetOption,
     StoreOption,
     TimeoutOption,
+    check_run_id,
     check_timeout,
     guard,
 )
 from crucible.cli.journal import reading
 from crucible.cli.lookup import resolve_run_id
-from crucible.cli.output import say
+from crucible.cli.output import say, warn
 from crucible.cli.runs import store_missing
 from crucible.cli.terminal import inline
 
@@ -83,6 +85,14 @@ def _execute(
     )  # fmt: skip
 
 
+def _note(text: str, *, json_: bool) -> None:
+    """What is about to run: on stdout, or on stderr when stdout is for ``--json``."""
+    if json_:
+        warn(text, style="")
+    else:
+        say(text)
+
+
 def rerun_command(
     source: RunIdArgument,
     set_: SetOption = None,
@@ -96,6 +106,7 @@ def rerun_command(
     allow_write: AllowWriteOption = None,
     checkpoint: CheckpointOption = False,
     jaeger_url: JaegerOption = DEFAULT_JAEGER_URL,
+    json_: JsonOption = False,
 ) -> None:
     """Run a stored run's configuration again as a new run, linked to the original.
 
@@ -105,12 +116,14 @@ def rerun_command(
 
     with guard():
         check_timeout(timeout)
+        check_run_id(run_id)
         replay = _prepare(prepare_rerun, store, source, set_ or [])
-        say(inline(f"rerun of {replay.source.run_id} (experiment {replay.experiment.id})"))
+        _note(inline(f"rerun of {replay.source.run_id} (experiment {replay.experiment.id})"),
+              json_=json_)  # fmt: skip
         code = _execute(
             replay, checkpoint=checkpoint, run_id=run_id, store=store, exporter=exporter,
             json_logs=json_logs, timeout=timeout, allow_imports=allow_imports,
-            jaeger_url=jaeger_url, allow_read=allow_read, allow_write=allow_write,
+            jaeger_url=jaeger_url, allow_read=allow_read, allow_write=allow_write, json_=json_,
         )  # fmt: skip
     raise typer.Exit(code)
 
@@ -127,6 +140,7 @@ def resume_command(
     allow_read: AllowReadOption = None,
     allow_write: AllowWriteOption = None,
     jaeger_url: JaegerOption = DEFAULT_JAEGER_URL,
+    json_: JsonOption = False,
 ) -> None:
     """Continue a failed, cancelled or abandoned run from its first unfinished stage.
 
@@ -137,19 +151,21 @@ def resume_command(
 
     with guard():
         check_timeout(timeout)
+        check_run_id(run_id)
         replay = _prepare(prepare_resume, store, source, set_ or [])
         point = replay.resume_from
         assert point is not None
         stages = replay.experiment.pipeline
         where = f"stage {stages[point.start].name!r}" if point.start < len(stages) else "the end"
-        say(
+        _note(
             inline(
                 f"resuming {replay.source.run_id} from {where} ({point.start} stage(s) restored)"
-            )
+            ),
+            json_=json_,
         )
         code = _execute(
             replay, run_id=run_id, store=store, exporter=exporter, json_logs=json_logs,
             timeout=timeout, allow_imports=allow_imports, jaeger_url=jaeger_url,
-            allow_read=allow_read, allow_write=allow_write,
+            allow_read=allow_read, allow_write=allow_write, json_=json_,
         )  # fmt: skip
     raise typer.Exit(code)

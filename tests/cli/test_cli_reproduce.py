@@ -186,6 +186,11 @@ def test_show_rerun_diff_and_resume(tmp_path: Path, env: dict[str, str]) -> None
     assert keyed["attributes"]["crucible.stage.restored"] is True
     assert keyed["attributes"]["cicd.pipeline.task.run.result"] == "skip"
 
+    as_json = cli(cwd, env, "runs", "rerun", "r1", "--run-id", "r4", "--json", *fixes)
+    assert as_json.returncode == 0, as_json.stderr
+    assert json.loads(as_json.stdout)["run_id"] == "r4"  # stdout is the JSON alone
+    assert "rerun of r1" in as_json.stderr
+
 
 def test_rerun_and_resume_take_the_short_id_the_tables_show(
     tmp_path: Path, env: dict[str, str]
