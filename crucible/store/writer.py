@@ -316,15 +316,28 @@ class Writer:
         try:
             applied = await self._tx.apply([tidied])
         except Exception as err:
-            if not _rejects_rows(err) and not _may_pass(err):
+            if _rejects_rows(err):
+                return False
+            if not _may_pass(err):
                 raise
-            return False
+            self._hand_over(rec, tidied)  # the database went away meanwhile: retry, or journal
+            await self._commit([tidied])
+            return True
         _log.warning("run store record stored with characters replaced", operation=rec.op,
                      run_id=rec.run_id, reason="NUL or unpaired surrogate")  # fmt: skip
         self._settle(rec, COMMITTED, applied)
         if rec.op == START and rec.run_id in self._live:
             self._live[rec.run_id] = tidied  # what a journal holds for the run from now on
         return True
+
+    def _hand_over(self, rec: Record, tidied: Record) -> None:
+        """Whoever waits for ``rec`` waits for ``tidied`` instead."""
+        done = self._waiters.pop(id(rec), None)
+        if done is not None:
+            self._waiters[id(tidied)] = done
+            if id(rec) in self._quiet:
+                self._quiet.discard(id(rec))
+                self._quiet.add(id(tidied))
 
     def _fail_fragile(self, records: list[Record], err: Exception) -> list[Record]:
         """Fail the records that are not retried (the direct API); return the durable ones."""

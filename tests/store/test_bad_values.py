@@ -4,6 +4,7 @@ journal: the record is stored with the character replaced, the rest of its batch
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -76,3 +77,28 @@ async def test_an_over_long_id_is_refused_before_anything_runs(store_url: str) -
                                  registry=registry, store=store, run_id="r" * 255)  # fmt: skip
         info = await store.get_run(ctx.run_id)
     assert info is not None and info.status == "completed" and info.experiment_id == "e" * 255
+
+
+async def test_a_tidied_record_still_waits_out_an_outage(tmp_path: Path) -> None:
+    """The database goes away just as a tidied record is tried: it is retried, not dropped."""
+    registry = crucible.Registry([bad_values, plain_step])
+    async with RunStore(tmp_path / "runs.db", journal_dir=tmp_path / "journal") as store:
+        tx = store._writer._tx
+        real = tx.apply
+        calls = {"outage": 0}
+
+        async def flaky(records: Any, on_applied: Any = None) -> Any:
+            tidied = len(records) == 1 and "\ufffd" in str(records[0].row)
+            if tidied and calls["outage"] == 0:
+                calls["outage"] += 1
+                raise ConnectionResetError("the database went away")
+            return await real(records, on_applied)
+
+        tx.apply = flaky  # type: ignore[method-assign]
+        exp = {"id": "bad-values", "pipeline": [{"name": "bad_values"}]}
+        with anyio.fail_after(30), pytest.raises(crucible.StageFailed):
+            await crucible.run(exp, registry=registry, store=store, run_id="r-3", assigns={"n": 3})
+        info = await store.get_run("r-3")
+    assert calls["outage"] == 1
+    assert info is not None and info.status == "failed" and len(info.attempts) == 1
+    assert info.failure_message is not None and "\ufffd" in info.failure_message
