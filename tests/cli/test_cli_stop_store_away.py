@@ -7,25 +7,24 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import secrets
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
 import pytest
 
-from tests.store.conftest import PG_HOST, PG_PORT, _pg_admin, run_async
-from tests.support.missing import missing_service
+from tests.store.conftest import PG_HOST, PG_PORT, pg_database, reset_schema
+from tests.support.cli_env import plugin_env
 from tests.support.outages import TcpProxy
+
+__all__ = ["pg_database"]  # the store tests' session database fixture
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres,
               pytest.mark.skipif(sys.platform == "win32", reason="signals")]  # fmt: skip
 
-REPO = Path(__file__).resolve().parents[2]
 POINTS = 300  # 50 ms a run, four at once: far longer than the test waits
 GRID = "id: away\npipeline:\n  - name: cli_grid\nmatrix:\n  cli_grid.x: [{}]\n".format(
     ", ".join(map(str, range(POINTS)))
@@ -33,32 +32,9 @@ GRID = "id: away\npipeline:\n  - name: cli_grid\nmatrix:\n  cli_grid.x: [{}]\n".
 
 
 @pytest.fixture
-def database() -> Iterator[str]:
-    name = f"crucible_stop_{secrets.token_hex(5)}"
-    try:
-        run_async(lambda: _pg_admin(f'CREATE DATABASE "{name}"'))
-    except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
-        missing_service(f"PostgreSQL at {PG_HOST}:{PG_PORT} is unreachable ({exc!r})")
-    try:
-        yield name
-    finally:
-        run_async(lambda: _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-
-def _env(cwd: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "CRUCIBLE_"))}
-    env.update(PYTHONPATH=os.pathsep.join([str(REPO), str(cwd / "site")]), NO_COLOR="1")
-    return env
-
-
-def _plugin(cwd: Path) -> None:
-    dist = cwd / "site" / "crucible_stop_away_test-0.1.dist-info"
-    dist.mkdir(parents=True)
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: stop-away-test\nVersion: 0.1\n")
-    (dist / "entry_points.txt").write_text(
-        "[crucible.stages]\ncli_grid = tests.support.cli_stages:grid_stage\n"
-    )
-    (cwd / "grid.yaml").write_text(GRID)
+def database(pg_database: str) -> str:
+    """The session's PostgreSQL database, its schema reset; by name."""
+    return reset_schema(pg_database).rsplit("/", 1)[1]
 
 
 def _count_runs(database: str) -> int:
@@ -78,14 +54,17 @@ def _count_runs(database: str) -> int:
 def test_sigterm_with_the_database_away_journals_and_exits_at_once(
     tmp_path: Path, database: str
 ) -> None:
-    _plugin(tmp_path)
+    env = plugin_env(
+        tmp_path, "stop-away-test", {"cli_grid": "tests.support.cli_stages:grid_stage"}
+    )
+    (tmp_path / "grid.yaml").write_text(GRID)
     proxy = TcpProxy(PG_HOST, PG_PORT)
     proxy.start()
     url = f"postgresql://postgres@127.0.0.1:{proxy.port}/{database}"
     proc = subprocess.Popen(
         [sys.executable, "-m", "crucible", "batch", "grid.yaml", "--concurrency", "4",
          "--exporter", "none", "--store", url],
-        cwd=tmp_path, env=_env(tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         text=True, start_new_session=True,
     )  # fmt: skip
     try:
@@ -112,7 +91,7 @@ def test_sigterm_with_the_database_away_journals_and_exits_at_once(
         listed = subprocess.run(
             [sys.executable, "-m", "crucible", "runs", "list", "--json", "--limit", "1000",
              "--store", url],
-            cwd=tmp_path, env=_env(tmp_path), capture_output=True, text=True, timeout=60,
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
             check=False,
         )  # fmt: skip
     finally:
