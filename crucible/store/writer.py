@@ -66,14 +66,9 @@ _MAX_PROBE_S: Final = 5.0
 _log = structlog.get_logger("crucible.store")
 
 
-def _rejects_rows(err: BaseException) -> bool:
-    """The database refused a row (constraint, bad value): retrying the same rows cannot help."""
-    return refused(err)
-
-
 def _may_pass(err: BaseException) -> bool:
     """A failure of the database or the way to it (busy, down, gone): worth retrying."""
-    return isinstance(err, _PASSING) and not _rejects_rows(err)
+    return isinstance(err, _PASSING) and not refused(err)
 
 
 _PASSING: Final = (
@@ -275,7 +270,7 @@ class Writer:
                 await self._to_journal(records)
                 return
             except Exception as err:
-                if _rejects_rows(err):
+                if refused(err):
                     await self._one_by_one(records, err)
                     return
                 if not _may_pass(err):
@@ -316,7 +311,7 @@ class Writer:
         try:
             applied = await self._tx.apply([tidied])
         except Exception as err:
-            if _rejects_rows(err):
+            if refused(err):
                 return False
             if not _may_pass(err):
                 raise
@@ -474,7 +469,7 @@ class Writer:
         try:
             await self._tx.apply(records)
         except Exception as err:
-            if not _rejects_rows(err):
+            if not refused(err):
                 raise
             if len(records) == 1:
                 rec = records[0]
@@ -484,7 +479,7 @@ class Writer:
                         await self._tx.apply([tidied])
                         return
                     except Exception as again:
-                        if not _rejects_rows(again):
+                        if not refused(again):
                             raise
                 _log.error("run store journal record refused", operation=rec.op,
                            run_id=rec.run_id, error=describe(err))  # fmt: skip
