@@ -12,6 +12,7 @@ ordinary words).
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import html
 import json
@@ -198,9 +199,14 @@ def _strings(value: Any, depth: int = 0) -> Iterator[str]:
     _, secret_types = _pydantic()
     if isinstance(value, str):
         yield value
+    elif isinstance(value, bytes | bytearray | memoryview):
+        yield from _byte_forms(bytes(value))
     elif secret_types and isinstance(value, secret_types):
         secret = value.get_secret_value()
-        yield secret if isinstance(secret, str) else secret.decode("utf-8", "replace")
+        if isinstance(secret, str):
+            yield secret
+        else:
+            yield from _byte_forms(secret)
     elif isinstance(value, Mapping):
         for child in value.values():
             yield from _strings(child, depth + 1)
@@ -209,6 +215,12 @@ def _strings(value: Any, depth: int = 0) -> Iterator[str]:
             yield from _strings(child, depth + 1)
     elif value is not None and not isinstance(value, bool | int | float):
         yield str(value)
+
+
+def _byte_forms(secret: bytes) -> tuple[str, str]:
+    """A bytes secret as text and as base64 (how ``to_jsonable`` writes bytes), so that a copy
+    of it elsewhere in a run's data is scrubbed in the store and reports too."""
+    return secret.decode("utf-8", "replace"), base64.b64encode(secret).decode("ascii")
 
 
 MAX_VISITED = 10_000  # values examined per secret_values call: assigns may hold whole datasets

@@ -302,3 +302,16 @@ def test_stdlib_log_lines_go_through_the_same_chain_scrubbed() -> None:
     first, second = (json.loads(line) for line in text.strip().splitlines())
     assert first["event"] == "connecting with [REDACTED]" and first["level"] == "warning"
     assert "RuntimeError: refused [REDACTED]" in second["exception"]
+
+
+def test_bytes_secrets_are_found_as_text_and_as_the_base64_the_store_writes() -> None:
+    from pydantic import SecretBytes
+
+    from crucible.serialize import to_jsonable
+
+    found = secret_values({"api_key": b"raw-bytes-secret", "token": SecretBytes(b"typed-bytes-1")})
+    assert {"raw-bytes-secret", "typed-bytes-1"} <= found
+    hide = Scrubber(found).encoded()
+    copied = to_jsonable({"blob": b"raw-bytes-secret", "other": bytearray(b"typed-bytes-1")})
+    assert hide.value(copied) == {"blob": {"base64": "[REDACTED]"},
+                                  "other": {"base64": "[REDACTED]"}}  # fmt: skip

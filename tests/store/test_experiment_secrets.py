@@ -3,6 +3,7 @@ scrubbed by value from the store file, the logs and the reports, not only redact
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 from pathlib import Path
@@ -103,3 +104,28 @@ def test_a_rerun_asks_again_for_a_url_whose_password_was_scrubbed() -> None:
         "id": "e", "pipeline": [{"name": "s", "options": {"endpoint": "https://u:[REDACTED]@h/"}}],
     })  # fmt: skip
     assert redacted_paths(stored) == (["s.endpoint"], [])
+
+
+@crucible.stage("copy_key", description="Copy a bytes secret into an output.", register=False)
+async def copy_key(ctx: crucible.Context) -> crucible.Context:
+    return ctx.add_output({"blob": ctx.assigns["api_key"], "note": "kept"})
+
+
+def _store_bytes(folder: Path) -> bytes:
+    return b"".join(p.read_bytes() for p in folder.glob("runs.db*"))  # with any WAL left
+
+
+async def test_a_bytes_secret_copied_elsewhere_never_reaches_the_store_file(tmp_path: Path) -> None:
+    secret = b"bytesSECRET-key-5"
+    store = RunStore(tmp_path / "runs.db")
+    await store.open()
+    try:
+        exp = crucible.Experiment(id="bytes", pipeline=[crucible.StageDef(name="copy_key")])
+        ctx = await crucible.run(exp, store=store, registry=crucible.Registry([copy_key]),
+                                 assigns={"api_key": secret})  # fmt: skip
+        assert ctx.outputs[0]["blob"] == secret  # the run's own data is untouched
+    finally:
+        await store.close()
+    raw = _store_bytes(tmp_path)
+    assert secret not in raw and base64.b64encode(secret) not in raw
+    assert b"kept" in raw
