@@ -46,6 +46,7 @@ from crucible.telemetry import attributes as span_attrs
 from crucible.telemetry import conventions as names
 from crucible.telemetry import spans as tel
 from crucible.telemetry.carrier import StageCarriers
+from crucible.telemetry.scrubspan import scrub_span
 from crucible.trace import SpanEvent, SpanRecord, StageResult
 
 _log = structlog.get_logger("crucible.engine")
@@ -494,6 +495,8 @@ class Runner:
             described = f"{type(error).__name__}: {error}"
             span.set_status(Status(StatusCode.ERROR, self.scrubber.text(described)))
         url = None if self.url is None else self.scrubber.text(self._url_for(span_id))
+        if self.scrubber.pattern is not None:  # what stage code set on the span itself
+            scrub_span(span, self.scrubber)
         spans.finish(span, span_attrs.stage_end_attributes(span_id, result, error, url))
         if metrics_on:
             stage_attrs = self.scrubber.value(step.metric_attributes)

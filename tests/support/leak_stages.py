@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import structlog
+from opentelemetry import trace
 from pydantic import BaseModel, SecretStr
 
 from crucible.context import Context
@@ -28,6 +29,11 @@ def _secrets(ctx: Context, opts: LeakOptions) -> str:
 async def leak_everything(ctx: Context, opts: LeakOptions) -> Context:
     said = _secrets(ctx, opts)
     structlog.get_logger("leaky").warning(f"connecting with {said}", detail=said)
+    span = trace.get_current_span()  # the engine's stage span, reached through the API
+    span.set_attribute("leaky.said", said)
+    span.set_attributes({f"leaky.{said}": 1, "leaky.list": [said, "plain"]})
+    span.add_event(f"connected {said}", {"leaky.detail": said})
+    span.update_name(f"leak_everything {said}")
     return (
         ctx.record_event("login", detail=f"signed in with {said}")
         .put_metric("echo", f"used {said}")

@@ -1,0 +1,58 @@
+"""Scrub what stage code set on an engine span through the OpenTelemetry API, before it ends.
+
+The engine scrubs its own attributes, events and status as it sets them. Stage code can also
+reach the stage span (``trace.get_current_span()``) and set attributes, events, a status or a
+new name on it directly; this pass replaces the run's secret values in those too, on the SDK's
+span (another API implementation's spans carry what stage code gave them).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from opentelemetry.sdk.trace import Event
+from opentelemetry.sdk.trace import _Span as SdkSpan
+from opentelemetry.trace import Span, Status
+
+from crucible.scrub import Scrubber
+
+__all__ = ["scrub_span"]
+
+
+def scrub_span(span: Span, scrubber: Scrubber) -> None:
+    """Replace ``scrubber``'s secrets in an unended SDK span's name, attributes, events and
+    status description, in place (a no-op without secrets or for other spans)."""
+    if scrubber.pattern is None or not isinstance(span, SdkSpan):
+        return
+    hide = scrubber.encoded()  # an attribute may hold JSON or HTML text
+    held: Any = span
+    with held._lock:
+        if held._end_time is not None:
+            return
+        held._name = hide.text(held._name)
+        stored = held._attributes._dict
+        if any(_holds(hide, k) or _holds(hide, v) for k, v in stored.items()):
+            clean = hide.value(dict(stored))
+            stored.clear()
+            stored.update(clean)
+        events = held._events
+        if any(_holds(hide, e.name) or _holds(hide, dict(e.attributes or {})) for e in events):
+            kept = list(events)
+            events._dq.clear()
+            for e in kept:
+                attributes = hide.value(dict(e.attributes or {}))
+                events._dq.append(Event(hide.text(e.name), attributes, e.timestamp))
+        status = held._status
+        if status.description and hide.finds(status.description):
+            held._status = Status(status.status_code, hide.text(status.description))
+
+
+def _holds(hide: Scrubber, value: Any) -> bool:
+    """Whether a string in ``value`` (an attribute value, key, or a mapping of them) holds one."""
+    if isinstance(value, str):
+        return hide.finds(value)
+    if isinstance(value, dict):
+        return any(_holds(hide, k) or _holds(hide, v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return any(_holds(hide, v) for v in value)
+    return False
