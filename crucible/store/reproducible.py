@@ -27,17 +27,17 @@ if START_COLUMNS != RUN_EXTRA:  # pragma: no cover - a schema change must update
 
 
 _CACHE_SIZE: Final = 256
-_by_experiment: dict[int, tuple[weakref.ref[Experiment], Json, str | None]] = {}
-_by_versions: dict[int, tuple[Mapping[str, str], Json | None]] = {}
+_by_experiment: dict[int, tuple[weakref.ref[Experiment], str, str | None]] = {}
+_by_versions: dict[int, tuple[Mapping[str, str], str | None]] = {}
 
 
-def _experiment_parts(run: RunStart) -> tuple[Json, str | None]:
+def _experiment_parts(run: RunStart) -> tuple[str, str | None]:
     """The encoded configuration and the source of a (frozen) experiment, made once per object."""
     experiment = run.experiment
     hit = _by_experiment.get(id(experiment))
     if hit is not None and hit[0]() is experiment:
         return hit[1], hit[2]
-    config = Json(json.dumps(run.config))
+    config = json.dumps(run.config)
     source = None if experiment.source is None else str(experiment.source)
     if len(_by_experiment) >= _CACHE_SIZE:
         _by_experiment.clear()
@@ -45,12 +45,12 @@ def _experiment_parts(run: RunStart) -> tuple[Json, str | None]:
     return config, source
 
 
-def _versions(versions: Mapping[str, str]) -> Json | None:
+def _versions(versions: Mapping[str, str]) -> str | None:
     """The encoded versions; the engine shares one mapping among the runs of a set of stages."""
     hit = _by_versions.get(id(versions))
     if hit is not None and hit[0] is versions:
         return hit[1]
-    encoded = Json(json.dumps(dict(versions))) if versions else None
+    encoded = json.dumps(dict(versions)) if versions else None
     if len(_by_versions) >= _CACHE_SIZE:
         _by_versions.clear()
     _by_versions[id(versions)] = (versions, encoded)  # holds the mapping: its id stays unique
@@ -62,7 +62,7 @@ def start_tail(run: RunStart) -> tuple[Any, ...]:
     config, source = _experiment_parts(run)
     assigns = run.assigns
     return (
-        run.span_id, config, Json(json.dumps(encode_fields(assigns))) if assigns else None,
+        run.span_id, config, json.dumps(encode_fields(assigns)) if assigns else None,
         _versions(run.versions), run.git_commit, run.git_dirty, run.rerun_of, run.resumed_from,
         source, run.exported,
     )  # fmt: skip
@@ -71,11 +71,12 @@ def start_tail(run: RunStart) -> tuple[Any, ...]:
 def start_values(run: RunStart) -> dict[str, Any]:
     """Configuration, the caller's assigns (checkpoint codec), versions, git, and lineage."""
     config, source = _experiment_parts(run)
-    return {
+    versions = _versions(run.versions)
+    return {  # text that is already JSON is marked so (Json), so that it is not encoded again
         "span_id": run.span_id,
-        "config": config,
+        "config": Json(config),
         "start_assigns": encode_fields(run.assigns) if run.assigns else None,
-        "versions": _versions(run.versions),
+        "versions": None if versions is None else Json(versions),
         "git_commit": run.git_commit,
         "git_dirty": run.git_dirty,
         "rerun_of": run.rerun_of,

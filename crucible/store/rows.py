@@ -60,25 +60,35 @@ CHECKPOINT: Final = "record_checkpoint"
 
 
 class Json(str):
-    """Text that is already JSON: ``Shape.row`` stores it as it is."""
+    """Text that is already JSON, handed to ``Shape.row``: the row gets it as a plain ``str``.
+
+    Rows never hold a Json: an instance of a ``str`` subclass is tracked by the collector, and
+    a tuple holding one stays tracked too, so every waiting record would cost each collection.
+    """
 
     __slots__ = ()
 
 
-EMPTY_LIST: Final = Json("[]")
-EMPTY_DICT: Final = Json("{}")
+EMPTY_LIST: Final = "[]"
+EMPTY_DICT: Final = "{}"
 _RUNNING: Final = RunStatus.RUNNING.value
+_plain_str: Final = str.__str__  # a str subclass's text as an exact str
 
 
 def _json_text(value: Any) -> Any:
-    """A JSON column's value as text (None and text that is already JSON stay as they are)."""
-    return value if value is None or type(value) is Json else json.dumps(value)
+    """A JSON column's value as text: None stays None, a Json becomes its plain text."""
+    if value is None:
+        return None
+    return _plain_str(value) if type(value) is Json else json.dumps(value)
 
 
 class Shape:
-    """The columns of ``table`` that a record fills, in order, and how to encode them."""
+    """The columns of ``table`` that a record fills, in order, and how to encode them.
 
-    __slots__ = ("_json", "columns", "datetimes", "index", "table")
+    ``json`` and ``datetimes`` are the positions of its JSON and datetime columns.
+    """
+
+    __slots__ = ("columns", "datetimes", "index", "json", "table")
 
     def __init__(self, table: sa.Table, columns: Iterable[str] | None = None) -> None:
         self.table = table
@@ -87,13 +97,13 @@ class Shape:
         self.columns: tuple[str, ...] = tuple(columns)
         self.index = {name: i for i, name in enumerate(self.columns)}
         types = [table.c[name].type for name in self.columns]
-        self._json = tuple(i for i, t in enumerate(types) if isinstance(t, sa.JSON | JsonDocument))
+        self.json = tuple(i for i, t in enumerate(types) if isinstance(t, sa.JSON | JsonDocument))
         self.datetimes = frozenset(i for i, t in enumerate(types) if isinstance(t, UTCDateTime))
 
     def row(self, values: Mapping[str, Any]) -> tuple[Any, ...]:
         """A row from ``values`` (missing columns are NULL); JSON columns encoded once, here."""
         row = [values.get(name) for name in self.columns]
-        for i in self._json:
+        for i in self.json:
             row[i] = _json_text(row[i])
         return tuple(row)
 
@@ -170,10 +180,10 @@ def _experiment_values(experiment: Experiment) -> dict[str, Any]:
     hide = Scrubber(definition_secrets(experiment))  # its secrets, wherever they appear
     encoded = {
         "id": experiment.id,
-        "definition": Json(json.dumps(experiment_config(experiment))),
+        "definition": json.dumps(experiment_config(experiment)),
         "owner": experiment.owner,
-        "tags": Json(json.dumps(hide.value(to_jsonable(experiment.tags or [])))),
-        "metadata": Json(json.dumps(hide.value(to_jsonable(experiment.metadata or {})))),
+        "tags": json.dumps(hide.value(to_jsonable(experiment.tags or []))),
+        "metadata": json.dumps(hide.value(to_jsonable(experiment.metadata or {}))),
     }
     if len(_exp_cache) >= _EXP_CACHE_SIZE:
         _exp_cache.clear()
@@ -207,7 +217,7 @@ if (
 ):  # pragma: no cover - a schema change must update the builders below
     raise ImportError("crucible.store.rows: the row builders do not match the schema")
 RUN_EXTRA: Final = RUNS.columns[len(_RUN_TEMPLATE_COLUMNS) :]
-_RUN_EXTRA_JSON: Final = frozenset(RUNS.columns[i] for i in RUNS._json) & frozenset(RUN_EXTRA)
+_RUN_EXTRA_JSON: Final = frozenset(RUNS.columns[i] for i in RUNS.json) & frozenset(RUN_EXTRA)
 
 
 def start_record(
@@ -246,7 +256,7 @@ def start_record(
 def attempt_record(run_id: str, record: SpanRecord, *, durable: bool) -> Record:
     """One finished stage attempt (a SpanRecord from ``ctx.trace``)."""
     events = (
-        Json(json.dumps(to_jsonable([e.to_dict() for e in record.events])))
+        json.dumps(to_jsonable([e.to_dict() for e in record.events]))
         if record.events
         else EMPTY_LIST
     )
@@ -315,8 +325,8 @@ def finish_record(
     return _record(FINISH, run_id, _clean(row), None, durable)
 
 
-def _encoded(value: Any, empty: Json) -> Json:
-    return Json(json.dumps(to_jsonable(value))) if value else empty
+def _encoded(value: Any, empty: str) -> str:
+    return json.dumps(to_jsonable(value)) if value else empty
 
 
 def _clean(row: tuple[Any, ...]) -> tuple[Any, ...]:

@@ -35,7 +35,6 @@ from crucible.store.rows import (
     FINISHES,
     RUNS,
     START,
-    Json,
     Record,
     Shape,
 )
@@ -53,12 +52,11 @@ __all__ = [
 ]
 
 AVAILABLE: Final = sqlite3.sqlite_version_info >= (3, 33, 0)
-# sqlite3 binds exact int, float, str and bytes as they are; any other value (None, and the
-# store's Json text) goes through its adapter protocol, which without a registered adapter
-# raises and clears an AttributeError per value: about a tenth of a batch's cost on the
-# callers' thread. A registered adapter is found first. Json becomes plain text; None stays
-# None ({}.get of a key it lacks), so registering it changes nothing for anyone else's sqlite3.
-sqlite3.register_adapter(Json, str)
+# sqlite3 binds exact int, float, str and bytes as they are; any other value (None) goes
+# through its adapter protocol, which without a registered adapter raises and clears an
+# AttributeError per value: about a tenth of a batch's cost on the callers' thread. A
+# registered adapter is found first. None stays None ({}.get of a key it lacks), so
+# registering it changes nothing for anyone else's sqlite3.
 if (type(None), sqlite3.PrepareProtocol) not in sqlite3.adapters:
     _NO_VALUES: Final[dict[None, None]] = {}
     sqlite3.register_adapter(type(None), _NO_VALUES.get)

@@ -33,10 +33,8 @@ from typing import Any, Final
 
 from sqlalchemy.exc import DBAPIError
 
-from crucible import pickled
-from crucible.pickled import dispatch_table
 from crucible.store.connection import FileLost
-from crucible.store.rows import RUNS, Json, Record
+from crucible.store.rows import RUNS, Record
 from crucible.store.sql import Applied, Statements, owners_found
 from crucible.store.sqlite_bulk import PRAGMAS, SHAPES, Sorted, owners_of, statements
 from crucible.store.tidy import RowsRejected
@@ -56,15 +54,9 @@ class ProcessGone(OSError):
     """The writer process exited or its pipe broke before it answered."""
 
 
-def _plain_json(text: Json) -> tuple[Callable[[str], str], tuple[str]]:
-    return str, (str.__str__(text),)
-
-
-_TABLE: Final = dispatch_table({Json: _plain_json})  # the worker knows no Crucible type
-
-
 def _dumps(value: Any) -> bytes:
-    return pickled.dumps(value, _TABLE)
+    """Rows hold plain values only (no Crucible type: the worker imports none)."""
+    return pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
 
 
 class SqliteProcess:

@@ -19,7 +19,7 @@ from typing import Any, Final
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 
 from crucible.errors import StoreError
-from crucible.store.rows import Json, Record
+from crucible.store.rows import EXPERIMENTS, SHAPES, Record
 
 __all__ = ["RowsRejected", "refused", "tidy"]
 
@@ -52,21 +52,31 @@ def refused(err: BaseException) -> bool:
 
 def tidy(rec: Record) -> Record | None:
     """``rec`` with every NUL and lone surrogate replaced; None when it holds none."""
-    row = tuple(_value(v) for v in rec.row)
-    exp = None if rec.experiment is None else tuple(_value(v) for v in rec.experiment)
+    shape = SHAPES.get(rec.op)
+    row = _row(rec.row, () if shape is None else shape.json)
+    exp = None if rec.experiment is None else _row(rec.experiment, EXPERIMENTS.json)
     if row == rec.row and exp == rec.experiment:
         return None
     return rec._replace(row=row, experiment=exp)
 
 
+def _row(row: tuple[Any, ...], json_at: tuple[int, ...]) -> tuple[Any, ...]:
+    return tuple(_json(v) if i in json_at else _value(v) for i, v in enumerate(row))
+
+
+def _json(value: Any) -> Any:
+    """A JSON column's text, re-encoded without what the database refuses."""
+    if not isinstance(value, str):
+        return value
+    if _BAD.search(value) is None and _BAD_ESCAPE.search(value) is None:
+        return value
+    try:
+        return json.dumps(_walk(json.loads(value)))
+    except ValueError:
+        return _BAD.sub(_REPLACEMENT, value)
+
+
 def _value(value: Any) -> Any:
-    if type(value) is Json:
-        if _BAD.search(value) is None and _BAD_ESCAPE.search(value) is None:
-            return value
-        try:
-            return Json(json.dumps(_walk(json.loads(value))))
-        except ValueError:
-            return Json(_BAD.sub(_REPLACEMENT, value))
     if isinstance(value, str):
         return _BAD.sub(_REPLACEMENT, value)
     return value
