@@ -67,12 +67,15 @@ class LoopWatchdog(RunObserver):
         self.reports: list[BlockReport] = []
         self._ack = threading.Event()
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._watch, name="crucible-watchdog", daemon=True)
+        self.alive = True  # until the thread returns (cheaper to read than is_alive(), per run)
+        self._thread = threading.Thread(target=self._run, name="crucible-watchdog", daemon=True)
         self._thread.start()
 
-    @property
-    def alive(self) -> bool:
-        return self._thread.is_alive()
+    def _run(self) -> None:
+        try:
+            self._watch()
+        finally:
+            self.alive = False
 
     def stop(self) -> None:
         self._stop.set()

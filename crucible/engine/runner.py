@@ -52,6 +52,13 @@ from crucible.trace import SpanEvent, SpanRecord, StageResult
 _log = structlog.get_logger("crucible.engine")
 _now, _UTC = dt.datetime.now, dt.UTC
 _INF = math.inf
+# RunStart, AttemptStart and RunEnd filled without their generated ``__new__`` (a Python call,
+# made per run and per attempt); the builders below pass every field, in order.
+_tuple_new: Final = tuple.__new__
+if (len(RunStart._fields), len(AttemptStart._fields), len(RunEnd._fields)) != (16, 7, 6):
+    raise ImportError(
+        "crucible.engine.runner: the observer records' fields changed"
+    )  # pragma: no cover
 
 
 class _NotAContext(TypeError):
@@ -176,12 +183,12 @@ class Runner:
         else:
             ctx = resume.context(exp, self.run_id, run_trace, carriers.run)
         git = origin.git
-        start = self.run_start = RunStart(
+        start = self.run_start = _tuple_new(RunStart, (
             exp, self.run_id, trace_id, run_span_id, self.batch_id, infos, _now(_UTC), self.url,
             self.live, self.assigns, origin.versions, git.commit if git else None,
             git.dirty if git else None, self.rerun_of, None if resume is None else resume.run_id,
             tel.exporting(self.tel) and run_span.get_span_context().trace_flags.sampled,
-        )  # fmt: skip
+        ))  # fmt: skip
         metrics_on = self.tel.metrics_enabled
         shown_id = self.scrubber.text(exp.id)  # ids the caller chose may hold a secret
         metric_attrs = (
@@ -271,7 +278,7 @@ class Runner:
             reported = self.cancelled_at
             final = self.cancelled_at.context or ctx
         if self.obs.on_run_end:
-            end = RunEnd(start, status, final, reported, _now(_UTC))
+            end = _tuple_new(RunEnd, (start, status, final, reported, _now(_UTC), None))
             pending = fire(self.obs.on_run_end, run=end)
             if pending is not None:
                 with anyio.CancelScope(shield=True):
@@ -415,9 +422,9 @@ class Runner:
         live = self.live
         if live is not None:
             assert self.run_start is not None
-            watched = live.attempt = AttemptStart(
+            watched = live.attempt = _tuple_new(AttemptStart, (
                 self.run_start, name, step.index, attempt, span_id, t0_ns, self.trace_id
-            )
+            ))  # fmt: skip
         stage_deadline = run_deadline
         if sd.timeout is not None:
             stage_deadline = min(stage_deadline, anyio.current_time() + sd.timeout)
