@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from crucible.errors import StoreError
 from crucible.redact import is_secret_key
 from crucible.store.migrate import MigrationError, upgrade
+from crucible.store.schema import add_dialect_indexes
 from crucible.store.urls import is_default_file
 
 __all__ = ["Database", "FileLost", "UnusableStore", "describe"]
@@ -179,6 +180,7 @@ class Database:
         StoreError names the ``open`` operation; a database that additions cannot fix raises
         UnusableStore.
         """
+        add_dialect_indexes(self.url.get_backend_name())
         # Two processes may race to add the same things; the loser retries and finds them.
         for attempt in range(3):
             try:
