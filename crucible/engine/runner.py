@@ -481,6 +481,8 @@ class Runner:
             otel_context.detach(token)
             if live is not None:
                 live.attempt = None
+        if self.scrubber.pattern is not None:  # what stage code set on the span itself
+            scrub_span(span, self.scrubber, step.span_name, attrs)
         # What the stage left behind: its output, or the Context a StageError carried.
         left = out if error is None else (error.context if isinstance(error, StageError) else None)
         events: tuple[SpanEvent, ...] = ()
@@ -502,8 +504,6 @@ class Runner:
             described = f"{type(error).__name__}: {error}"
             span.set_status(Status(StatusCode.ERROR, self.scrubber.text(described)))
         url = None if self.url is None else self.scrubber.text(self._url_for(span_id))
-        if self.scrubber.pattern is not None:  # what stage code set on the span itself
-            scrub_span(span, self.scrubber)
         spans.finish(span, span_attrs.stage_end_attributes(span_id, result, error, url))
         if metrics_on:
             stage_attrs = self.scrubber.value(step.metric_attributes)

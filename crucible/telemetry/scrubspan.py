@@ -3,11 +3,15 @@
 The engine scrubs its own attributes, events and status as it sets them. Stage code can also
 reach the stage span (``trace.get_current_span()``) and set attributes, events, a status or a
 new name on it directly; this pass replaces the run's secret values in those too, on the SDK's
-span (another API implementation's spans carry what stage code gave them).
+span (another API implementation's spans carry what stage code gave them). It runs as the stage
+returns, before the engine adds its own events and end attributes, and looks only at what
+differs from what the engine started the span with: a run with secrets whose stages leave the
+span alone pays a few identity checks a stage.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from opentelemetry.sdk.trace import Event
@@ -19,24 +23,28 @@ from crucible.scrub import Scrubber
 __all__ = ["scrub_span"]
 
 
-def scrub_span(span: Span, scrubber: Scrubber) -> None:
-    """Replace ``scrubber``'s secrets in an unended SDK span's name, attributes, events and
-    status description, in place (a no-op without secrets or for other spans)."""
+def scrub_span(span: Span, scrubber: Scrubber, name: str, started: Mapping[str, Any]) -> None:
+    """Replace ``scrubber``'s secrets in what stage code changed on an unended SDK span (its
+    name, attributes beyond ``started``, events and status description), in place."""
     if scrubber.pattern is None or not isinstance(span, SdkSpan):
         return
-    hide = scrubber.encoded()  # an attribute may hold JSON or HTML text
     held: Any = span
     with held._lock:
         if held._end_time is not None:
             return
-        held._name = hide.text(held._name)
+        hide = scrubber.encoded()  # an attribute may hold JSON or HTML text
+        if held._name is not name:
+            held._name = hide.text(held._name)
         stored = held._attributes._dict
-        if any(_holds(hide, k) or _holds(hide, v) for k, v in stored.items()):
+        changed = len(stored) != len(started) or any(
+            stored.get(k) is not v for k, v in started.items()
+        )
+        if changed and _holds(hide, stored):
             clean = hide.value(dict(stored))
             stored.clear()
             stored.update(clean)
         events = held._events
-        if any(_holds(hide, e.name) or _holds(hide, dict(e.attributes or {})) for e in events):
+        if len(events) and any(_holds(hide, (e.name, dict(e.attributes or {}))) for e in events):
             kept = list(events)
             events._dq.clear()
             for e in kept:
@@ -48,10 +56,11 @@ def scrub_span(span: Span, scrubber: Scrubber) -> None:
 
 
 def _holds(hide: Scrubber, value: Any) -> bool:
-    """Whether a string in ``value`` (an attribute value, key, or a mapping of them) holds one."""
+    """Whether a string in ``value`` (a string, or mappings and sequences of them, keys
+    included) holds one of the secrets."""
     if isinstance(value, str):
         return hide.finds(value)
-    if isinstance(value, dict):
+    if isinstance(value, Mapping):
         return any(_holds(hide, k) or _holds(hide, v) for k, v in value.items())
     if isinstance(value, list | tuple):
         return any(_holds(hide, v) for v in value)
