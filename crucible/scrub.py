@@ -29,6 +29,8 @@ from urllib.parse import unquote
 from crucible.redact import REDACTED, is_secret_key
 
 MIN_SECRET_LEN = 4
+_REDACTED_BYTES = REDACTED.encode()
+_MAX_EXCEPTIONS = 256  # exceptions scrubbed per chain (causes, contexts and group members)
 _ENV_SKIP = frozenset({"PWD", "OLDPWD"})  # "pwd" reads as password; these are folders
 
 
@@ -38,13 +40,15 @@ class Scrubber:
     ``pattern`` matches any of ``values``; None when there are none (a hot path's check).
     """
 
-    __slots__ = ("__weakref__", "_encoded", "pattern", "values")
+    __slots__ = ("__weakref__", "_bytes", "_bytes_made", "_encoded", "pattern", "values")
 
     def __init__(self, values: Iterable[str] = ()) -> None:
         self.values = frozenset(v for v in values if len(v) >= MIN_SECRET_LEN)
         ordered = sorted(self.values, key=len, reverse=True)
         self.pattern = re.compile("|".join(map(re.escape, ordered))) if ordered else None
         self._encoded: Scrubber | None = None
+        self._bytes: re.Pattern[bytes] | None = None  # made on first use (binary)
+        self._bytes_made = False
 
     def __bool__(self) -> bool:
         return self.pattern is not None
@@ -76,13 +80,28 @@ class Scrubber:
             return text
         return self.pattern.sub(REDACTED, text)
 
+    def binary(self, data: bytes | bytearray | memoryview) -> bytes:
+        """``data`` with every secret's bytes (UTF-8, or a bytes secret's own) replaced."""
+        if not self._bytes_made:
+            forms = set()
+            for v in self.values:
+                with contextlib.suppress(UnicodeEncodeError):
+                    forms.add(v.encode("utf-8", "surrogateescape"))
+            ordered = sorted(forms, key=len, reverse=True)
+            self._bytes = re.compile(b"|".join(map(re.escape, ordered))) if ordered else None
+            self._bytes_made = True
+        data = bytes(data)
+        return data if self._bytes is None else self._bytes.sub(_REDACTED_BYTES, data)
+
     def value(self, value: Any, _depth: int = 0) -> Any:
-        """Strings scrubbed inside ``value`` (mappings, their keys, lists and tuples walked);
-        others kept."""
+        """Strings (and bytes) scrubbed inside ``value`` (mappings, their keys, lists and tuples
+        walked); others kept."""
         if self.pattern is None:
             return value
         if isinstance(value, str):
             return self.pattern.sub(REDACTED, value)
+        if isinstance(value, bytes | bytearray):
+            return self.binary(value)
         if _depth > 32:
             return value
         if isinstance(value, Mapping):  # keys too: an attribute or metric name may quote one
@@ -107,17 +126,36 @@ class Scrubber:
                 "exception.stacktrace": self.text(stack)}  # fmt: skip
 
     def exception(self, err: BaseException) -> BaseException:
-        """Scrub the string arguments of ``err`` and of its causes, in place; return it."""
+        """Scrub ``err``, its causes and an exception group's members in place: their string
+        arguments, an OSError's file names and their notes; return ``err``."""
+        if self.pattern is None:
+            return err
         seen: set[int] = set()
-        current: BaseException | None = err
-        while current is not None and id(current) not in seen and len(seen) < 8:
+        todo: list[BaseException] = [err]
+        while todo and len(seen) < _MAX_EXCEPTIONS:
+            current = todo.pop()
+            if id(current) in seen:
+                continue
             seen.add(id(current))
-            if self.pattern is not None and any(isinstance(a, str) for a in current.args):
-                with contextlib.suppress(AttributeError, TypeError):
-                    current.args = tuple(self.text(a) if isinstance(a, str) else a
-                                         for a in current.args)  # fmt: skip
-            current = current.__cause__ or current.__context__
+            self._scrub_one(current)
+            for linked in (current.__cause__, current.__context__):
+                if linked is not None:
+                    todo.append(linked)
+            if isinstance(current, BaseExceptionGroup):
+                todo.extend(current.exceptions)
         return err
+
+    def _scrub_one(self, err: BaseException) -> None:
+        with contextlib.suppress(AttributeError, TypeError):
+            if any(isinstance(a, str) for a in err.args):
+                err.args = tuple(self.text(a) if isinstance(a, str) else a for a in err.args)
+            if isinstance(err, OSError):
+                for name in ("filename", "filename2"):
+                    if isinstance(getattr(err, name), str):
+                        setattr(err, name, self.text(getattr(err, name)))
+            notes = getattr(err, "__notes__", None)
+            if isinstance(notes, list):
+                notes[:] = [self.text(n) if isinstance(n, str) else n for n in notes]
 
 
 def encoded_forms(values: Iterable[str]) -> set[str]:
@@ -217,10 +255,12 @@ def _strings(value: Any, depth: int = 0) -> Iterator[str]:
         yield str(value)
 
 
-def _byte_forms(secret: bytes) -> tuple[str, str]:
-    """A bytes secret as text and as base64 (how ``to_jsonable`` writes bytes), so that a copy
-    of it elsewhere in a run's data is scrubbed in the store and reports too."""
-    return secret.decode("utf-8", "replace"), base64.b64encode(secret).decode("ascii")
+def _byte_forms(secret: bytes) -> tuple[str, str, str]:
+    """A bytes secret as text (undecodable bytes as ``surrogateescape`` keeps them, so the
+    scrubber's bytes pattern finds the same bytes again), as its ``repr`` shows it (an event
+    attribute, a log line) and as base64 (how ``to_jsonable`` writes bytes)."""
+    return (secret.decode("utf-8", "surrogateescape"), repr(secret)[2:-1],
+            base64.b64encode(secret).decode("ascii"))  # fmt: skip
 
 
 MAX_VISITED = 10_000  # values examined per secret_values call: assigns may hold whole datasets

@@ -18,6 +18,7 @@ from pyrsistent import pvector
 
 from crucible.frozen import FrozenMap, StageList
 from crucible.redact import REDACTED, is_secret_key
+from crucible.scrub import active as active_scrubber
 
 _MAX_DEPTH = 64
 # The containers a Context is made of, found by exact type before the long chain of checks
@@ -64,7 +65,9 @@ def to_jsonable(value: Any, *, redact_secrets: bool = True, _depth: int = 0) -> 
     if isinstance(value, Decimal | uuid.UUID | PurePath):
         return str(value)
     if isinstance(value, bytes | bytearray | memoryview):
-        return {"base64": base64.b64encode(bytes(value)).decode("ascii")}
+        hide = active_scrubber()  # base64 would hide a secret inside from the text scrubbers
+        data = hide.binary(value) if hide.pattern is not None else bytes(value)
+        return {"base64": base64.b64encode(data).decode("ascii")}
     pydantic = sys.modules.get("pydantic")  # not loaded: nothing can be a model (a cheap start)
     if pydantic is not None and isinstance(value, pydantic.BaseModel):
         return to_jsonable(value.model_dump(mode="python"), redact_secrets=redact_secrets, _depth=d)

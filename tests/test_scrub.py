@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import traceback
+
 import pytest
 from pydantic import BaseModel, SecretStr
 
@@ -315,3 +318,41 @@ def test_bytes_secrets_are_found_as_text_and_as_the_base64_the_store_writes() ->
     copied = to_jsonable({"blob": b"raw-bytes-secret", "other": bytearray(b"typed-bytes-1")})
     assert hide.value(copied) == {"blob": {"base64": "[REDACTED]"},
                                   "other": {"base64": "[REDACTED]"}}  # fmt: skip
+
+
+def test_a_binary_secret_is_found_in_its_repr_and_inside_larger_bytes() -> None:
+    from crucible.serialize import to_jsonable
+
+    key = bytes(range(0xC8, 0xE8))  # not UTF-8, as most binary keys
+    hide = Scrubber(secret_values({"signing_key": key}))
+    assert hide.text(f"loaded {key!r}") == "loaded b'[REDACTED]'"  # an event or a log line
+    assert hide.binary(b"Bearer " + key + b"\n") == b"Bearer [REDACTED]\n"
+    token = scrub.activate(hide)
+    try:
+        blob = to_jsonable({"line": key + b"\n"})["line"]["base64"]
+    finally:
+        scrub.deactivate(token)
+    assert base64.b64decode(blob) == b"[REDACTED]\n"
+
+
+def test_an_exception_is_scrubbed_in_its_file_names_notes_groups_and_long_chains() -> None:
+    s = Scrubber(["sk-chain-secret-42"])
+    os_err = FileNotFoundError(2, "No such file", "/keys/sk-chain-secret-42")
+    noted = ValueError("bad request")
+    noted.add_note("with token sk-chain-secret-42")
+    member = KeyError("member saw sk-chain-secret-42")
+    group = ExceptionGroup("several", [member])
+    deep: BaseException = RuntimeError("layer 0 sk-chain-secret-42")
+    for i in range(1, 20):
+        outer = RuntimeError(f"layer {i}")
+        outer.__cause__ = deep
+        deep = outer
+    top = RuntimeError("top")
+    top.__cause__ = os_err
+    os_err.__context__ = noted
+    noted.__context__ = group
+    group.__context__ = deep
+    s.exception(top)
+    text = "".join(traceback.format_exception(top))
+    assert "sk-chain-secret-42" not in text and "[REDACTED]" in text
+    assert os_err.filename == "/keys/[REDACTED]" and "sk-chain" not in str(os_err)
