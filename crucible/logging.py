@@ -62,7 +62,7 @@ def redact_secrets(
 ) -> MutableMapping[str, Any]:
     """Replace values under secret-looking keys (any case or style), nested ones too, and the
     secret values of the running run and the environment wherever they appear in the line."""
-    scrubber = scrub.active()
+    scrubber = scrub.active().encoded()  # a value may hold JSON, HTML or CSV text
     for key in list(event_dict):
         value = event_dict[key]
         if key != "event" and is_secret_key(key):
@@ -137,7 +137,7 @@ class _ScrubRecords(logging.Filter):
     any handler formats it (most libraries log through ``logging``)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        scrubber = scrub.active()
+        scrubber = scrub.active().encoded()
         if scrubber:
             record.msg, record.args = scrubber.text(record.getMessage()), None
             if record.exc_info and not record.exc_text:

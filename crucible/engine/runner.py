@@ -491,11 +491,12 @@ class Runner:
             trace_after = left.trace
             if trace_after.pending_events:
                 trace_after, events = trace_after.take_events()
+                hide = self.scrubber.encoded()  # an attribute may hold JSON text
                 for ev in events:
                     attributes = span_attrs.event_attributes(ev.attributes)
-                    if self.scrubber:
-                        attributes = self.scrubber.value(attributes)
-                    span.add_event(self.scrubber.text(ev.name), attributes, ev.timestamp_ns)
+                    if hide:
+                        attributes = hide.value(attributes)
+                    span.add_event(hide.text(ev.name), attributes, ev.timestamp_ns)
         if error is not None:
             if self.scrubber:
                 self.scrubber.exception(error)  # every later str(error) is clean

@@ -1,12 +1,12 @@
 """Scrub what stage code set on an engine span through the OpenTelemetry API, before it ends.
 
 The engine scrubs its own attributes, events and status as it sets them. Stage code can also
-reach the stage span (``trace.get_current_span()``) and set attributes, events, a status or a
-new name on it directly; this pass replaces the run's secret values in those too, on the SDK's
-span (another API implementation's spans carry what stage code gave them). It runs as the stage
-returns, before the engine adds its own events and end attributes, and looks only at what
-differs from what the engine started the span with: a run with secrets whose stages leave the
-span alone pays a few identity checks a stage.
+reach the stage span (``trace.get_current_span()``) and set attributes, events, links, a status
+or a new name on it directly; this pass replaces the run's secret values in those too, on the
+SDK's span (another API implementation's spans carry what stage code gave them). It runs as
+the stage returns, before the engine adds its own events and end attributes, and looks only at
+what differs from what the engine started the span with: a run with secrets whose stages leave
+the span alone pays a few identity checks a stage.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 
 from opentelemetry.sdk.trace import Event
 from opentelemetry.sdk.trace import _Span as SdkSpan
-from opentelemetry.trace import Span, Status
+from opentelemetry.trace import Link, Span, Status
 
 from crucible.scrub import Scrubber
 
@@ -25,7 +25,7 @@ __all__ = ["scrub_span"]
 
 def scrub_span(span: Span, scrubber: Scrubber, name: str, started: Mapping[str, Any]) -> None:
     """Replace ``scrubber``'s secrets in what stage code changed on an unended SDK span (its
-    name, attributes beyond ``started``, events and status description), in place."""
+    name, attributes beyond ``started``, events, links and status description), in place."""
     if scrubber.pattern is None or not isinstance(span, SdkSpan):
         return
     held: Any = span
@@ -50,6 +50,12 @@ def scrub_span(span: Span, scrubber: Scrubber, name: str, started: Mapping[str, 
             for e in kept:
                 attributes = hide.value(dict(e.attributes or {}))
                 events._dq.append(Event(hide.text(e.name), attributes, e.timestamp))
+        links = held._links  # the engine starts stage spans with none: stage code added these
+        if len(links) and any(_holds(hide, dict(k.attributes or {})) for k in links):
+            linked = list(links)
+            links._dq.clear()
+            for k in linked:
+                links._dq.append(Link(k.context, hide.value(dict(k.attributes or {}))))
         status = held._status
         if status.description and hide.finds(status.description):
             held._status = Status(status.status_code, hide.text(status.description))
@@ -60,6 +66,8 @@ def _holds(hide: Scrubber, value: Any) -> bool:
     included) holds one of the secrets."""
     if isinstance(value, str):
         return hide.finds(value)
+    if isinstance(value, bytes | bytearray):  # OpenTelemetry keeps bytes values as they are
+        return hide.binary(value) != value
     if isinstance(value, Mapping):
         return any(_holds(hide, k) or _holds(hide, v) for k, v in value.items())
     if isinstance(value, list | tuple):

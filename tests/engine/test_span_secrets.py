@@ -3,14 +3,19 @@ engine exports, while the plan's precomputed attributes are reused when it adds 
 
 from __future__ import annotations
 
+import base64
+import io
+import json
 from typing import Any
 
 import pytest
+import structlog
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
 import crucible
+from crucible import logging as crucible_logging
 from crucible.engine.plan import plan
 from crucible.scrub import Scrubber
 from crucible.telemetry import conventions as names
@@ -113,3 +118,51 @@ def test_the_plan_is_reused_when_the_run_adds_no_secret_found_in_it() -> None:
     assert ENV in str(dict(planned[0].span_attributes))  # the cached plan is left as it was
     # The experiment's own secrets (a URL password elsewhere in it) are scrubbed at plan time.
     assert URL_PASSWORD not in str(dict(planned[1].span_attributes))
+
+
+QUOTED = 'quote"pässwört-5555'  # JSON writes it as quote\"p\u00e4ssw\u00f6rt-5555
+BINARY = bytes(range(0xC8, 0xE0))  # a binary key: not UTF-8
+
+
+@crucible.stage("reach_span", description="Leak through the span API itself.", register=False)
+async def reach_span(ctx: crucible.Context) -> crucible.Context:
+    from opentelemetry import trace
+
+    span = trace.get_current_span()
+    span.add_link(span.get_span_context(), {"upstream.auth": f"Bearer {QUOTED}"})
+    span.set_attribute("blob", b"key=" + BINARY)
+    span.add_event("sent", {"raw": BINARY})
+    body = json.dumps({"pw": QUOTED})
+    structlog.get_logger("reach").info("sending", body=body, material=BINARY)
+    return ctx.record_event("request", body=body, material=BINARY)
+
+
+async def test_links_bytes_and_json_escaped_secrets_never_reach_the_wire_or_the_log() -> None:
+    logs = io.StringIO()
+    crucible_logging.configure(json=True, stream=logs)
+    exp = crucible.Experiment(id="reach", pipeline=[crucible.StageDef(name="reach_span")])
+    with OtlpHttpReceiver() as receiver:
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(
+            endpoint=receiver.traces_endpoint)))  # fmt: skip
+        try:
+            await crucible.run(exp, registry=crucible.Registry([reach_span]),
+                               tracer_provider=provider,
+                               assigns={"password": QUOTED, "signing_key": BINARY})  # fmt: skip
+            spans = receiver.wait_for_spans(2)
+            wire = b"".join(r.SerializeToString() for r in receiver.requests)
+        finally:
+            provider.shutdown()
+    stage = next(s for s in spans if s.name == "stage reach_span")
+    forms = (
+        QUOTED,
+        json.dumps(QUOTED)[1:-1],
+        repr(BINARY)[2:-1],
+        base64.b64encode(BINARY).decode(),
+    )
+    assert not [f for f in forms if f.encode() in wire] and BINARY not in wire
+    assert "[REDACTED]" in str(stage.links) and stage.attributes["blob"] == b"key=[REDACTED]"
+    assert [e.name for e in stage.events] == ["sent", "request"]
+    assert "[REDACTED]" in stage.events[1].attributes["body"]
+    text = logs.getvalue()
+    assert "sending" in text and "[REDACTED]" in text and not [f for f in forms if f in text]
