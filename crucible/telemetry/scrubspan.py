@@ -18,7 +18,8 @@ from opentelemetry.sdk.trace import Event
 from opentelemetry.sdk.trace import _Span as SdkSpan
 from opentelemetry.trace import Link, Span, Status
 
-from crucible.scrub import Scrubber
+from crucible.redact import REDACTED
+from crucible.scrub import MIN_SECRET_LEN, Scrubber
 
 __all__ = ["scrub_span"]
 
@@ -39,17 +40,22 @@ def scrub_span(span: Span, scrubber: Scrubber, name: str, started: Mapping[str, 
         changed = len(stored) != len(started) or any(
             stored.get(k) is not v for k, v in started.items()
         )
-        if changed and _holds(hide, stored):
-            clean = hide.value(dict(stored))
-            stored.clear()
-            stored.update(clean)
-        events = held._events
-        if len(events) and any(_holds(hide, (e.name, dict(e.attributes or {}))) for e in events):
-            kept = list(events)
-            events._dq.clear()
-            for e in kept:
-                attributes = hide.value(dict(e.attributes or {}))
-                events._dq.append(Event(hide.text(e.name), attributes, e.timestamp))
+        if changed:
+            clean = hide.value(dict(stored)) if _holds(hide, stored) else None
+            limit = held._attributes.max_value_len  # the SDK cut long values as they were set
+            if limit is not None:
+                whole = clean if clean is not None else dict(stored)
+                cut = {k: _cut(hide, v, limit) for k, v in whole.items()}
+                clean = cut if cut != whole else clean
+            if clean is not None:
+                stored.clear()
+                stored.update(clean)
+        events = held._events  # the engine adds its own after this pass: these are stage code's
+        if len(events):
+            kept = [_event(hide, e) for e in events]
+            if any(new is not old for new, old in zip(kept, events, strict=True)):
+                events._dq.clear()
+                events._dq.extend(kept)
         links = held._links  # the engine starts stage spans with none: stage code added these
         if len(links) and any(_holds(hide, dict(k.attributes or {})) for k in links):
             linked = list(links)
@@ -59,6 +65,31 @@ def scrub_span(span: Span, scrubber: Scrubber, name: str, started: Mapping[str, 
         status = held._status
         if status.description and hide.finds(status.description):
             held._status = Status(status.status_code, hide.text(status.description))
+
+
+def _event(hide: Scrubber, event: Event) -> Event:
+    """``event``, or a copy with the secrets (and secrets the SDK cut short) out of it."""
+    attributes = dict(event.attributes or {})
+    limit = getattr(event.attributes, "max_value_len", None)
+    clean = hide.value(attributes)
+    if limit is not None:
+        clean = {k: _cut(hide, v, limit) for k, v in clean.items()}
+    name = hide.text(event.name)
+    if clean == attributes and name == event.name:
+        return event
+    return Event(name, clean, event.timestamp)
+
+
+def _cut(hide: Scrubber, value: Any, limit: int) -> Any:
+    """A value the SDK cut at ``limit`` characters with the start of a secret at its end
+    (the part the limit left, when it is at least 4 characters) replaced."""
+    if not isinstance(value, str) or len(value) < limit:
+        return value
+    for secret in hide.values:
+        for kept in range(min(len(secret) - 1, len(value)), MIN_SECRET_LEN - 1, -1):
+            if value.endswith(secret[:kept]):
+                return value[: len(value) - kept] + REDACTED
+    return value
 
 
 def _holds(hide: Scrubber, value: Any) -> bool:

@@ -166,3 +166,38 @@ async def test_links_bytes_and_json_escaped_secrets_never_reach_the_wire_or_the_
     assert "[REDACTED]" in stage.events[1].attributes["body"]
     text = logs.getvalue()
     assert "sending" in text and "[REDACTED]" in text and not [f for f in forms if f in text]
+
+
+LONG = "sk-TRUNCSECRET-0123456789abcdef"
+
+
+@crucible.stage("long_header", description="Set a long attribute and event.", register=False)
+async def long_header(ctx: crucible.Context) -> crucible.Context:
+    from opentelemetry import trace
+
+    span = trace.get_current_span()
+    span.set_attribute("http.request.header.authorization", f"Authorization: Bearer {LONG}")
+    span.add_event("sent", {"auth": f"Authorization: Bearer {LONG}"})
+    return ctx
+
+
+async def test_a_secret_the_sdk_cut_at_its_length_limit_is_still_scrubbed() -> None:
+    from opentelemetry.sdk.trace import SpanLimits
+
+    exp = crucible.Experiment(id="cut", pipeline=[crucible.StageDef(name="long_header")])
+    with OtlpHttpReceiver() as receiver:
+        provider = TracerProvider(span_limits=SpanLimits(max_attribute_length=40))
+        provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(
+            endpoint=receiver.traces_endpoint)))  # fmt: skip
+        try:
+            await crucible.run(exp, registry=crucible.Registry([long_header]),
+                               tracer_provider=provider, assigns={"api_key": LONG})  # fmt: skip
+            spans = receiver.wait_for_spans(2)
+            wire = b"".join(r.SerializeToString() for r in receiver.requests)
+        finally:
+            provider.shutdown()
+    stage = next(s for s in spans if s.name == "stage long_header")
+    shown = "Authorization: Bearer [REDACTED]"
+    assert stage.attributes["http.request.header.authorization"] == shown
+    assert stage.events[0].attributes["auth"] == shown
+    assert LONG[:4].encode() not in wire  # no part of it a reader could use
