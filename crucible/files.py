@@ -78,6 +78,8 @@ class FileAccess:
 
     ``show_paths=False`` keeps this machine's folders out of refusals: they name a path only as
     it was given (for a service, whose clients need not learn where its files live).
+    ``overwrite=False`` makes writers create their files exclusively: a file that exists
+    already (another run's) is refused, never replaced (for a service shared by many clients).
     """
 
     read_roots: tuple[Path, ...]
@@ -85,6 +87,7 @@ class FileAccess:
     read_base: Path
     write_base: Path
     show_paths: bool = True
+    overwrite: bool = True
 
     @classmethod
     def default(
@@ -123,6 +126,7 @@ class FileAccess:
             read_base=self.read_base,
             write_base=self.write_base,
             show_paths=self.show_paths,
+            overwrite=self.overwrite,
         )
 
     def readable(

@@ -144,6 +144,7 @@ class ServiceSettings(BaseSettings):
             read_base=experiment_dir.resolve() if experiment_dir is not None else data,
             write_base=reports,
             show_paths=False,  # a refusal names the path as the client gave it, not ours
+            overwrite=False,  # another client's report is never replaced, not even in a race
         )
 
     def offered(self, source: Registry) -> tuple[Registry, list[str]]:

@@ -107,7 +107,12 @@ class _Refused(Exception):
 
 def _inside(base: Path, raw: str | os.PathLike[str], spec_name: str, show_paths: bool) -> Path:
     """Resolve ``raw`` against ``base``; refuse anything that lands outside it."""
-    target = (base / raw).resolve()
+    try:
+        target = (base / raw).resolve()
+    except (OSError, ValueError, RuntimeError) as err:  # a NUL, too long, a symlink loop
+        raise _Refused(
+            "options.path", f"output {spec_name!r}: path {str(raw)!r} is not a usable path ({err})"
+        ) from None
     if target == base or not target.is_relative_to(base):
         where = " is outside the reports folder (out_dir)"
         if show_paths:
@@ -157,7 +162,14 @@ def _spec_targets(
         elif len(formats) == 1:
             path = _inside(base, custom, spec.name, show_paths)
         else:
-            path = _inside(base, Path(custom).with_suffix(EXTENSIONS[fmt]), spec.name, show_paths)
+            try:
+                named = Path(custom).with_suffix(EXTENSIONS[fmt])
+            except ValueError:  # "", "." or "/": no file name to give each format's suffix
+                raise _Refused(
+                    "options.path",
+                    f"output {spec.name!r}: path {custom!r} names no file for its formats",
+                ) from None
+            path = _inside(base, named, spec.name, show_paths)
         if path in claimed:
             shown = path if show_paths else path.relative_to(base)
             raise _Refused(
@@ -234,8 +246,13 @@ def chosen_paths(
 # --- writing -----------------------------------------------------------------------------------
 
 
-def write_atomic(path: Path, text: str) -> int:
-    """Write ``text`` to ``path`` via a temp file in the same folder and os.replace; bytes."""
+def write_atomic(path: Path, text: str, *, overwrite: bool = True) -> int:
+    """Write ``text`` to ``path`` via a temp file in the same folder; bytes written.
+
+    The temp file replaces ``path`` (``os.replace``), or with ``overwrite=False`` is linked
+    to it only if nothing is there yet: FileExistsError, whoever wrote it first (another run
+    of a shared service, even one finishing at the same moment).
+    """
     data = text.encode("utf-8")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -244,7 +261,17 @@ def write_atomic(path: Path, text: str) -> int:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            try:
+                os.link(tmp, path)  # atomic, and fails when path exists
+            except FileExistsError:
+                raise
+            except OSError:  # a file system without hard links: create it exclusively instead
+                with path.open("xb") as out:
+                    out.write(data)
+            Path(tmp).unlink()
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -258,6 +285,7 @@ def _produce(ctx: Context, targets: list[_Target]) -> list[tuple[_Target, str, i
     from stages.report_formats import render
 
     doc = build_document(ctx)
+    access = current_access()
     scrubber = active_scrubber().encoded()  # the run's secret values, as each format writes them
     bodies: dict[str, str] = {}
     done: list[tuple[_Target, str, int]] = []
@@ -268,7 +296,13 @@ def _produce(ctx: Context, targets: list[_Target]) -> list[tuple[_Target, str, i
         size = 0
         if t.path is not None:
             try:
-                size = write_atomic(t.path, body)
+                size = write_atomic(t.path, body, overwrite=access.overwrite)
+            except FileExistsError:
+                shown = t.path if access.show_paths else t.path.name
+                raise ReportError(
+                    f"output {t.spec.name!r}: a {t.fmt} report already exists at {shown}; "
+                    "this run does not overwrite it"
+                ) from None
             except OSError as err:
                 raise ReportError(
                     f"output {t.spec.name!r}: cannot write {t.fmt} report to {t.path}: {err}"

@@ -496,3 +496,50 @@ async def test_a_client_cannot_overwrite_another_runs_report(safe: Safe) -> None
         mine = await http.post("/runs", json=body("own-name", "chosen.md"))  # a new name: fine
         assert mine.status_code == 200, mine.text
     assert (safe.reports / "chosen.md").exists()
+
+
+async def test_two_runs_racing_for_one_report_path_never_overwrite_each_other(safe: Safe) -> None:
+    # Both pass the pre-flight check (the file does not exist yet); the slower one must fail,
+    # not replace the faster one's report.
+    def body(tag: str, seconds: float) -> dict[str, Any]:
+        output = {"name": "s", "formats": ["json"], "options": {"path": "race.json"}}
+        return run_body(("nap", {"seconds": seconds}), ("report", {"out_dir": "."}),
+                        run_id=f"race-{tag}", exp={"outputs": [output]})  # fmt: skip
+
+    async with safe.client() as http:
+        fast, slow = await asyncio.gather(http.post("/runs", json=body("fast", 0.2)),
+                                          http.post("/runs", json=body("slow", 0.8)))  # fmt: skip
+    assert fast.status_code == slow.status_code == 200, (fast.text, slow.text)
+    assert fast.json()["status"] == "completed" and slow.json()["status"] == "failed"
+    assert "already exists" in slow.text and str(safe.reports) not in slow.text
+    assert json.loads((safe.reports / "race.json").read_text())["run_id"] == "race-fast"
+
+
+async def test_ids_that_map_to_another_runs_report_name_fail_instead_of_replacing_it(
+    safe: Safe,
+) -> None:
+    output = {"name": "summary", "formats": ["markdown"]}
+    async with safe.client() as http:
+        first = await http.post("/runs", json=run_body(
+            ("report", {"out_dir": "."}), run_id="r:abc", exp={"outputs": [output]}))  # fmt: skip
+        assert first.json()["status"] == "completed", first.text
+        report = safe.reports / "safety-r_abc-summary.md"  # ':' is not safe in a file name
+        before = report.read_bytes()
+        second = await http.post("/runs", json=run_body(
+            ("report", {"out_dir": "."}), run_id="r_abc", exp={"outputs": [output]}))  # fmt: skip
+    assert second.json()["status"] == "failed" and "already exists" in second.text
+    assert report.read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    ("path", "formats"), [("", ["markdown", "json"]), (".", ["markdown", "json"]),
+                          ("/", ["markdown", "json"]), ("a\x00b", ["markdown"])],
+)  # fmt: skip
+async def test_an_output_path_that_names_no_file_is_a_422_not_a_500(
+    safe: Safe, path: str, formats: list[str]
+) -> None:
+    output = {"name": "s", "formats": formats, "options": {"path": path}}
+    async with safe.client() as http:
+        resp = await http.post("/runs", json=run_body(("report", {}), exp={"outputs": [output]}))
+    problem = one_problem(resp)
+    assert problem["field"] == "experiment.outputs[0].options.path", problem
