@@ -539,7 +539,8 @@ def create_app(
                 return loaded
             experiment, path = loaded
             source, experiment_dir = path.name, path.parent
-        refused = stage_problems(experiment, svc.offered.names(), source=source)
+        refused = stage_problems(experiment, svc.offered.names(), source=source,
+                                 max_stages=svc.settings.max_stages)  # fmt: skip
         if refused:
             return _problem_response(422, "stage not offered", refused)
         run_id = body.run_id or new_run_id()

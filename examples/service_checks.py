@@ -84,12 +84,23 @@ def _service_hint(message: str) -> str:
 
 
 def stage_problems(
-    experiment: Experiment, offered: Sequence[str], *, source: str | None = None
+    experiment: Experiment,
+    offered: Sequence[str],
+    *,
+    source: str | None = None,
+    max_stages: int | None = None,
 ) -> list[Problem]:
-    """Pipeline entries naming a stage not on the allow-list, or a ``module:`` import."""
+    """A pipeline longer than ``max_stages``; entries naming a stage not on the allow-list, or
+    a ``module:`` import."""
     prefix = _prefix(source)
     listed = ", ".join(sorted(offered)) or "(none)"
     problems = []
+    if max_stages is not None and len(experiment.pipeline) > max_stages:
+        message = (
+            f"the pipeline has {len(experiment.pipeline):,} stages; this service runs at most "
+            f"{max_stages:,} (ServiceSettings.max_stages, CRUCIBLE_SERVICE_MAX_STAGES)"
+        )
+        return [Problem(message=message, field=f"{prefix}pipeline", source=source)]
     for i, sd in enumerate(experiment.pipeline):
         where = f"{prefix}pipeline[{i}]"
         if sd.module is not None:

@@ -76,6 +76,9 @@ class ServiceSettings(BaseSettings):
         default=DEFAULT_STAGES,
         description="The stages requests may use (comma-separated in the environment).",
     )
+    max_stages: int = Field(
+        default=100, ge=1, description="Stages in one request's pipeline; more get 422."
+    )
     max_depth: int = Field(default=64, ge=1, description="Nesting allowed in a request body.")
     max_values: int = Field(default=1_000_000, ge=1, description="Values in a request body.")
     max_string_chars: int = Field(default=1024 * 1024, ge=1, description="Length of one string.")

@@ -543,3 +543,14 @@ async def test_an_output_path_that_names_no_file_is_a_422_not_a_500(
         resp = await http.post("/runs", json=run_body(("report", {}), exp={"outputs": [output]}))
     problem = one_problem(resp)
     assert problem["field"] == "experiment.outputs[0].options.path", problem
+
+
+async def test_a_pipeline_longer_than_max_stages_is_a_422_before_anything_runs(
+    safe: Safe,
+) -> None:
+    async with safe.client() as http:
+        long = run_body(*[("tally", {})] * 101)
+        problem = one_problem(await http.post("/runs", json=long))
+        at_limit = await http.post("/runs", json=run_body(*[("tally", {})] * 100))
+    assert problem["field"] == "experiment.pipeline" and "at most 100" in problem["message"]
+    assert at_limit.status_code == 200, at_limit.text
