@@ -237,10 +237,15 @@ def _check_read(value: Path, info: ValidationInfo) -> Path:
 
 
 def _check_write_dir(value: Path, info: ValidationInfo) -> Path:
+    access = current_access()
     try:
-        return current_access().writable(value)
+        target = access.writable(value)
     except FileAccessError as err:
         raise PydanticCustomError("file_access", str(err)) from None
+    if target.exists() and not target.is_dir():  # a folder to write into: not a file
+        shown = f"{str(value)!r} ({target})" if access.show_paths else repr(str(value))
+        raise PydanticCustomError("file_access", f"{shown} is a file, not a folder")
+    return target
 
 
 ReadFile = Annotated[Path, AfterValidator(_check_read)]

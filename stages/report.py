@@ -246,12 +246,16 @@ def chosen_paths(
 # --- writing -----------------------------------------------------------------------------------
 
 
+class ReportExists(OSError):
+    """``write_atomic(..., overwrite=False)`` found a file at its path already."""
+
+
 def write_atomic(path: Path, text: str, *, overwrite: bool = True) -> int:
     """Write ``text`` to ``path`` via a temp file in the same folder; bytes written.
 
     The temp file replaces ``path`` (``os.replace``), or with ``overwrite=False`` is linked
-    to it only if nothing is there yet: FileExistsError, whoever wrote it first (another run
-    of a shared service, even one finishing at the same moment).
+    to it only if nothing is there yet: ReportExists, whoever wrote it first (another run of a
+    shared service, even one finishing at the same moment).
     """
     data = text.encode("utf-8")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -267,10 +271,13 @@ def write_atomic(path: Path, text: str, *, overwrite: bool = True) -> int:
             try:
                 os.link(tmp, path)  # atomic, and fails when path exists
             except FileExistsError:
-                raise
+                raise ReportExists(path) from None
             except OSError:  # a file system without hard links: create it exclusively instead
-                with path.open("xb") as out:
-                    out.write(data)
+                try:
+                    with path.open("xb") as out:
+                        out.write(data)
+                except FileExistsError:
+                    raise ReportExists(path) from None
             Path(tmp).unlink()
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -297,7 +304,7 @@ def _produce(ctx: Context, targets: list[_Target]) -> list[tuple[_Target, str, i
         if t.path is not None:
             try:
                 size = write_atomic(t.path, body, overwrite=access.overwrite)
-            except FileExistsError:
+            except ReportExists:
                 shown = t.path if access.show_paths else t.path.name
                 raise ReportError(
                     f"output {t.spec.name!r}: a {t.fmt} report already exists at {shown}; "

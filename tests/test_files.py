@@ -122,3 +122,22 @@ async def test_pre_flight_refuses_an_unusable_path_naming_stage_and_option(tmp_p
     assert (problem.stage, problem.path) == ("reads", "path")
     assert problem.message.endswith("is too long a path for this system (file name too long)")
     assert str(tmp_path) not in str(caught.value)
+
+
+async def test_a_folder_to_write_into_that_is_a_file_is_refused_before_anything_runs(
+    tmp_path: Path,
+) -> None:
+    from stages.report import report
+
+    (tmp_path / "reports").write_text("not a folder\n")
+    exp = Experiment.model_validate({
+        "id": "rep", "pipeline": [{"name": "report"}],
+        "outputs": [{"name": "summary", "formats": ["markdown"]}],
+    })  # fmt: skip
+    access = FileAccess.default(cwd=tmp_path)
+    with pytest.raises(InvalidPipeline) as refused:
+        await run(exp, registry=Registry([report]), file_access=access)
+    assert "options.out_dir" in str(refused.value) and "is a file, not a folder" in str(
+        refused.value
+    )
+    assert (tmp_path / "reports").read_text() == "not a folder\n"
