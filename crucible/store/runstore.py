@@ -24,7 +24,7 @@ from crucible.errors import StoreError
 from crucible.experiment import Experiment
 from crucible.status import RunStatus
 from crucible.store.checkpoints import Checkpoints
-from crucible.store.connection import Database, UnusableStore
+from crucible.store.connection import Database, UnusableStore, describe
 from crucible.store.journal import DEFAULT_JOURNAL_DIR, Journal
 from crucible.store.observer import StoreObserver
 from crucible.store.prefix import prefix_match
@@ -179,8 +179,14 @@ class RunStore:
                 raise UnusableStore("open", str(err)) from None
             self._db.opened_identity = self._db.file_identity()
             self._opened = True
-        await self._journal.replay_others(self._writer.commit_now)
-        await self.mark_abandoned()
+        try:
+            await self._journal.replay_others(self._writer.commit_now)
+            await self.mark_abandoned()
+        except Exception as err:  # a read-only, locked or vanished database: reads still work
+            _log.warning("run store opened without replaying the journal or marking abandoned "
+                         "runs; the next open tries again", database=self.url,
+                         journal=str(self.journal_dir), records=self._journal.pending(),
+                         error=describe(err))  # fmt: skip
 
     async def close(self) -> None:
         """Commit (or journal) every pending record, then dispose of the engine.

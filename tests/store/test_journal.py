@@ -199,3 +199,22 @@ async def test_a_sqlite_file_deleted_or_replaced_while_open_is_never_written(
             info = await fresh.get_run(f"after-{i}")
             assert info is not None and info.status == "completed"
             assert len(info.attempts) == STAGES
+
+
+async def test_a_store_whose_journal_cannot_be_replayed_still_opens_for_reading(
+    tmp_path: Path,
+) -> None:
+    db, folder = tmp_path / "runs.db", tmp_path / "journal"
+    run_ids = await journal_a_batch(db, folder)
+    with sqlite_locked(str(db)), capture_logs() as logs:  # still locked: the replay must wait
+        store = RunStore(db, journal_after_s=0.3, journal_dir=folder)
+        await store.open()  # used to raise the replay's "database is locked"
+        try:
+            assert await store.count_runs() == 0  # reads work; nothing is lost
+            assert store.journal_pending() == RUNS * (STAGES + 2)
+        finally:
+            await store.close()
+    assert any(e["event"].startswith("run store opened without replaying") for e in logs)
+    async with RunStore(db, journal_dir=folder) as fresh:  # unlocked: the next open replays
+        assert await fresh.count_runs(status="completed") == RUNS
+        assert (await fresh.get_run(run_ids[0])) is not None
