@@ -147,6 +147,8 @@ def runs_list_command(
         flat = [flatten(r.metrics) for r in runs]
         if json_:
             rows = [_run_json(r, jaeger_url) for r in runs]
+            for row in rows:  # a listing reads no attempts or artifacts: no empty lists claiming so
+                del row["attempts"], row["artifacts"]
             if names:
                 for row, values in zip(rows, flat, strict=True):
                     row["selected_metrics"] = {n: values.get(n) for n in names}

@@ -166,6 +166,7 @@ def test_run_success_is_printed_stored_and_traced(tmp_path: Path, env: dict[str,
     rows = json.loads(listed_json.stdout)
     assert [r["run_id"] for r in rows] == ["r-ok"]
     assert rows[0]["jaeger_url"] == f"http://jaeger:16686/trace/{trace_id}"
+    assert "attempts" not in rows[0] and "artifacts" not in rows[0]  # `runs show` has them
     assert shown.returncode == 0, shown.stderr
     for text in ("status:     completed", "first", "success", "cli_report", "out/r-ok.txt"):
         assert text in shown.stdout
@@ -366,7 +367,9 @@ def test_ctrl_c_or_sigterm_cancels_the_run(
     runs_json = cli(tmp_path, "runs", "list", "--json", env=env)
     (run,) = json.loads(runs_json.stdout)
     assert run["status"] == "cancelled"
-    assert run["attempts"] == [] and run["trace_id"]
+    assert run["trace_id"]
+    shown = json.loads(cli(tmp_path, "runs", "show", run["run_id"], "--json", env=env).stdout)
+    assert [(a["stage"], a["result"]) for a in shown["attempts"]] == [("slow", "cancellation")]
     # The run and the in-flight stage span were flushed to traces.jsonl before exiting.
     spans = {s["name"]: s for s in read_otlp_jsonl(tmp_path / "traces.jsonl")}
     assert spans["RUN slow"]["attributes"]["cicd.pipeline.result"] == "cancellation"
