@@ -41,7 +41,22 @@ def normalize_url(url: str | os.PathLike[str] | None = None) -> URL:
             parsed = parsed.set(database=str(Path(db).expanduser().absolute()))
     elif backend in ("postgresql", "postgres") and driver in ("", "psycopg2"):
         parsed = parsed.set(drivername="postgresql+asyncpg")
+    if parsed.drivername == "postgresql+asyncpg":
+        parsed = _asyncpg_query(parsed)
     return parsed
+
+
+# libpq's URL parameters that asyncpg takes under another name (with the same values).
+_LIBPQ_NAMES: Final = {"sslmode": "ssl"}
+
+
+def _asyncpg_query(url: URL) -> URL:
+    """``?sslmode=require``, as libpq URLs write it, in the name asyncpg takes (it refuses
+    libpq's with a TypeError)."""
+    query = dict(url.query)
+    renamed = {_LIBPQ_NAMES.get(k, k): v for k, v in query.items() if k not in _LIBPQ_NAMES
+               or _LIBPQ_NAMES[k] not in query}  # fmt: skip
+    return url if renamed == query else url.set(query=renamed)
 
 
 def sqlite_path(url: URL) -> Path | None:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from crucible import Experiment
-from crucible.store import RunStore, StoreError
+from crucible.store import RunStore, StoreError, normalize_url
 
 
 def test_a_sqlite_file_in_a_missing_folder_is_refused_at_once(tmp_path: Path) -> None:
@@ -55,8 +55,15 @@ def test_a_store_shows_no_password_of_its_url() -> None:
     for url, shown in (
         ("postgresql://u:pw-in-userinfo@127.0.0.1/db", "postgresql+asyncpg://u:***@127.0.0.1/db"),
         ("postgresql://u@127.0.0.1/db?sslmode=disable&password=pw-in-query",
-         "postgresql+asyncpg://u@127.0.0.1/db?password=***&sslmode=disable"),  # sorted
+         "postgresql+asyncpg://u@127.0.0.1/db?password=***&ssl=disable"),  # sorted, asyncpg names
     ):  # fmt: skip
         store = RunStore(url)
         assert store.url == shown and "pw-in" not in repr(store)
         assert "pw-in" in store.url_for_workers()  # workers must still connect
+
+
+async def test_a_libpq_sslmode_in_a_postgresql_url_is_understood(pg_database: str) -> None:
+    # libpq URLs say sslmode=; asyncpg refused the name with a TypeError.
+    async with RunStore(f"{pg_database}?sslmode=disable") as store:
+        assert await store.count_runs() == 0
+    assert normalize_url(f"{pg_database}?sslmode=require").query == {"ssl": "require"}
