@@ -185,3 +185,24 @@ async def test_the_run_id_prefix_index_is_made_on_postgresql_only(store_url: str
     added = await on_database(store_url, upgrade, metadata)
     assert added == (["index ix_runs_id_prefix"] if pg else [])  # SQLite: never, nor reported
     assert await on_database(store_url, upgrade, metadata) == []
+
+
+def _tables(path: Any) -> list[str]:
+    with sqlite3.connect(path) as conn:
+        return sorted(
+            r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
+        )
+
+
+async def test_another_programs_sqlite_file_is_refused_and_left_as_it_was(tmp_path: Any) -> None:
+    notes, clash = tmp_path / "notes.db", tmp_path / "clash.db"
+    with sqlite3.connect(notes) as conn:
+        conn.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)")
+    with sqlite3.connect(clash) as conn:  # a table of our name that is not ours
+        conn.execute("CREATE TABLE runs (id INTEGER PRIMARY KEY, foo TEXT)")
+    for path, why in ((notes, "not a crucible run store"), (clash, "cannot add column runs")):
+        before = _tables(path)
+        with pytest.raises(StoreError, match=why):
+            async with RunStore(path):
+                pass
+        assert _tables(path) == before  # nothing was added before the refusal
