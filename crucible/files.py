@@ -208,6 +208,22 @@ def current_access() -> FileAccess:
     return access if access is not None else FileAccess.default()
 
 
+_RESTORED: ContextVar[bool] = ContextVar("crucible_restored_stage", default=False)
+
+
+class restored_stage:
+    """Within the block, read paths are checked against the roots but need not exist: the
+    options of a stage a resume restores (it reads nothing; its files may have moved since)."""
+
+    __slots__ = ("_token",)
+
+    def __enter__(self) -> None:
+        self._token = _RESTORED.set(True)
+
+    def __exit__(self, *exc: object) -> None:
+        _RESTORED.reset(self._token)
+
+
 class using_access:
     """Make ``access`` current for the block (the engine does this for pre-flight and runs).
 
@@ -231,7 +247,7 @@ class using_access:
 
 def _check_read(value: Path, info: ValidationInfo) -> Path:
     try:
-        return current_access().readable(value)
+        return current_access().readable(value, must_exist=not _RESTORED.get())
     except FileAccessError as err:
         raise PydanticCustomError("file_access", str(err)) from None
 

@@ -52,15 +52,17 @@ def preflight(
     allow_imports: bool,
     source: str,
     access: FileAccess,
+    restored: int = 0,
 ) -> list[PlannedStage]:
-    """Resolve and validate every stage; a bad pipeline becomes a CliError listing problems."""
+    """Resolve and validate every stage (the first ``restored`` as a resume restores them); a
+    bad pipeline becomes a CliError listing problems."""
     from crucible.engine import plan
     from crucible.errors import InvalidPipeline
     from crucible.files import using_access
 
     try:
         with using_access(access):
-            return plan(experiment, registry, allow_imports=allow_imports)
+            return plan(experiment, registry, allow_imports=allow_imports, restored=restored)
     except InvalidPipeline as err:
         n = len(err.problems)
         lines = _hidden([experiment], [f"{source}: {p}" for p in err.problems])

@@ -328,9 +328,11 @@ def execute_run(
     from crucible.runids import new_run_id
 
     registry = default_registry()
+    resumed = (extra or {}).get("resume_from")
     planned = preflight(
-        experiment, registry, allow_imports=allow_imports, source=source, access=access
-    )
+        experiment, registry, allow_imports=allow_imports, source=source, access=access,
+        restored=0 if resumed is None else resumed.start,
+    )  # fmt: skip
     # The run's secret values are scrubbed from everything printed, also after it ended.
     token = scrub.activate(scrub.for_run(plan_secrets(planned), None))
     try:

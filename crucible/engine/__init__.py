@@ -139,6 +139,7 @@ async def run(
         validate_options=validate_options,
         allow_imports=allow_imports,
         file_access=access,
+        restored=0 if resume_from is None else resume_from.start,
     )
     run_id = run_id or new_run_id()
     runner = Runner(

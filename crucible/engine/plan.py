@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import weakref
 from collections.abc import Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -12,7 +13,7 @@ import structlog
 
 from crucible.errors import ImportsNotAllowed, InvalidPipeline, OptionsError, Problem, UnknownStage
 from crucible.experiment import Experiment, StageDef, experiment_from_mapping
-from crucible.files import FileAccess, access_in_effect, using_access
+from crucible.files import FileAccess, access_in_effect, restored_stage, using_access
 from crucible.observers import StageInfo
 from crucible.registry import Registry
 from crucible.scrub import Scrubber, definition_secrets, found_in, secret_values
@@ -174,8 +175,13 @@ def plan(
     *,
     validate_options: ValidateMode = "error",
     allow_imports: bool = False,
+    restored: int = 0,
 ) -> list[PlannedStage]:
-    """Resolve every enabled stage and validate its options; raise InvalidPipeline if any fail."""
+    """Resolve every enabled stage and validate its options; raise InvalidPipeline if any fail.
+
+    The first ``restored`` stages are those a resume restores: their read paths must be inside
+    the roots but need not exist any more.
+    """
     if validate_options not in ("error", "warn", "off"):
         raise ValueError(
             f"validate_options must be 'error', 'warn' or 'off', got {validate_options!r}"
@@ -186,15 +192,18 @@ def plan(
     access = access_in_effect()  # a stage planned under it may be reused (_reused)
     settings = (experiment.id, registry.version, validate_options, allow_imports)
     for i, sd in enumerate(experiment.pipeline):
-        again = _reused(sd, i, registry, settings, access)
+        lenient = i < restored
+        here = (*settings, lenient)
+        again = _reused(sd, i, registry, here, access)
         if again is not None:
             planned.append(again)
             continue
-        clean = _plan_stage(experiment, i, sd, registry, validate_options, allow_imports,
-                            planned, fatal, warnings)  # fmt: skip
+        with restored_stage() if lenient else nullcontext():
+            clean = _plan_stage(experiment, i, sd, registry, validate_options, allow_imports,
+                                planned, fatal, warnings)  # fmt: skip
         if clean and access is not None:
             _remember(_stage_cache, _STAGE_CACHE_SIZE, (id(sd), i),
-                      (weakref.ref(registry), settings, access, planned[-1]))  # fmt: skip
+                      (weakref.ref(registry), here, access, planned[-1]))  # fmt: skip
     if fatal:
         raise InvalidPipeline(fatal + warnings, source=experiment.id)
     for p in warnings:
@@ -278,6 +287,7 @@ def cached_plan(
     validate_options: ValidateMode,
     allow_imports: bool,
     file_access: FileAccess,
+    restored: int = 0,
 ) -> list[PlannedStage]:
     """plan(), reused while the same Experiment object runs again on an unchanged registry.
 
@@ -288,26 +298,29 @@ def cached_plan(
     """
     if validate_options == "warn":  # warnings are logged by plan(): keep them per run
         with using_access(file_access):
-            return plan(experiment, registry, validate_options="warn", allow_imports=allow_imports)
+            return plan(experiment, registry, validate_options="warn",
+                        allow_imports=allow_imports, restored=restored)  # fmt: skip
     key = id(experiment)
     hit = _plan_cache.get(key)
     if hit is not None:
-        exp_ref, reg_ref, version, mode, imports, access, planned = hit
+        exp_ref, reg_ref, version, mode, imports, access, held, planned = hit
         if (
             exp_ref() is experiment
             and reg_ref() is registry
             and version == registry.version
             and mode == validate_options
             and imports == allow_imports
+            and held == restored
             and (access is file_access or access == file_access)
         ):
             return planned  # type: ignore[no-any-return]
     with using_access(file_access):  # path options are checked against this run's roots
         planned = plan(
-            experiment, registry, validate_options=validate_options, allow_imports=allow_imports
-        )
+            experiment, registry, validate_options=validate_options, allow_imports=allow_imports,
+            restored=restored,
+        )  # fmt: skip
     _remember(_plan_cache, _PLAN_CACHE_SIZE, key, (
         weakref.ref(experiment), weakref.ref(registry), registry.version,
-        validate_options, allow_imports, file_access, planned,
+        validate_options, allow_imports, file_access, restored, planned,
     ))  # fmt: skip
     return planned

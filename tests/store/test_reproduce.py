@@ -12,11 +12,13 @@ from typing import Any
 import anyio
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan
+from pydantic import BaseModel
 
 import crucible
 from crucible import (
     Context,
     Experiment,
+    InvalidPipeline,
     Registry,
     StageDef,
     StageFailed,
@@ -29,6 +31,7 @@ from crucible import (
 )
 from crucible.errors import ReplayError, Unrestorable
 from crucible.experiment import apply_overrides, parse_override
+from crucible.files import FileAccess, ReadFile
 from crucible.redact import REDACTED
 from crucible.store import RunStore
 from crucible.telemetry import conventions as names
@@ -330,3 +333,52 @@ async def test_a_rerun_reads_data_next_to_the_original_file(
         first.assigns["examples"] == again.assigns["examples"] == [{"input": "a"}, {"input": "b"}]
     )
     assert stored is not None and stored.source == str((project / "exp.yaml").resolve())
+
+
+class _RowsFile(BaseModel):
+    path: ReadFile
+
+
+judge_down = {"fail": True}
+
+
+@stage("read_rows", description="Reads a file of rows", register=False)
+async def read_rows(ctx: Context, opts: _RowsFile) -> Context:
+    return ctx.assign(rows=opts.path.read_text().splitlines())
+
+
+@stage("judge", description="Counts the rows; fails while judge_down['fail']", register=False)
+async def judge(ctx: Context) -> Context:
+    if judge_down["fail"]:
+        raise RuntimeError("judge is down")
+    return ctx.put_metric("rows", len(ctx.assigns["rows"]))
+
+
+async def test_a_restored_stage_whose_file_moved_since_does_not_block_the_resume(
+    store: RunStore, tmp_path: Path
+) -> None:
+    folder = tmp_path / "exp"
+    folder.mkdir()
+    (folder / "rows.txt").write_text("a\nb\n")
+    (folder / "exp.yaml").write_text(
+        "id: moved\ncheckpoint: true\npipeline:\n"
+        "  - name: read_rows\n    options: {path: rows.txt}\n  - name: judge\n"
+    )
+    registry = Registry([read_rows, judge])
+    exp = crucible.load_experiment(folder / "exp.yaml")
+    judge_down["fail"] = True
+    with pytest.raises(StageFailed):
+        await run(exp, run_id="moved-1", registry=registry, store=store)
+    folder.rename(tmp_path / "elsewhere")  # the data file of the restored stage is gone
+    judge_down["fail"] = False
+    ctx = await resume("moved-1", store=store, registry=registry, run_id="moved-2")
+    assert ctx.metrics == {"rows": 2}
+    assert [(r.stage, r.result) for r in ctx.trace.spans] == [("read_rows", "skip"),
+                                                              ("judge", "success")]  # fmt: skip
+    again = Experiment(
+        id="moved",
+        pipeline=[StageDef(name="read_rows", options={"path": str(folder / "rows.txt")})],
+    )
+    with pytest.raises(InvalidPipeline, match="does not exist"):  # a stage that runs: checked
+        await run(again, registry=registry,
+                  file_access=FileAccess.default(allow_read=[tmp_path]))  # fmt: skip
