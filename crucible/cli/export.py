@@ -30,6 +30,11 @@ _FIXED = ("index", "run_id", "status", "duration_s", "trace_id")
 def check_export_path(path: Path) -> Path:
     """Refuse, before anything runs, a path the CSV could not be written to."""
     target = path.expanduser().resolve()
+    if target.suffix.lower() in (".json", ".jsonl"):
+        raise CliError(
+            f"--export {str(path)!r}: --export writes CSV; name the file .csv, or use --json "
+            "(the runs as JSON on stdout)"
+        )
     if target.is_dir():
         raise CliError(f"--export {str(path)!r} is a directory; give a file name such as runs.csv")
     if not target.parent.is_dir():
@@ -64,8 +69,12 @@ def runs_csv(
     keys = list(columns) if columns else sorted({k for m in metrics for k in m})
     out = io.StringIO()
     writer = csv.writer(out)
+    # A metric named like another column (status, error, matrix.x) gets "metric." before its
+    # name, so that no header repeats and no reader keeps one value for both.
+    taken = {*_FIXED, *(f"matrix.{k}" for k in params), "error"}
+    headers = [f"metric.{k}" if k in taken else k for k in keys]
     # Metric names come from the runs too: a header cell is quoted like any other text.
-    writer.writerow([*_FIXED, *(f"matrix.{k}" for k in params), *map(_cell, keys), "error"])
+    writer.writerow([*_FIXED, *(f"matrix.{k}" for k in params), *map(_cell, headers), "error"])
     for o, flat in zip(outcomes, metrics, strict=True):
         point = to_jsonable(dict(points[o.index]))
         error = f"{type(o.error).__name__}: {o.error}" if o.error is not None else ""

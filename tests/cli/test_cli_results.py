@@ -141,10 +141,11 @@ def test_run_summary_leads_with_headlines_and_never_cuts_a_token(
 def test_batch_show_export_and_runs_list_columns(tmp_path: Path, env: dict[str, str]) -> None:
     work = quickstart_dir(tmp_path, "sweep")
     bad_dir = quickstart_dir(tmp_path, "bad")
-    default, bad = cli_many(
+    default, bad, as_json = cli_many(
         [
             (work, ["batch", "sweep.yaml", "--exporter", "none", "--export", "out.csv"]),
             (bad_dir, ["batch", "sweep.yaml", "--exporter", "none", "--export", "no/x.csv"]),
+            (bad_dir, ["batch", "sweep.yaml", "--exporter", "none", "--export", "out.json"]),
         ],
         env,
         {"COLUMNS": "200"},
@@ -152,6 +153,9 @@ def test_batch_show_export_and_runs_list_columns(tmp_path: Path, env: dict[str, 
     # a bad --export path is bad input: exit 2, nothing ran
     assert bad.returncode == 2 and "--export 'no/x.csv'" in bad.stderr
     assert "does not exist" in bad.stderr and not (bad_dir / ".crucible").exists()
+    # a .json name would get CSV in it: refused the same way
+    assert as_json.returncode == 2 and "--export writes CSV" in as_json.stderr
+    assert not (bad_dir / "out.json").exists() and not (bad_dir / ".crucible").exists()
 
     assert default.returncode == 0, default.stderr
     runs = stored(work)

@@ -22,3 +22,26 @@ async def test_formula_like_names_and_values_are_quoted() -> None:
     cells = dict(zip(header, row, strict=True))
     assert cells["'=HYPERLINK(1)"] == "'@SUM(A1)"
     assert cells["score"] == "-2.5"  # a number is a number, negative or not
+
+
+@stage("clashing", description="Records metrics named like the CSV's own columns", register=False)
+async def clashing(ctx: Context) -> Context:
+    return (ctx.put_metric("status", "metric-status").put_metric("error", "metric-error")
+            .put_metric("run_id", "metric-run").put_metric("matrix.x", 999))  # fmt: skip
+
+
+async def test_a_metric_named_like_another_column_keeps_its_own_column() -> None:
+    exp = Experiment(id="csv", pipeline=[StageDef(name="clashing")])
+    outcomes = await run_batch([exp], registry=Registry([clashing]))
+    rows = list(csv.reader(io.StringIO(runs_csv(outcomes, [{"x": 1}], None))))
+    header, row = rows
+    assert len(header) == len(set(header))  # no header repeats
+    cells = dict(zip(header, row, strict=True))
+    assert (cells["status"], cells["run_id"], cells["matrix.x"]) == (
+        "completed",
+        outcomes[0].run_id,
+        "1",
+    )
+    assert cells["metric.status"] == "metric-status" and cells["metric.matrix.x"] == "999"
+    assert cells["metric.run_id"] == "metric-run" and cells["metric.error"] == "metric-error"
+    assert cells["error"] == ""
