@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from rich import box
@@ -260,14 +260,24 @@ class OutcomesAtEnd:
 
     def __init__(self) -> None:
         self.outcomes: list[RunOutcome] = []
+        self.trace_ids: dict[str, str] = {}  # a run cancelled mid-stage reports none of its own
 
     def observer(self) -> RunObserver:
-        from crucible.observers import BatchEnd, RunObserver
+        from crucible.observers import BatchEnd, RunObserver, RunStart
 
         kept = self
 
         class OnBatchEnd(RunObserver):
+            def on_run_start(self, *, run: RunStart) -> None:
+                if run.trace_id:
+                    kept.trace_ids[run.run_id] = run.trace_id
+
             def on_batch_end(self, *, batch: BatchEnd) -> None:
-                kept.outcomes = sorted(batch.outcomes, key=lambda o: o.index)
+                ids = kept.trace_ids
+                kept.outcomes = sorted(
+                    (o if o.trace_id or o.run_id not in ids else replace(o, trace_id=ids[o.run_id])
+                     for o in batch.outcomes),
+                    key=lambda o: o.index,
+                )  # fmt: skip
 
         return OnBatchEnd()

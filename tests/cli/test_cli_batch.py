@@ -309,6 +309,11 @@ def test_an_interrupted_batch_still_writes_export_and_json_with_every_run(
     assert {r["status"] for r in rows} == {"cancelled"}
     assert [r["matrix.cli_grid.x"] for r in rows] == ["1", "2", "3", "4"]
     assert "exported: " in err and "(4 runs)" in err
+    # Runs cancelled mid-stage have their trace (the store's); the others never started.
+    traced = {r.run_id: r.trace_id for r in stored.values() if r.trace_id}
+    assert traced  # at least the one whose stage said it started
+    assert {r["run_id"]: r["trace_id"] for r in doc["runs"] if r["trace_id"]} == traced
+    assert {r["run_id"]: r["trace_id"] for r in rows if r["trace_id"]} == traced
 
 
 def test_progress_bar_on_a_terminal(tmp_path: Path, env: dict[str, str]) -> None:
