@@ -41,13 +41,8 @@ def scrub_span(span: Span, scrubber: Scrubber, name: str, started: Mapping[str, 
             stored.get(k) is not v for k, v in started.items()
         )
         if changed:
-            clean = hide.value(dict(stored)) if _holds(hide, stored) else None
-            limit = held._attributes.max_value_len  # the SDK cut long values as they were set
-            if limit is not None:
-                whole = clean if clean is not None else dict(stored)
-                cut = {k: _cut(hide, v, limit) for k, v in whole.items()}
-                clean = cut if cut != whole else clean
-            if clean is not None:
+            clean = _scrubbed(hide, stored, held._attributes.max_value_len)
+            if clean != stored:
                 stored.clear()
                 stored.update(clean)
         events = held._events  # the engine adds its own after this pass: these are stage code's
@@ -57,27 +52,37 @@ def scrub_span(span: Span, scrubber: Scrubber, name: str, started: Mapping[str, 
                 events._dq.clear()
                 events._dq.extend(kept)
         links = held._links  # the engine starts stage spans with none: stage code added these
-        if len(links) and any(_holds(hide, dict(k.attributes or {})) for k in links):
-            linked = list(links)
-            links._dq.clear()
-            for k in linked:
-                links._dq.append(Link(k.context, hide.value(dict(k.attributes or {}))))
+        if len(links):
+            kept_links = [_link(hide, k) for k in links]
+            if any(new is not old for new, old in zip(kept_links, links, strict=True)):
+                links._dq.clear()
+                links._dq.extend(kept_links)
         status = held._status
         if status.description and hide.finds(status.description):
             held._status = Status(status.status_code, hide.text(status.description))
 
 
+def _scrubbed(hide: Scrubber, attributes: Any, limit: int | None) -> dict[str, Any]:
+    """``attributes`` (a mapping) with the secrets out, also those the SDK cut at ``limit``."""
+    clean: dict[str, Any] = hide.value(dict(attributes or {}))
+    return clean if limit is None else {k: _cut(hide, v, limit) for k, v in clean.items()}
+
+
 def _event(hide: Scrubber, event: Event) -> Event:
-    """``event``, or a copy with the secrets (and secrets the SDK cut short) out of it."""
-    attributes = dict(event.attributes or {})
-    limit = getattr(event.attributes, "max_value_len", None)
-    clean = hide.value(attributes)
-    if limit is not None:
-        clean = {k: _cut(hide, v, limit) for k, v in clean.items()}
+    """``event``, or a copy with the secrets out of its name and attributes."""
+    attributes = event.attributes
+    clean = _scrubbed(hide, attributes, getattr(attributes, "max_value_len", None))
     name = hide.text(event.name)
-    if clean == attributes and name == event.name:
+    if clean == dict(attributes or {}) and name == event.name:
         return event
     return Event(name, clean, event.timestamp)
+
+
+def _link(hide: Scrubber, link: Link) -> Link:
+    """``link``, or a copy with the secrets out of its attributes."""
+    attributes = link.attributes
+    clean = _scrubbed(hide, attributes, getattr(attributes, "max_value_len", None))
+    return link if clean == dict(attributes or {}) else Link(link.context, clean)
 
 
 def _cut(hide: Scrubber, value: Any, limit: int) -> Any:
@@ -90,17 +95,3 @@ def _cut(hide: Scrubber, value: Any, limit: int) -> Any:
             if value.endswith(secret[:kept]):
                 return value[: len(value) - kept] + REDACTED
     return value
-
-
-def _holds(hide: Scrubber, value: Any) -> bool:
-    """Whether a string in ``value`` (a string, or mappings and sequences of them, keys
-    included) holds one of the secrets."""
-    if isinstance(value, str):
-        return hide.finds(value)
-    if isinstance(value, bytes | bytearray):  # OpenTelemetry keeps bytes values as they are
-        return hide.binary(value) != value
-    if isinstance(value, Mapping):
-        return any(_holds(hide, k) or _holds(hide, v) for k, v in value.items())
-    if isinstance(value, list | tuple):
-        return any(_holds(hide, v) for v in value)
-    return False
