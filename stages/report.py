@@ -268,21 +268,26 @@ def write_atomic(path: Path, text: str, *, overwrite: bool = True) -> int:
         if overwrite:
             os.replace(tmp, path)
         else:
-            try:
-                os.link(tmp, path)  # atomic, and fails when path exists
-            except FileExistsError:
-                raise ReportExists(path) from None
-            except OSError:  # a file system without hard links: create it exclusively instead
-                try:
-                    with path.open("xb") as out:
-                        out.write(data)
-                except FileExistsError:
-                    raise ReportExists(path) from None
+            _create_new(tmp, path, data)
             Path(tmp).unlink()
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return len(data)
+
+
+def _create_new(tmp: str, path: Path, data: bytes) -> None:
+    """``path`` made from the written ``tmp`` only if it does not exist (ReportExists)."""
+    try:
+        try:
+            os.link(tmp, path)  # atomic, and fails when path exists
+        except FileExistsError:
+            raise
+        except OSError:  # a file system without hard links: create it exclusively instead
+            with path.open("xb") as out:
+                out.write(data)
+    except FileExistsError:
+        raise ReportExists(path) from None
 
 
 def _produce(ctx: Context, targets: list[_Target]) -> list[tuple[_Target, str, int]]:

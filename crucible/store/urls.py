@@ -46,17 +46,15 @@ def normalize_url(url: str | os.PathLike[str] | None = None) -> URL:
     return parsed
 
 
-# libpq's URL parameters that asyncpg takes under another name (with the same values).
-_LIBPQ_NAMES: Final = {"sslmode": "ssl"}
-
-
 def _asyncpg_query(url: URL) -> URL:
-    """``?sslmode=require``, as libpq URLs write it, in the name asyncpg takes (it refuses
-    libpq's with a TypeError)."""
+    """``?sslmode=require``, as libpq URLs write it, as asyncpg's ``ssl`` (the same values;
+    asyncpg refuses libpq's name with a TypeError)."""
+    if "sslmode" not in url.query:
+        return url
     query = dict(url.query)
-    renamed = {_LIBPQ_NAMES.get(k, k): v for k, v in query.items() if k not in _LIBPQ_NAMES
-               or _LIBPQ_NAMES[k] not in query}  # fmt: skip
-    return url if renamed == query else url.set(query=renamed)
+    sslmode = query.pop("sslmode")
+    query.setdefault("ssl", sslmode)
+    return url.set(query=query)
 
 
 def sqlite_path(url: URL) -> Path | None:
