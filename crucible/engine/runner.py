@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import inspect
 import math
-import random
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Sequence
 from typing import Any, Final
 
 import anyio
@@ -20,12 +18,21 @@ from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
 from crucible import scrub
 from crucible.context import Context
 from crucible.engine import _fast
+from crucible.engine.attempt import (
+    CANCELLED,
+    NotAContext,
+    backoff,
+    close_span,
+    failed_context,
+    result_for,
+    skip_span,
+)
+from crucible.engine.attempt import call as call_stage
 from crucible.engine.guard import NO_STAGE, engine_failure
 from crucible.engine.plan import PlannedStage, for_run, plan_facts, plan_secrets
 from crucible.engine.resume import ResumePoint
 from crucible.errors import StageError, StageFailed
 from crucible.experiment import Experiment
-from crucible.experiment.models import MAX_RETRY_DELAY_S
 from crucible.logging import run_context
 from crucible.observers import (
     AttemptStart,
@@ -40,14 +47,12 @@ from crucible.observers import (
     notify_shielded,
 )
 from crucible.provenance import cached_provenance, provenance_for
-from crucible.stage import StageSpec
 from crucible.status import RunStatus, pipeline_result, status_for_result
 from crucible.telemetry import attributes as span_attrs
 from crucible.telemetry import conventions as names
 from crucible.telemetry import spans as tel
 from crucible.telemetry.carrier import StageCarriers
-from crucible.telemetry.scrubspan import scrub_span
-from crucible.trace import SpanEvent, SpanRecord, StageResult
+from crucible.trace import SpanRecord, StageResult
 
 _log = structlog.get_logger("crucible.engine")
 _now, _UTC = dt.datetime.now, dt.UTC
@@ -59,32 +64,6 @@ if (len(RunStart._fields), len(AttemptStart._fields), len(RunEnd._fields)) != (1
     raise ImportError(
         "crucible.engine.runner: the observer records' fields changed"
     )  # pragma: no cover
-
-
-class _NotAContext(TypeError):
-    """A stage returned something other than a Context (an engine-level ``error``)."""
-
-
-# Stored, logged and shown as what it is to the user, a TypeError (not a private name).
-_NotAContext.__name__ = _NotAContext.__qualname__ = "TypeError"
-_CANCELLED: Final = "cancelled while the stage ran"
-
-
-def _backoff(base: float, attempt: int) -> float:
-    """Exponential backoff with jitter around the nominal delay (±50%), at most
-    ``MAX_RETRY_DELAY_S``. Float arithmetic throughout: a late attempt or a huge base
-    saturates at the cap instead of overflowing."""
-    nominal = base * 2.0 ** min(attempt - 1, 64)  # 2**64 times any base > 0 is past the cap
-    delay = nominal * random.uniform(0.5, 1.5)
-    return delay if delay < MAX_RETRY_DELAY_S else MAX_RETRY_DELAY_S  # also for inf and nan
-
-
-def _result_for(exc: BaseException) -> StageResult:
-    if isinstance(exc, TimeoutError):
-        return "timeout"
-    if isinstance(exc, _NotAContext):
-        return "error"
-    return "failure"
 
 
 class Runner:
@@ -324,7 +303,7 @@ class Runner:
                     raise outcome
                 if outcome.result == "timeout" and anyio.current_time() >= deadline:
                     raise outcome  # the run's own deadline passed: retrying cannot help
-                delay = _backoff(sd.retry_backoff, attempt)
+                delay = backoff(sd.retry_backoff, attempt)
                 if anyio.current_time() + delay >= deadline:
                     raise outcome
                 self._retrying(ctx, step, attempt, outcome, delay)
@@ -361,21 +340,9 @@ class Runner:
         restored: bool = False,
     ) -> Context:
         """A stage that does not run here: disabled, or ``restored`` from the resumed run."""
-        attrs = span_attrs.skip_attributes(
-            step.span_attributes, restored=restored and step.spec is not None
-        )
-        spans = self.tel.spans
-        span = spans.start_child(step.span_name, self.run_span, run_otel_ctx, attrs)
-        t = time.time_ns()
-        spans.finish(span, span_attrs.NO_ATTRIBUTES)
-        _, span_id = tel.hex_ids(span)
-        start, end = tel.span_times(span, t, t)
-        record = SpanRecord(
-            name=step.span_name, stage=step.name, span_id=span_id, parent_span_id=parent,
-            start_ns=start, end_ns=end, result="skip", attempt=0, stage_index=step.index,
-        )  # fmt: skip
+        record = skip_span(self.tel.spans, step, self.run_span, run_otel_ctx, parent, restored)
         if self.obs.on_attempt_start or self.obs.on_attempt_end:
-            attempt = self._attempt_start(step, 0, span_id, start)
+            attempt = self._attempt_start(step, 0, record.span_id, record.start_ns)
             await notify(self.obs.on_attempt_start, attempt=attempt)
             await notify(self.obs.on_attempt_end, attempt=attempt, record=record)
         assert ctx.trace is not None
@@ -444,7 +411,7 @@ class Runner:
                     spec.call(stage_in, step.options) if spec.takes_options else spec.call(stage_in)
                 )
             else:
-                call = _call(spec, stage_in, step.options)
+                call = call_stage(spec, stage_in, step.options)
             if stage_deadline == _INF:
                 out = await call
             else:
@@ -460,17 +427,17 @@ class Runner:
                 if inspect.isawaitable(out):
                     out = await out
                 if not isinstance(out, Context):
-                    error = _NotAContext(
+                    error = NotAContext(
                         f"stage {name!r} returned {type(out).__qualname__}, expected a Context"
                     )
                     result = "error"
         except anyio.get_cancelled_exc_class() as exc:
             # Recorded with a plain message: the library's names a cancel scope and a task.
-            cancel_exc, error = exc, type(exc)(_CANCELLED)
+            cancel_exc, error = exc, type(exc)(CANCELLED)
             result = "cancellation"
         except Exception as exc:
             error = exc
-            result = _result_for(exc)
+            result = result_for(exc)
         except GeneratorExit:
             raise
         except BaseException as exc:  # SystemExit, KeyboardInterrupt: recorded, then re-raised
@@ -481,31 +448,12 @@ class Runner:
             otel_context.detach(token)
             if live is not None:
                 live.attempt = None
-        if self.scrubber.pattern is not None:  # what stage code set on the span itself
-            scrub_span(span, self.scrubber, step.span_name, attrs)
         # What the stage left behind: its output, or the Context a StageError carried.
         left = out if error is None else (error.context if isinstance(error, StageError) else None)
-        events: tuple[SpanEvent, ...] = ()
-        trace_after = None
-        if left is not None and left.trace is not None:
-            trace_after = left.trace
-            if trace_after.pending_events:
-                trace_after, events = trace_after.take_events()
-                hide = self.scrubber.encoded()  # an attribute may hold JSON text
-                for ev in events:
-                    attributes = span_attrs.event_attributes(ev.attributes)
-                    if hide:
-                        attributes = hide.value(attributes)
-                    span.add_event(hide.text(ev.name), attributes, ev.timestamp_ns)
-        if error is not None:
-            if self.scrubber:
-                self.scrubber.exception(error)  # every later str(error) is clean
-            if result != "cancellation":
-                span.record_exception(error, attributes=self.scrubber.exception_event(error))
-            described = f"{type(error).__name__}: {error}"
-            span.set_status(Status(StatusCode.ERROR, self.scrubber.text(described)))
         url = None if self.url is None else self.scrubber.text(self._url_for(span_id))
-        spans.finish(span, span_attrs.stage_end_attributes(span_id, result, error, url))
+        events, trace_after = close_span(
+            span, spans, self.scrubber, step, attrs, left, error, result, (span_id, url)
+        )
         if metrics_on:
             stage_attrs = self.scrubber.value(step.metric_attributes)
             self.tel.instruments.stage_duration.record(
@@ -528,15 +476,7 @@ class Runner:
                 await notify_shielded(self.obs.on_attempt_end, attempt=watched, record=record)
         if error is None:
             return _fast.completed(out, name, (trace_after or base_trace).with_span(record)), None
-        if isinstance(left, Context):
-            kept = _fast.with_run_state(
-                left, (trace_after or base_trace).with_span(record), self.carriers.run,
-                left.assigns,
-            )  # fmt: skip
-        else:
-            kept = _fast.with_run_state(
-                ctx, ctx.trace.with_span(record), self.carriers.run, ctx.assigns
-            )
+        kept = failed_context(ctx, left, trace_after or base_trace, record, self.carriers.run)
         failed = StageFailed(name, error, kept, result=result)
         if self.scrubber:  # also for an error whose str does not come from its args
             failed.args = (self.scrubber.text(str(failed)),)
@@ -556,12 +496,3 @@ class Runner:
     def _url_for(self, span_id: str) -> str:
         assert self.url is not None
         return self.url.format(run_id=self.run_id, trace_id=self.trace_id, span_id=span_id)
-
-
-def _call(spec: StageSpec, ctx: Context, options: Any) -> Awaitable[Any]:
-    """The one way a stage is called: async on the loop, sync in a worker thread."""
-    if not spec.is_async:
-        args = (ctx, options) if spec.takes_options else (ctx,)
-        return anyio.to_thread.run_sync(functools.partial(spec.call, *args))
-    result: Awaitable[Any] = spec.call(ctx, options) if spec.takes_options else spec.call(ctx)
-    return result

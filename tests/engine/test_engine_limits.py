@@ -12,7 +12,7 @@ import pytest
 from opentelemetry.trace import StatusCode
 
 from crucible import Context, Experiment, Registry, StageDef, StageFailed, run, stage
-from crucible.engine.runner import _backoff
+from crucible.engine.attempt import backoff as _backoff
 from crucible.experiment.models import MAX_RETRIES, MAX_RETRY_DELAY_S
 from crucible.store import RunStore
 from crucible.testing import SpanCapture
